@@ -1,0 +1,1 @@
+"""Command line: thin wrappers over the Python API, one module per command."""

@@ -1,0 +1,61 @@
+"""`deepreshape` entry point: discovers command modules in this package and dispatches.
+
+Each module `deepreshape/cli/<name>.py` (other than this one) defines
+`register(subparsers) -> None`, which adds its sub-parser and sets `func=run` on it,
+where `run(args) -> int | None`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from deepreshape.errors import DeepReshapeError
+
+# Order in `deepreshape --help`; modules not listed come after, alphabetically.
+_ORDER = ["list", "count", "design", "train", "eval", "criticality", "reduce", "snl", "pi",
+          "pareto", "report", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="deepreshape",
+        description="Design, count, train and privately run networks for private inference.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import deepreshape.cli as pkg
+
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in ("main",)]
+    names = sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+    for name in names:
+        module = importlib.import_module(f"deepreshape.cli.{name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        code = args.func(args)
+    except DeepReshapeError as e:
+        if args.debug:
+            raise
+        print(f"deepreshape: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("deepreshape: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

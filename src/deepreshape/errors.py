@@ -1,0 +1,29 @@
+"""Errors a user can cause, each printed by the CLI as one line with its exit code."""
+
+from __future__ import annotations
+
+
+class DeepReshapeError(Exception):
+    """Base class; `exit_code` 2 is bad usage or input, 1 a failure at run time."""
+
+    exit_code = 2
+
+
+class UsageError(DeepReshapeError, ValueError):
+    """Bad name, option, constraint or input file."""
+
+    exit_code = 2
+
+
+class DataError(UsageError):
+    """A data set that is missing, corrupt, or not of the expected shape."""
+
+
+class CheckpointError(UsageError):
+    """A run directory or checkpoint that is missing, broken, or for another network."""
+
+
+class RunFailure(DeepReshapeError, RuntimeError):
+    """Something that failed while running (NaN loss, a dead peer, a timeout)."""
+
+    exit_code = 1
