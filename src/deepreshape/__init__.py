@@ -1,0 +1,38 @@
+"""deepreshape: design, count, train, ReLU-optimize and privately run networks for
+private inference (PI), following DeepReShape (Jha & Reagen, ICLR 2023 submission).
+
+Python API (the CLI is a thin layer over these)::
+
+    import deepreshape as dr
+    spec = dr.parse("hrn-5x7x2x", dataset="cifar100")   # NetSpec: a network as data
+    counts = dr.count(spec)                               # exact ReLUs / MACs / params
+    model = dr.build(spec)                                # a plain torch.nn.Module
+    sols = dr.design((3, 2, 4, 1))                        # DeepReShape solver
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deepreshape.build import build, create_model
+from deepreshape.count import Counts, count, count_module
+from deepreshape.errors import DeepReshapeError, UsageError
+from deepreshape.spec import NetSpec, list_models, parse
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Counts", "DeepReshapeError", "NetSpec", "UsageError", "build", "count", "count_module",
+    "create_model", "design", "list_models", "parse",
+]
+
+# Heavier parts are imported on first use so `import deepreshape` stays fast.
+_LAZY = {"design": "deepreshape.design"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deepreshape' has no attribute {name!r}")

@@ -1,0 +1,267 @@
+"""ReLUs, MACs and parameters, counted two independent ways.
+
+`count(spec)` derives every number analytically from the spec (no module is built);
+`count_module(model, spec)` runs the built module once with forward hooks. Tests hold the
+two equal for the whole zoo. Conventions: stage1 includes the stem, whose ReLUs are also
+reported alone as `stem_relus`; MACs are multiply-accumulates of conv and linear layers
+(one MAC = two FLOPs in `torch.utils.flop_counter`); parameters include BatchNorm affine
+weights, not running statistics. The linear classifier is reported as `head`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from deepreshape.spec import NetSpec, SlotInfo, Stage, conv_out, relu_slots, reuse_split, stage_io
+
+
+@dataclass(frozen=True)
+class LayerCount:
+    name: str  # module path
+    kind: str  # conv | bn | relu | linear
+    stage: str  # stage1..stageD or head
+    shape: tuple[int, int, int]  # output C, H, W
+    relus: int = 0
+    macs: int = 0
+    params: int = 0
+
+
+@dataclass(frozen=True)
+class StageCount:
+    name: str
+    relus: int
+    macs: int
+    params: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    arch: str
+    input_size: int
+    num_classes: int
+    relus: int
+    macs: int
+    params: int
+    stem_relus: int
+    stages: tuple[StageCount, ...]
+    head: StageCount
+    layers: tuple[LayerCount, ...] = ()
+
+    def to_dict(self, layers: bool = False) -> dict:
+        d = {
+            "arch": self.arch,
+            "input_size": self.input_size,
+            "num_classes": self.num_classes,
+            "relus": self.relus,
+            "macs": self.macs,
+            "params": self.params,
+            "stem_relus": self.stem_relus,
+            "stages": [asdict(s) for s in self.stages],
+            "head": asdict(self.head),
+        }
+        if layers:
+            d["layers"] = [asdict(x) for x in self.layers]
+        return d
+
+    def stage(self, name: str) -> StageCount:
+        return next(s for s in self.stages if s.name == name)
+
+
+def _conv(name: str, stage: str, cin: int, cout: int, k: int, res: int, groups: int = 1
+          ) -> LayerCount:
+    return LayerCount(name, "conv", stage, (cout, res, res),
+                      macs=cout * res * res * (cin // groups) * k * k,
+                      params=cout * (cin // groups) * k * k)
+
+
+def _bn(name: str, stage: str, c: int, res: int) -> LayerCount:
+    return LayerCount(name, "bn", stage, (c, res, res), params=2 * c)
+
+
+def _slot(spec: NetSpec, info: SlotInfo) -> list[LayerCount]:
+    """The slot's ReLUs, plus the convs a ReLU-reuse slot adds."""
+    kind = spec.slot_kind(info.address)
+    stage, shape = info.stage_name, (info.channels, info.height, info.width)
+    rows = [LayerCount(info.address, "relu", stage, shape,
+                       relus=kind.relus(info.channels, info.height, info.width))]
+    if kind.kind == "reuse" and kind.factor > 2:
+        _, n_relu, n_lin = reuse_split(info.channels, kind.factor)
+        a, r = info.address, info.height
+        rows += [_conv(f"{a}.conv_relu", stage, n_relu, n_relu, 3, r),
+                 _bn(f"{a}.bn_relu", stage, n_relu, r)]
+        if n_lin:
+            rows += [_conv(f"{a}.conv_lin", stage, n_lin + n_relu, n_lin, 3, r),
+                     _bn(f"{a}.bn_lin", stage, n_lin, r)]
+    return rows
+
+
+def layer_table(spec: NetSpec) -> list[LayerCount]:
+    """Every conv, BN, ReLU slot and linear layer in forward order, counted analytically."""
+    slots = {s.address: s for s in relu_slots(spec)}
+    r0 = conv_out(spec.input_size, 3, spec.stem.stride, 1)
+    m = spec.stem.width
+    rows = [_conv("stem.conv", "stage1", spec.in_channels, m, 3, r0)]
+    if spec.stem.bn_relu:
+        rows += [_bn("stem.bn", "stage1", m, r0)] + _slot(spec, slots["stem.relu"])
+    cout = m
+    for k, st, cin, res in stage_io(spec):
+        for b in range(1, st.depth + 1):
+            c_in = cin if b == 1 else st.width
+            stride = st.stride if b == 1 else 1
+            rows += _block_rows(spec, slots, st, f"stage{k}.block{b}", f"stage{k}", c_in, stride, res)
+            res = conv_out(res, 3, stride, 1)
+        if spec.final_relu and k == len(spec.stages):
+            rows += [_bn(f"stage{k}.post.bn", f"stage{k}", st.width, res)]
+            rows += _slot(spec, slots[f"stage{k}.post.relu"])
+        cout = st.width
+    n = spec.num_classes
+    rows.append(LayerCount("fc", "linear", "head", (n, 1, 1), macs=cout * n, params=cout * n + n))
+    return rows
+
+
+def _block_rows(spec: NetSpec, slots: dict[str, SlotInfo], st: Stage, p: str, stage: str,
+                cin: int, stride: int, res: int) -> list[LayerCount]:
+    out = conv_out(res, 3, stride, 1)
+    w = st.width
+    proj = stride != 1 or cin != w
+    if st.block == "basic":
+        rows = [_conv(f"{p}.conv1", stage, cin, w, 3, out), _bn(f"{p}.bn1", stage, w, out),
+                *_slot(spec, slots[f"{p}.relu1"]),
+                _conv(f"{p}.conv2", stage, w, w, 3, out), _bn(f"{p}.bn2", stage, w, out)]
+        if proj:
+            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, out),
+                     _bn(f"{p}.shortcut.bn", stage, w, out)]
+        return rows + _slot(spec, slots[f"{p}.relu2"])
+    if st.block == "bottleneck":
+        i = st.inner
+        rows = [_conv(f"{p}.conv1", stage, cin, i, 1, res), _bn(f"{p}.bn1", stage, i, res),
+                *_slot(spec, slots[f"{p}.relu1"]),
+                _conv(f"{p}.conv2", stage, i, i, 3, out, st.groups), _bn(f"{p}.bn2", stage, i, out),
+                *_slot(spec, slots[f"{p}.relu2"]),
+                _conv(f"{p}.conv3", stage, i, w, 1, out), _bn(f"{p}.bn3", stage, w, out)]
+        if proj:
+            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, out),
+                     _bn(f"{p}.shortcut.bn", stage, w, out)]
+        return rows + _slot(spec, slots[f"{p}.relu3"])
+    rows = [_bn(f"{p}.bn1", stage, cin, res), *_slot(spec, slots[f"{p}.relu1"]),
+            _conv(f"{p}.conv1", stage, cin, w, 3, out), _bn(f"{p}.bn2", stage, w, out),
+            *_slot(spec, slots[f"{p}.relu2"]), _conv(f"{p}.conv2", stage, w, w, 3, out)]
+    if proj:
+        rows.append(_conv(f"{p}.shortcut", stage, cin, w, 1, out))
+    return rows
+
+
+def _aggregate(spec: NetSpec, rows: list[LayerCount], stem_relus: int,
+               keep_layers: bool) -> Counts:
+    names = [f"stage{k}" for k in range(1, len(spec.stages) + 1)]
+    acc = {n: [0, 0, 0] for n in [*names, "head"]}
+    for r in rows:
+        a = acc[r.stage]
+        a[0] += r.relus
+        a[1] += r.macs
+        a[2] += r.params
+    stages = tuple(StageCount(n, *acc[n]) for n in names)
+    head = StageCount("head", *acc["head"])
+    return Counts(
+        arch=spec.describe(), input_size=spec.input_size, num_classes=spec.num_classes,
+        relus=sum(s.relus for s in stages) + head.relus,
+        macs=sum(s.macs for s in stages) + head.macs,
+        params=sum(s.params for s in stages) + head.params,
+        stem_relus=stem_relus, stages=stages, head=head,
+        layers=tuple(rows) if keep_layers else (),
+    )
+
+
+def count(spec: NetSpec, layers: bool = False) -> Counts:
+    """Exact ReLUs / MACs / params per stage and in total, from the spec alone."""
+    rows = layer_table(spec)
+    stem = sum(r.relus for r in rows if r.name == "stem.relu")
+    return _aggregate(spec, rows, stem, layers)
+
+
+# --------------------------------------------------------------------------- hooks
+
+
+def _stage_of(name: str) -> str:
+    top = name.split(".", 1)[0]
+    return "stage1" if top == "stem" else ("head" if top in ("fc", "pool") else top)
+
+
+def count_module(model: nn.Module, spec: NetSpec, layers: bool = False) -> Counts:
+    """Count by running `model` once on a zero image with forward hooks.
+
+    Independent of `count`: ReLUs are the elements that pass an `nn.ReLU` (or the
+    non-zero mask entries of a masked slot), MACs come from each conv/linear call's
+    actual input and output shapes, parameters from `model.named_parameters()`.
+    """
+    from deepreshape.build import MaskedReLU
+
+    rows: list[LayerCount] = []
+
+    def hook(name: str):
+        def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+            shape = tuple(out.shape[1:]) if out.dim() == 4 else (out.shape[1], 1, 1)
+            per = out[0].numel()
+            if isinstance(mod, nn.Conv2d):
+                k = mod.kernel_size[0] * mod.kernel_size[1]
+                rows.append(LayerCount(name, "conv", _stage_of(name), shape,
+                                       macs=per * inp[0].shape[1] // mod.groups * k))
+            elif isinstance(mod, nn.Linear):
+                rows.append(LayerCount(name, "linear", _stage_of(name), shape,
+                                       macs=mod.in_features * mod.out_features))
+            elif isinstance(mod, nn.ReLU):
+                rows.append(LayerCount(name, "relu", _stage_of(name), shape, relus=per))
+            elif isinstance(mod, MaskedReLU):
+                kept = int(mod.mask.ne(0).expand(out.shape[1:]).sum())
+                rows.append(LayerCount(name, "relu", _stage_of(name), shape, relus=kept))
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear, nn.ReLU, MaskedReLU))]
+    try:
+        p = next(model.parameters())
+        x = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size,
+                        device=p.device, dtype=p.dtype)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(x)
+        model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    for name, prm in model.named_parameters():
+        rows.append(LayerCount(name, "param", _stage_of(name), (0, 0, 0), params=prm.numel()))
+    stem = sum(r.relus for r in rows if r.name.startswith("stem."))
+    return _aggregate(spec, rows, stem, layers)
+
+
+# --------------------------------------------------------------------------- Table 8
+
+
+def normalized_stagewise(spec: NetSpec) -> dict[str, list[float]]:
+    """Stage ReLUs and FLOPs normalized as in the paper's Table 8.
+
+    ReLUs: the exact stage counts without the stem, scaled so that stage1 = 64.
+    FLOPs: the idealized per-stage model of Table 2 (64 * phi-normalized products of
+    squared multipliers over 4^(k-1)), printed beside the exact MACs (scaled the same way).
+    """
+    c = count(spec)
+    relus = [s.relus for s in c.stages]
+    relus[0] -= c.stem_relus
+    stem_macs = spec.in_channels * spec.stem.width * 9 * conv_out(
+        spec.input_size, 3, spec.stem.stride, 1) ** 2
+    macs = [s.macs for s in c.stages]
+    macs[0] -= stem_macs
+    ideal, prod = [], 1.0
+    for k, lam in enumerate((1, *spec.multipliers)):
+        prod *= lam * lam
+        ideal.append(64 * prod / 4**k * spec.depths[k] / spec.depths[0])
+    return {
+        "relus": [64 * r / relus[0] for r in relus],
+        "flops_model": ideal,
+        "macs_exact": [64 * m / macs[0] for m in macs],
+    }

@@ -1,0 +1,586 @@
+"""A network as data: the frozen `NetSpec`, its ReLU slots, and the name parser.
+
+Every count, every built module and every exported secure-inference function is derived
+from a `NetSpec`, so the three can never disagree. A network is a stem, a sequence of
+stages of identical blocks, and a linear head; every non-linearity sits in an addressable
+*ReLU slot* (``stem.relu``, ``stage2.block1.relu1``, ``stage3.post.relu``) whose kind a
+method may change:
+
+- ``relu``: a ReLU (the default);
+- ``identity``: linearized (DeepReDuce culling/thinning, criticality tests);
+- ``reuse:N``: ReLU-reuse, C/N of the slot's channels go through a ReLU;
+- ``mask:pixel:K`` / ``mask:channel:K``: SNL's fixed binary mask keeping K pixels
+  (or K whole channels) of the slot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+import math
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+from deepreshape.errors import UsageError
+
+BLOCKS = ("basic", "bottleneck", "preact")
+
+# Data sets fix the input size and number of classes (input_size, num_classes).
+DATASET_SHAPES: dict[str, tuple[int, int]] = {
+    "cifar10": (32, 10),
+    "cifar100": (32, 100),
+    "tinyimagenet": (64, 200),
+    "digits": (16, 10),
+}
+DEFAULT_DATASET = "cifar100"
+
+
+# --------------------------------------------------------------------------- slot kinds
+
+
+@dataclass(frozen=True)
+class SlotKind:
+    """A parsed slot kind; `str()` gives back the canonical text form."""
+
+    kind: str  # relu | identity | reuse | mask
+    factor: int = 0  # reuse: N
+    granularity: str = ""  # mask: pixel | channel
+    kept: int = 0  # mask: kept pixels (pixel) or kept channels (channel)
+
+    def __str__(self) -> str:
+        if self.kind == "reuse":
+            return f"reuse:{self.factor}"
+        if self.kind == "mask":
+            return f"mask:{self.granularity}:{self.kept}"
+        return self.kind
+
+    def relus(self, channels: int, height: int, width: int) -> int:
+        """Exact ReLUs this slot evaluates per image on a C x H x W input."""
+        if self.kind == "relu":
+            return channels * height * width
+        if self.kind == "identity":
+            return 0
+        if self.kind == "reuse":
+            return reuse_split(channels, self.factor)[1] * height * width
+        if self.granularity == "channel":
+            return self.kept * height * width
+        return self.kept
+
+
+def parse_slot_kind(text: str) -> SlotKind:
+    """Parse ``relu``, ``identity``, ``reuse:N`` or ``mask:pixel|channel:K``."""
+    t = str(text).strip().lower()
+    if t in ("relu", "identity"):
+        return SlotKind(t)
+    m = re.fullmatch(r"reuse:(\d+)", t)
+    if m and int(m.group(1)) >= 2:
+        return SlotKind("reuse", factor=int(m.group(1)))
+    m = re.fullmatch(r"mask:(pixel|channel):(\d+)", t)
+    if m:
+        return SlotKind("mask", granularity=m.group(1), kept=int(m.group(2)))
+    raise UsageError(
+        f"unknown ReLU slot kind {text!r}; valid: relu, identity, reuse:N (N>=2), "
+        "mask:pixel:K, mask:channel:K"
+    )
+
+
+def reuse_split(channels: int, factor: int) -> tuple[int, int, int]:
+    """Channel groups of a ``reuse:N`` slot: (reused as-is, through conv+ReLU, linear).
+
+    N = 2 is the paper's naive split (half passed through, half through a ReLU); for
+    N > 2 the three groups are C/4 reused, C/N with a ReLU, and the rest linear
+    (the number of groups does not grow with N; paper, Appendix E).
+    """
+    relu = channels // factor
+    if relu < 1:
+        raise UsageError(f"reuse:{factor} needs at least {factor} channels, the slot has {channels}")
+    if factor == 2:
+        return channels - relu, relu, 0
+    reused = channels // 4
+    return reused, relu, channels - reused - relu
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class Stem:
+    width: int
+    bn_relu: bool = True  # False for pre-activation networks: the stem is a bare conv
+    stride: int = 1  # 2 = DeepReDuce's feature-map scaling (an early stride)
+
+
+@dataclass(frozen=True)
+class Stage:
+    block: str  # basic | bottleneck | preact
+    depth: int
+    width: int  # output channels of every block of the stage
+    stride: int  # stride of the stage's first block
+    inner: int = 0  # bottleneck: width of the 1x1-3x3-1x1 body
+    groups: int = 1  # bottleneck: groups of the 3x3 conv
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A network, as data. `name` is the canonical name of the architecture; changed
+    slots are kept in `slots` (address -> kind text) and shown by `describe()`."""
+
+    name: str
+    family: str
+    input_size: int
+    num_classes: int
+    stem: Stem
+    stages: tuple[Stage, ...]
+    in_channels: int = 3
+    final_relu: bool = False  # pre-activation nets end with BN-ReLU (slot stageD.post.relu)
+    slots: tuple[tuple[str, str], ...] = field(default=())
+
+    # -- derived views ---------------------------------------------------------------
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(s.depth for s in self.stages)
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """Per-stage width that multipliers act on (the bottleneck's inner width)."""
+        return tuple(s.inner or s.width for s in self.stages)
+
+    @property
+    def multipliers(self) -> tuple[float, ...]:
+        w = self.stage_widths
+        return tuple(_intify(w[i + 1] / w[i]) for i in range(len(w) - 1))
+
+    def slot_kind(self, address: str) -> SlotKind:
+        return parse_slot_kind(dict(self.slots).get(address, "relu"))
+
+    def with_slots(self, changes: Mapping[str, str]) -> NetSpec:
+        """A copy with slot kinds changed. Keys are addresses or glob patterns
+        (``stage2.*``, ``*.relu1``); a pattern that matches no slot is an error."""
+        layout = {s.address: s for s in relu_slots(self)}
+        current = dict(self.slots)
+        for pattern, kind in changes.items():
+            sk = parse_slot_kind(kind)
+            hits = [a for a in layout if fnmatch.fnmatchcase(a, pattern)]
+            if not hits:
+                raise UsageError(
+                    f"no ReLU slot matches {pattern!r} in {self.name}; slots look like "
+                    f"{', '.join(list(layout)[:3])}, ..."
+                )
+            for a in hits:
+                info = layout[a]
+                _check_slot(sk, info)
+                current[a] = str(sk)
+        cleaned = tuple(sorted((a, k) for a, k in current.items() if k != "relu"))
+        return dataclasses.replace(self, slots=cleaned)
+
+    def describe(self) -> str:
+        """Stable, readable description: the name plus the changed slots, per stage."""
+        if not self.slots:
+            return self.name
+        by_stage: dict[str, list[tuple[str, str]]] = {}
+        for s in relu_slots(self):
+            by_stage.setdefault(s.stage_name, []).append((s.address, str(self.slot_kind(s.address))))
+        parts = []
+        for stage, items in by_stage.items():
+            kinds = {k for _, k in items}
+            if len(kinds) == 1:
+                parts += [f"{stage}={kinds.pop()}"] if kinds != {"relu"} else []
+                continue
+            by_pos: dict[str, list[tuple[str, str]]] = {}
+            for a, k in items:  # same position in every block: stageK.*.reluN=kind
+                by_pos.setdefault(a.rsplit(".", 1)[-1], []).append((a, k))
+            for pos, group in by_pos.items():
+                pk = {k for _, k in group}
+                if len(pk) == 1 and len(group) > 1:
+                    parts += [f"{stage}.*.{pos}={pk.pop()}"] if pk != {"relu"} else []
+                else:
+                    parts += [f"{a}={k}" for a, k in group if k != "relu"]
+        return f"{self.name}[{','.join(parts)}]"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["slots"] = dict(self.slots)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> NetSpec:
+        try:
+            return cls(
+                name=d["name"],
+                family=d["family"],
+                input_size=int(d["input_size"]),
+                num_classes=int(d["num_classes"]),
+                stem=Stem(**d["stem"]),
+                stages=tuple(Stage(**s) for s in d["stages"]),
+                in_channels=int(d.get("in_channels", 3)),
+                final_relu=bool(d.get("final_relu", False)),
+                slots=tuple(sorted((str(a), str(k)) for a, k in dict(d.get("slots", {})).items())),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"not a valid network spec: {e}") from None
+
+
+def _intify(x: float) -> float:
+    return int(x) if float(x).is_integer() else x
+
+
+# --------------------------------------------------------------------------- slot layout
+
+
+@dataclass(frozen=True)
+class SlotInfo:
+    address: str
+    stage: int  # 1-based; the stem belongs to stage 1
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def stage_name(self) -> str:
+        return f"stage{self.stage}"
+
+    @property
+    def numel(self) -> int:
+        return self.channels * self.height * self.width
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def stage_io(spec: NetSpec) -> Iterator[tuple[int, Stage, int, int]]:
+    """(stage index, stage, input channels, input resolution) for each stage."""
+    res = conv_out(spec.input_size, 3, spec.stem.stride, 1)
+    cin = spec.stem.width
+    for k, st in enumerate(spec.stages, start=1):
+        yield k, st, cin, res
+        res = conv_out(res, 3, st.stride, 1)
+        cin = st.width
+
+
+def relu_slots(spec: NetSpec) -> list[SlotInfo]:
+    """Every ReLU slot of the network in forward order, with its input shape."""
+    out: list[SlotInfo] = []
+    r0 = conv_out(spec.input_size, 3, spec.stem.stride, 1)
+    if spec.stem.bn_relu:
+        out.append(SlotInfo("stem.relu", 1, spec.stem.width, r0, r0))
+    for k, st, cin, res in stage_io(spec):
+        for b in range(1, st.depth + 1):
+            stride = st.stride if b == 1 else 1
+            c_in = cin if b == 1 else st.width
+            r_out = conv_out(res, 3, stride, 1) if b == 1 else conv_out(res, 3, 1, 1)
+            r_in = res
+            p = f"stage{k}.block{b}"
+            if st.block == "basic":
+                out += [SlotInfo(f"{p}.relu1", k, st.width, r_out, r_out),
+                        SlotInfo(f"{p}.relu2", k, st.width, r_out, r_out)]
+            elif st.block == "bottleneck":
+                out += [SlotInfo(f"{p}.relu1", k, st.inner, r_in, r_in),
+                        SlotInfo(f"{p}.relu2", k, st.inner, r_out, r_out),
+                        SlotInfo(f"{p}.relu3", k, st.width, r_out, r_out)]
+            else:  # preact
+                out += [SlotInfo(f"{p}.relu1", k, c_in, r_in, r_in),
+                        SlotInfo(f"{p}.relu2", k, st.width, r_out, r_out)]
+            res = r_out
+    if spec.final_relu:
+        k = len(spec.stages)
+        last = out[-1]
+        out.append(SlotInfo(f"stage{k}.post.relu", k, spec.stages[-1].width, last.height, last.width))
+    return out
+
+
+def _check_slot(kind: SlotKind, info: SlotInfo) -> None:
+    if kind.kind == "reuse":
+        reuse_split(info.channels, kind.factor)
+    if kind.kind == "mask":
+        limit = info.channels if kind.granularity == "channel" else info.numel
+        if kind.kept > limit:
+            raise UsageError(
+                f"{info.address}: a {kind.granularity} mask keeps at most {limit}, got {kind.kept}"
+            )
+
+
+# --------------------------------------------------------------------------- the zoo
+
+_RESNETS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "resnet18": ("basic", (2, 2, 2, 2)),
+    "resnet34": ("basic", (3, 4, 6, 3)),
+    "resnet50": ("bottleneck", (3, 4, 6, 3)),
+}
+_CONVNEXT_DEPTHS = (3, 3, 9, 3)
+_CONVNEXT_WIDTH = 96
+
+# RegNet-X published parameters: depth, w0, wa, wm, group width (stem 32, bottleneck 1.0).
+REGNETX: dict[str, tuple[int, int, float, float, int]] = {
+    "200mf": (13, 24, 36.44, 2.49, 8),
+    "400mf": (22, 24, 24.48, 2.54, 16),
+    "600mf": (16, 48, 36.97, 2.24, 24),
+    "800mf": (16, 56, 35.73, 2.28, 16),
+    "1.6gf": (18, 80, 34.01, 2.25, 24),
+}
+
+ZOO: dict[str, str] = {
+    "resnet18": "ResNet18, basic blocks [2,2,2,2], m=64, CIFAR stem",
+    "resnet34": "ResNet34, basic blocks [3,4,6,3], m=64, CIFAR stem",
+    "resnet50": "ResNet50 v1.5, bottlenecks [3,4,6,3] (stride on the 3x3), m=64, CIFAR stem",
+    "resnet18-m16": "BaseCh: any resnet with base channels m (also resnet34-mM, resnet50-mM)",
+    "resnet18-m16-4x4x4x": "StageCh: base channels m, stage multipliers alpha x beta x gamma",
+    "hrn-5x7x2x": "HybReNet: ResNet18 depths, m=16, multipliers alpha x beta x gamma",
+    "hrn-5x7x2x-m32": "HybReNet with other base channels",
+    "wrn22x8": "WideResNet-Q-k, pre-activation (also wrn16x8, wrn28x10, wrn40x2, ...)",
+    **{f"regnetx-{k}": f"RegNet-X {k.upper()}: depth {v[0]}, w0 {v[1]}, wa {v[2]}, wm {v[3]}, "
+       f"group width {v[4]}; CIFAR stem 32" for k, v in REGNETX.items()},
+    "resnet34-convnext": "ConvNeXt-ified ResNet34: depths [3,3,9,3], m=96, basic blocks",
+    "resnet50-convnext": "ConvNeXt-ified ResNet50: depths [3,3,9,3], m=96, bottlenecks",
+}
+OVERRIDE_FORMS = ("suffixes: -mM (base channels), -AxBxCx (multipliers), -dA,B,C,D (depths), "
+                  "-wA,B,C,D (widths)")
+
+
+def regnetx_stages(depth: int, w0: int, wa: float, wm: float, gw: int, q: int = 8
+                   ) -> tuple[list[int], list[int]]:
+    """Stage widths and depths from RegNet's quantized linear rule (Radosavovic et al. 2020),
+    with widths made divisible by the group width (bottleneck multiplier 1)."""
+    widths: list[int] = []
+    for i in range(depth):
+        u = w0 + wa * i
+        s = round(math.log(u / w0) / math.log(wm))
+        widths.append(int(round(w0 * wm**s / q) * q))
+    ws: list[int] = []
+    ds: list[int] = []
+    for w in widths:
+        if ws and ws[-1] == w:
+            ds[-1] += 1
+        else:
+            ws.append(w)
+            ds.append(1)
+    gs = [min(gw, w) for w in ws]
+    ws = [int(round(w / g) * g) for w, g in zip(ws, gs, strict=True)]
+    return ws, ds
+
+
+# --------------------------------------------------------------------------- parsing
+
+_BASE_RE = re.compile(
+    r"^(?:(?P<resnet>resnet(?:18|34|50))(?P<cnx>-convnext)?"
+    r"|(?P<hrn>hrn)"
+    r"|wrn(?P<wq>\d+)x(?P<wk>\d+)"
+    r"|regnetx-(?P<rg>200mf|400mf|600mf|800mf|1\.6gf))"
+)
+
+
+@dataclass
+class _Overrides:
+    m: int | None = None
+    mults: tuple[int, ...] | None = None
+    depths: tuple[int, ...] | None = None
+    widths: tuple[int, ...] | None = None
+
+
+def _ints(text: str, what: str, name: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise UsageError(f"bad {what} {text!r} in {name!r}: expected integers like 2,2,2,2") from None
+    if not vals or any(v < 1 for v in vals):
+        raise UsageError(f"bad {what} in {name!r}: every value must be a positive integer")
+    return vals
+
+
+def _parse_suffix(rest: str, name: str) -> _Overrides:
+    ov = _Overrides()
+    for tok in [t for t in rest.split("-") if t] if rest else []:
+        if m := re.fullmatch(r"m(\d+)", tok):
+            ov.m = _ints(m.group(1), "base channels", name)[0]
+        elif re.fullmatch(r"(\d+x)+", tok):
+            ov.mults = _ints(",".join(tok.rstrip("x").split("x")), "multipliers", name)
+        elif m := re.fullmatch(r"d([\d,]+)", tok):
+            ov.depths = _ints(m.group(1), "depths", name)
+        elif m := re.fullmatch(r"w([\d,]+)", tok):
+            ov.widths = _ints(m.group(1), "widths", name)
+        else:
+            raise UsageError(_unknown(name, f"unknown part {tok!r}"))
+    return ov
+
+
+def _unknown(name: str, why: str) -> str:
+    forms = list(ZOO)
+    close = difflib.get_close_matches(name, forms, n=3, cutoff=0.4)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    return (f"unknown architecture {name!r} ({why}){hint} Valid forms: resnet18|34|50[-convnext], "
+            f"hrn-AxBxCx, wrnQxk, regnetx-200mf..1.6gf; {OVERRIDE_FORMS}. "
+            "See `deepreshape list`.")
+
+
+def parse(
+    name: str,
+    *,
+    dataset: str | None = None,
+    input_size: int | None = None,
+    num_classes: int | None = None,
+    depths: tuple[int, ...] | list[int] | None = None,
+    widths: tuple[int, ...] | list[int] | None = None,
+    base_width: int | None = None,
+    multipliers: tuple[int, ...] | list[int] | None = None,
+) -> NetSpec:
+    """Parse a zoo name (``resnet18-m16-4x4x4x``, ``hrn-5x7x2x-m32``, ``wrn22x8``,
+    ``regnetx-400mf``, ``resnet34-convnext``, ...) into a `NetSpec`.
+
+    `dataset` fixes input size and classes (cifar10, cifar100, tinyimagenet, digits);
+    `input_size`/`num_classes` override it. Keyword overrides act like name suffixes.
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise UsageError("empty architecture name; see `deepreshape list`")
+    raw = name
+    name = name.strip().lower()
+    m = _BASE_RE.match(name)
+    if not m:
+        raise UsageError(_unknown(raw, "unknown base"))
+    rest = name[m.end():]
+    if rest and not rest.startswith("-"):
+        raise UsageError(_unknown(raw, f"unexpected {rest!r}"))
+    ov = _parse_suffix(rest, raw)
+    if base_width is not None:
+        ov.m = int(base_width)
+    if multipliers is not None:
+        ov.mults = tuple(int(v) for v in multipliers)
+    if depths is not None:
+        ov.depths = tuple(int(v) for v in depths)
+    if widths is not None:
+        ov.widths = tuple(int(v) for v in widths)
+    size, classes = _shape(dataset, input_size, num_classes)
+    if m.group("resnet") or m.group("hrn"):
+        spec = _resnet_like(m, ov, raw)
+    elif m.group("wq"):
+        spec = _wrn(int(m.group("wq")), int(m.group("wk")), ov, raw)
+    else:
+        spec = _regnetx(m.group("rg"), ov, raw)
+    spec = dataclasses.replace(spec, input_size=size, num_classes=classes)
+    _validate(spec)
+    return spec
+
+
+def _shape(dataset: str | None, input_size: int | None, num_classes: int | None) -> tuple[int, int]:
+    ds = (dataset or DEFAULT_DATASET).lower()
+    if ds not in DATASET_SHAPES:
+        raise UsageError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASET_SHAPES)}")
+    size, classes = DATASET_SHAPES[ds]
+    size = int(input_size) if input_size is not None else size
+    classes = int(num_classes) if num_classes is not None else classes
+    if size < 4 or classes < 1:
+        raise UsageError(f"input size must be >= 4 and classes >= 1, got {size} and {classes}")
+    return size, classes
+
+
+def _stage_widths(m: int, mults: tuple[int, ...]) -> list[int]:
+    ws = [m]
+    for a in mults:
+        ws.append(ws[-1] * a)
+    return ws
+
+
+def _resnet_like(match: re.Match, ov: _Overrides, raw: str) -> NetSpec:
+    if match.group("hrn"):
+        base, family, block, depths0, m0 = "hrn", "hrn", "basic", (2, 2, 2, 2), 16
+        if ov.mults is None:
+            raise UsageError(_unknown(raw, "HybReNet names need multipliers, e.g. hrn-5x7x2x"))
+    else:
+        base = match.group("resnet")
+        block, depths0 = _RESNETS[base]
+        family, m0 = "resnet", 64
+        if match.group("cnx"):
+            base, family, depths0, m0 = f"{base}-convnext", "convnext", _CONVNEXT_DEPTHS, _CONVNEXT_WIDTH
+    depths = ov.depths or depths0
+    m = ov.m or m0
+    n = len(depths)
+    mults = ov.mults or (2,) * (n - 1)
+    if len(mults) != n - 1:
+        raise UsageError(f"{raw!r}: {n} stages need {n - 1} multipliers, got {len(mults)}")
+    widths = list(ov.widths) if ov.widths else _stage_widths(m, mults)
+    if len(widths) != n:
+        raise UsageError(f"{raw!r}: {n} stages need {n} widths, got {len(widths)}")
+    expansion = 4 if block == "bottleneck" else 1
+    stages = tuple(
+        Stage(block, d, w * expansion, 1 if i == 0 else 2, inner=w if block == "bottleneck" else 0)
+        for i, (d, w) in enumerate(zip(depths, widths, strict=True))
+    )
+    parts = [base]
+    m_part = [f"m{m}"] if m != m0 and not ov.widths else []
+    mult_part = ["".join(f"{a}x" for a in mults)] if family == "hrn" or (
+        ov.mults and tuple(mults) != (2,) * (n - 1) and not ov.widths) else []
+    # Paper style: resnet18-m16-4x4x4x, but hrn-5x7x2x-m32.
+    parts += mult_part + m_part if family == "hrn" else m_part + mult_part
+    if tuple(depths) != depths0:
+        parts.append("d" + ",".join(map(str, depths)))
+    if ov.widths:
+        parts.append("w" + ",".join(map(str, widths)))
+    stem = Stem(widths[0] if ov.widths else m)
+    return NetSpec("-".join(parts), family, 0, 0, stem, stages)
+
+
+def _wrn(q: int, k: int, ov: _Overrides, raw: str) -> NetSpec:
+    if (q - 4) % 6 or q < 10:
+        raise UsageError(f"{raw!r}: WideResNet depth Q must be 6n+4 (10, 16, 22, 28, 40, ...)")
+    n = (q - 4) // 6
+    depths = ov.depths or (n, n, n)
+    m = ov.m or 16
+    mults = ov.mults or (2,) * (len(depths) - 1)
+    if len(mults) != len(depths) - 1:
+        raise UsageError(f"{raw!r}: {len(depths)} stages need {len(depths) - 1} multipliers")
+    widths = list(ov.widths) if ov.widths else [w * k for w in _stage_widths(m, mults)]
+    if len(widths) != len(depths):
+        raise UsageError(f"{raw!r}: {len(depths)} stages need {len(depths)} widths")
+    stages = tuple(Stage("preact", d, w, 1 if i == 0 else 2)
+                   for i, (d, w) in enumerate(zip(depths, widths, strict=True)))
+    parts = [f"wrn{q}x{k}"]
+    if m != 16 and not ov.widths:
+        parts.append(f"m{m}")
+    if ov.mults and tuple(mults) != (2,) * (len(depths) - 1) and not ov.widths:
+        parts.append("".join(f"{a}x" for a in mults))
+    if tuple(depths) != (n, n, n):
+        parts.append("d" + ",".join(map(str, depths)))
+    if ov.widths:
+        parts.append("w" + ",".join(map(str, widths)))
+    return NetSpec("-".join(parts), "wrn", 0, 0, Stem(m, bn_relu=False), stages, final_relu=True)
+
+
+def _regnetx(key: str, ov: _Overrides, raw: str) -> NetSpec:
+    d, w0, wa, wm, gw = REGNETX[key]
+    ws, ds = regnetx_stages(d, w0, wa, wm, gw)
+    if ov.mults is not None or ov.m is not None:
+        raise UsageError(f"{raw!r}: RegNet-X takes -d and -w overrides, not -m or multipliers")
+    depths = ov.depths or tuple(ds)
+    widths = list(ov.widths) if ov.widths else ws
+    if len(depths) != len(widths):
+        raise UsageError(f"{raw!r}: {len(depths)} depths but {len(widths)} stage widths")
+    stages = []
+    for i, (dd, w) in enumerate(zip(depths, widths, strict=True)):
+        g = min(gw, w)
+        if w % g:
+            raise UsageError(f"{raw!r}: width {w} is not a multiple of the group width {gw}")
+        stages.append(Stage("bottleneck", dd, w, 1 if i == 0 else 2, inner=w, groups=w // g))
+    parts = [f"regnetx-{key}"]
+    if tuple(depths) != tuple(ds):
+        parts.append("d" + ",".join(map(str, depths)))
+    if ov.widths and list(widths) != ws:
+        parts.append("w" + ",".join(map(str, widths)))
+    return NetSpec("-".join(parts), "regnetx", 0, 0, Stem(32), tuple(stages))
+
+
+def _validate(spec: NetSpec) -> None:
+    res = spec.input_size
+    for st in spec.stages:
+        if st.block not in BLOCKS:
+            raise UsageError(f"unknown block {st.block!r}; valid: {', '.join(BLOCKS)}")
+        res = conv_out(res, 3, st.stride, 1)
+    if res < 1 or conv_out(spec.input_size, 3, spec.stem.stride, 1) < 1:
+        raise UsageError(f"{spec.name}: input {spec.input_size}x{spec.input_size} is too small")
+    if len(spec.stages) > 8:
+        raise UsageError(f"{spec.name}: at most 8 stages are supported")
+
+
+def list_models() -> dict[str, str]:
+    """The zoo's base names and forms, with a line about each."""
+    return dict(ZOO)

@@ -1,0 +1,139 @@
+"""Name parser, zoo shapes, slots and spec round trips."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from deepreshape import UsageError, build, parse
+from deepreshape.spec import NetSpec, regnetx_stages, relu_slots
+
+
+@pytest.mark.parametrize(("key", "widths", "depths"), [
+    ("200mf", [24, 56, 152, 368], [1, 1, 4, 7]),
+    ("400mf", [32, 64, 160, 384], [1, 2, 7, 12]),
+    ("600mf", [48, 96, 240, 528], [1, 3, 5, 7]),
+    ("800mf", [64, 128, 288, 672], [1, 3, 7, 5]),
+    ("1.6gf", [72, 168, 408, 912], [2, 4, 10, 2]),
+])
+def test_regnetx_widths_and_depths(key: str, widths: list[int], depths: list[int]) -> None:
+    spec = parse(f"regnetx-{key}")
+    assert list(spec.stage_widths) == widths and list(spec.depths) == depths
+    assert spec.stem.width == 32 and spec.stages[0].stride == 1
+    from deepreshape.spec import REGNETX
+
+    assert regnetx_stages(*REGNETX[key]) == (widths, depths)
+
+
+def test_zoo_shapes() -> None:
+    assert parse("hrn-5x7x2x").stage_widths == (16, 80, 560, 1120)
+    assert parse("hrn-5x7x2x-m32").stage_widths == (32, 160, 1120, 2240)
+    r50 = parse("resnet50")
+    assert [s.width for s in r50.stages] == [256, 512, 1024, 2048]
+    assert r50.stages[1].inner == 128 and r50.depths == (3, 4, 6, 3)
+    cnx = parse("resnet34-convnext")
+    assert cnx.depths == (3, 3, 9, 3) and cnx.stage_widths == (96, 192, 384, 768)
+    wrn = parse("wrn28x10")
+    assert wrn.depths == (4, 4, 4) and wrn.stage_widths == (160, 320, 640) and wrn.final_relu
+    assert parse("resnet18-m16-5x7x2x").multipliers == (5, 7, 2)
+    assert parse("hrn-5x7x2x", depths=[1, 5, 5, 3]).name == "hrn-5x7x2x-d1,5,5,3"
+    assert parse("hrn-5x7x2x-d1,5,5,3") == parse("hrn-5x7x2x", depths=[1, 5, 5, 3])
+
+
+@pytest.mark.parametrize(("ds", "size", "classes"), [
+    ("cifar10", 32, 10), ("cifar100", 32, 100), ("tinyimagenet", 64, 200)])
+def test_dataset_fixes_shape(ds: str, size: int, classes: int) -> None:
+    spec = parse("resnet18", dataset=ds)
+    assert (spec.input_size, spec.num_classes) == (size, classes)
+    assert parse("resnet18", input_size=48, num_classes=7).input_size == 48
+
+
+def test_built_model_is_plain_module_and_runs() -> None:
+    spec = parse("hrn-2x5x2x", dataset="digits")
+    model = build(spec)
+    assert type(model).__mro__[1] is torch.nn.Module
+    out = model(torch.randn(2, 3, 16, 16))
+    assert out.shape == (2, 10)
+    # Module paths equal slot addresses.
+    for s in relu_slots(spec):
+        model.get_submodule(s.address)
+
+
+@pytest.mark.parametrize("bad", [
+    "resnt18", "resnet19", "hrn", "hrn-5x7x", "hrn-5x7x2x-q3", "wrn23x8", "resnet18-m",
+    "resnet18-2x2x", "regnetx-300mf", "resnet18-d0,2,2,2", "", "hrn-5x7x2x-dx", "resnet18-w8,8",
+])
+def test_bad_names_give_one_line_usage_errors(bad: str) -> None:
+    with pytest.raises(UsageError) as e:
+        parse(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_name_suggests_close_forms() -> None:
+    with pytest.raises(UsageError, match="resnet18"):
+        parse("resnet81")
+
+
+# ---- property tests: generated valid names round-trip; malformed ones error cleanly
+
+ints = st.integers(min_value=1, max_value=9)
+
+
+@st.composite
+def valid_names(draw) -> str:
+    base = draw(st.sampled_from(["resnet18", "resnet34", "resnet50", "hrn", "wrn16x2",
+                                 "wrn22x4", "resnet34-convnext", "regnetx-400mf"]))
+    parts = [base]
+    n = 3 if base.startswith("wrn") else 4
+    if draw(st.booleans()) and not base.startswith("regnetx"):
+        parts.append(f"m{draw(st.integers(4, 40))}")
+    if base == "hrn" or (draw(st.booleans()) and not base.startswith("regnetx")):
+        parts.append("".join(f"{draw(st.integers(2, 8))}x" for _ in range(n - 1)))
+    if draw(st.booleans()):
+        parts.append("d" + ",".join(str(draw(st.integers(1, 3))) for _ in range(n)))
+    return "-".join(parts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(valid_names())
+def test_valid_names_round_trip(name: str) -> None:
+    spec = parse(name)
+    again = parse(spec.name)
+    assert again == spec
+    assert NetSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="abcdefghmnrstwx0123456789-,.", max_size=24))
+def test_malformed_names_never_crash(text: str) -> None:
+    try:
+        spec = parse(text)
+    except UsageError as e:
+        assert "\n" not in str(e)
+    else:
+        assert parse(spec.name) == spec
+
+
+def test_slots_round_trip_through_config_json() -> None:
+    spec = parse("resnet18-m16").with_slots({"*.relu1": "reuse:4", "stage1.*": "identity",
+                                             "stage4.block2.relu2": "mask:pixel:10"})
+    again = NetSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert again == spec and again.describe() == spec.describe()
+    assert spec.describe().startswith("resnet18-m16[")
+    assert spec.describe() == (
+        "resnet18-m16[stage1.*.relu1=identity,stage1.*.relu2=identity,stage2.*.relu1=reuse:4,"
+        "stage3.*.relu1=reuse:4,"
+        "stage4.*.relu1=reuse:4,stage4.block2.relu2=mask:pixel:10]")
+
+
+@pytest.mark.parametrize(("pattern", "kind"), [
+    ("stage9.*", "identity"), ("stage1.*", "relu6"), ("stage4.block1.relu1", "mask:pixel:99999"),
+    ("stage1.*", "reuse:1"), ("stage1.*", "reuse:64"),
+])
+def test_bad_slot_changes(pattern: str, kind: str) -> None:
+    with pytest.raises(UsageError):
+        parse("resnet18-m16").with_slots({pattern: kind})
