@@ -1,0 +1,1 @@
+"""Private inference: export networks to JAX and run them under SPU."""

@@ -1,0 +1,497 @@
+"""The one trainer: SGD/Adam + cosine (per iteration) + optional Hinton KD.
+
+Every method (baselines, criticality, DeepReDuce, ReLU-reuse, SNL) trains through
+`train()`; methods that need more hook into it with `extra_loss` (a term added to the
+loss, e.g. SNL's L1 on masks) and `on_epoch_end` (may stop training early).
+The same code runs on CPU (fp32), one GPU (bf16 autocast, channels_last, optional
+torch.compile) and many processes under `torchrun` (DDP; gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from deepreshape import io
+from deepreshape.build import build
+from deepreshape.count import count
+from deepreshape.data import BatchLoader, Dataset, load_dataset
+from deepreshape.errors import RunFailure, UsageError
+from deepreshape.runs import (
+    CHECKPOINT,
+    CONFIG,
+    METRICS,
+    RESULTS,
+    Run,
+    load_checkpoint,
+    load_matching,
+    load_run,
+    load_state,
+    read_json,
+    versions,
+)
+from deepreshape.spec import NetSpec, parse
+
+
+@dataclass
+class Recipe:
+    """Training hyper-parameters; defaults are the seed paper's (Appendix F)."""
+
+    epochs: int = 200
+    batch_size: int = 128  # global batch (split over DDP ranks)
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 4e-4
+    optimizer: str = "sgd"  # sgd | adam
+    warmup_epochs: int = 0  # linear warm-up (paper: 10 on Tiny ImageNet)
+    kd_temperature: float = 4.0
+    kd_weight: float = 0.9  # weight of the soft (teacher) loss
+    augment: bool = True
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UsageError("epochs and batch size must be positive integers")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise UsageError(f"learning rate must be a positive number, got {self.lr}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise UsageError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
+        if not 0 <= self.kd_weight <= 1 or self.kd_temperature <= 0:
+            raise UsageError("KD weight must be in [0, 1] and temperature positive")
+
+
+def kd_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
+            temperature: float = 4.0, weight: float = 0.9) -> torch.Tensor:
+    """Hinton et al.: (1-w)·CE(hard) + w·T²·KL(softmax(t/T) || softmax(s/T))."""
+    hard = F.cross_entropy(logits, targets)
+    if teacher_logits is None:
+        return hard
+    t = temperature
+    soft = F.kl_div(F.log_softmax(logits / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
+                    reduction="batchmean", log_target=True) * (t * t)
+    return (1 - weight) * hard + weight * soft
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the global batch of all ranks on CPU (SyncBatchNorm is GPU-only), so a
+    DDP run computes what one process with the whole batch computes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        n = torch.tensor([x.numel() / c], dtype=x.dtype)
+        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n]))
+        total = stats[-1]
+        mean = stats[:c] / total
+        var = stats[c:2 * c] / total - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            m = self.momentum
+            self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var.mul_(1 - m).add_(var.detach() * total / (total - 1), alpha=m)
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+def _sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = GlobalBatchNorm2d
+    return model
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda asked for, but no CUDA GPU is available here")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise UsageError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+            "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def lr_lambda(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
+    """Linear warm-up then cosine to zero, stepped every iteration."""
+    warm = recipe.warmup_epochs * steps_per_epoch
+    total = recipe.epochs * steps_per_epoch
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    return f
+
+
+def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum,
+                           weight_decay=recipe.weight_decay)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, dist: Dist = Dist()
+             ) -> float:
+    """Top-1 accuracy (%) over the whole test split (summed over ranks)."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.float64, device=device)
+    seen = torch.zeros((), dtype=torch.float64, device=device)
+    for x, y in loader:
+        with _autocast(device):
+            out = model(x)
+        correct += (out.argmax(1) == y).sum()
+        seen += y.numel()
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        both = torch.stack([correct, seen])
+        tdist.all_reduce(both)
+        correct, seen = both[0], both[1]
+    return float(100.0 * correct / seen.clamp(min=1))
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+class _Progress:
+    """A tqdm bar per epoch on a terminal; plain lines otherwise; nothing when quiet."""
+
+    def __init__(self, quiet: bool, enabled: bool) -> None:
+        self.quiet = quiet or not enabled
+        self.tty = sys.stderr.isatty()
+
+    def bar(self, total: int, desc: str):
+        if self.quiet or not self.tty:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False, unit="it", dynamic_ncols=True)
+
+    def line(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- train
+
+
+@dataclass
+class TrainResult:
+    run: Run | None
+    model: nn.Module
+    final_acc: float
+    best_acc: float
+    epochs_run: int
+    stopped_early: bool = False
+
+
+EpochHook = Callable[[int, dict], bool | None]
+LossHook = Callable[[nn.Module], torch.Tensor]
+
+
+def train(
+    arch: str | NetSpec,
+    dataset: str | Dataset = "digits",
+    *,
+    recipe: Recipe | None = None,
+    out: str | Path | None = None,
+    teacher: str | Path | Run | nn.Module | None = None,
+    init_from: str | Path | dict | None = None,
+    model: nn.Module | None = None,
+    extra_loss: LossHook | None = None,
+    on_epoch_end: EpochHook | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    data_dir: str | None = None,
+    resume: bool = False,
+    force: bool = False,
+    compile: bool = False,
+    quiet: bool = False,
+    tag: dict | None = None,
+) -> TrainResult:
+    """Train a network and (when `out` is given) keep a run directory.
+
+    arch: a zoo name or a NetSpec. dataset: a data-set name or a loaded `Dataset`.
+    teacher: a run directory (or module) for knowledge distillation.
+    init_from: a run directory or state dict to start from (weights that fit are copied).
+    model: a prebuilt module to train instead of `build(spec)` (e.g. SNL's masked network).
+    extra_loss(model) is added to the loss; on_epoch_end(epoch, metrics) returning True
+    stops training. `tag` is stored in config.json (e.g. which method produced the run).
+    """
+    recipe = recipe or Recipe()
+    recipe.validate()
+    dev = resolve_device(device)
+    dist = init_distributed(dev)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+    spec = arch if isinstance(arch, NetSpec) else parse(
+        arch, input_size=data.input_size, num_classes=data.num_classes)
+    if (spec.input_size, spec.num_classes) != (data.input_size, data.num_classes):
+        spec = dataclasses.replace(spec, input_size=data.input_size, num_classes=data.num_classes)
+    if recipe.batch_size % dist.world_size:
+        raise UsageError(f"batch size {recipe.batch_size} must divide by {dist.world_size} processes")
+
+    teacher_model, teacher_ref = _load_teacher(teacher, dev)
+    config = {
+        "spec": spec.to_dict(), "arch": spec.describe(),
+        "data": {"dataset": data.name, "input_size": data.input_size, "num_classes": data.num_classes,
+                 "train_size": len(data.train_y), "test_size": len(data.test_y)},
+        "recipe": dataclasses.asdict(recipe), "seed": seed, "teacher": teacher_ref,
+        "method": tag or {"name": "baseline"},
+    }
+    run_dir = Path(out) if out is not None else None
+    ckpt = _prepare_run_dir(run_dir, config, resume, force) if run_dir is not None else None
+    if run_dir is not None and dist.main:
+        io.write_json(run_dir / CONFIG, {**config, "versions": versions(),
+                                         "world_size": dist.world_size, "device": dev.type})
+
+    seed_everything(seed)
+    net = model if model is not None else build(spec)
+    if init_from is not None and ckpt is None:
+        state = init_from if isinstance(init_from, dict) else load_run(init_from).load_checkpoint()["model"]
+        load_matching(net, state)
+    net = net.to(dev)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    if dist.world_size > 1:
+        net = _sync_batchnorm(net, dev)
+    optimizer = make_optimizer(net, recipe)
+    train_loader = BatchLoader(data.train_x, data.train_y, recipe.batch_size // dist.world_size,
+                               mean=data.mean, std=data.std, train=True, augment=recipe.augment,
+                               seed=seed, rank=dist.rank, world_size=dist.world_size, device=dev,
+                               channels_last=dev.type == "cuda")
+    if len(train_loader) == 0:
+        raise UsageError(f"batch size {recipe.batch_size} exceeds the {len(data.train_y)} "
+                         "training images; use a smaller --batch-size")
+    test_loader = BatchLoader(data.test_x, data.test_y, max(256, recipe.batch_size // dist.world_size),
+                              mean=data.mean, std=data.std, train=False, rank=dist.rank,
+                              world_size=dist.world_size, device=dev, channels_last=dev.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe, len(train_loader)))
+    start_epoch, best, wall0 = 0, 0.0, 0.0
+    if ckpt is not None:
+        load_state(net, ckpt["model"], run_dir / CHECKPOINT)
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start_epoch, best, wall0 = ckpt["epoch"], ckpt.get("best_acc", 0.0), ckpt.get("wall_time", 0.0)
+        _set_rng_state(ckpt["rng"])
+    runner: nn.Module = net
+    if dist.world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        runner = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if compile:
+        runner = torch.compile(runner)
+
+    progress = _Progress(quiet, dist.main)
+    acc, epoch, stopped = 0.0, start_epoch, False
+    t_start = time.perf_counter() - wall0
+    for epoch in range(start_epoch, recipe.epochs):
+        metrics = _train_epoch(runner, train_loader, optimizer, scheduler, recipe, dev,
+                               teacher_model, extra_loss, progress, epoch, run_dir, dist)
+        acc = evaluate(runner, test_loader, dev, dist)
+        best = max(best, acc)
+        metrics.update(epoch=epoch + 1, test_acc=acc)
+        stop = bool(on_epoch_end(epoch, metrics)) if on_epoch_end else False
+        if run_dir is not None and dist.main:
+            io.append_jsonl(run_dir / METRICS, metrics)
+            io.save_torch(run_dir / CHECKPOINT, {
+                "arch": spec.describe(), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch + 1,
+                "best_acc": best, "rng": _rng_state(), "wall_time": time.perf_counter() - t_start})
+        progress.line(f"epoch {epoch + 1}/{recipe.epochs}  loss {metrics['loss']:.4f}  "
+                      f"train {metrics['train_acc']:.2f}%  test {acc:.2f}%  "
+                      f"{metrics['images_per_s']:.0f} img/s")
+        if stop:
+            stopped = True
+            break
+    epochs_run = epoch + 1 if recipe.epochs > start_epoch else start_epoch
+    if start_epoch >= recipe.epochs:  # resumed a finished run: just evaluate
+        acc = evaluate(runner, test_loader, dev, dist)
+    run = None
+    if run_dir is not None:
+        if dist.main:
+            c = count(spec)
+            io.write_json(run_dir / RESULTS, {
+                "arch": spec.describe(), "dataset": data.name, "final_acc": acc, "best_acc": best,
+                "relus": c.relus, "macs": c.macs, "params": c.params, "stem_relus": c.stem_relus,
+                "stage_relus": [s.relus for s in c.stages], "epochs": epochs_run,
+                "stopped_early": stopped, "wall_time_s": time.perf_counter() - t_start,
+                "note": "final_acc is the last epoch's; best_acc is for information only "
+                        "(choosing a checkpoint on the test set would overstate accuracy)"})
+        run = Run(run_dir, config, spec)
+    return TrainResult(run, net.eval(), acc, best, epochs_run, stopped)
+
+
+def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
+                 scheduler: Any, recipe: Recipe, dev: torch.device, teacher: nn.Module | None,
+                 extra_loss: LossHook | None, progress: _Progress, epoch: int,
+                 run_dir: Path | None, dist: Dist) -> dict:
+    model.train()
+    loader.set_epoch(epoch)
+    loss_sum = torch.zeros((), device=dev)
+    correct = torch.zeros((), device=dev)
+    seen = 0
+    t0 = time.perf_counter()
+    bar = progress.bar(len(loader), f"epoch {epoch + 1}/{recipe.epochs}")
+    for step, (x, y) in enumerate(loader):
+        with _autocast(dev):
+            out = model(x)
+            t_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(x)
+            loss = kd_loss(out.float(), y, None if t_out is None else t_out.float(),
+                           recipe.kd_temperature, recipe.kd_weight)
+            if extra_loss is not None:
+                loss = loss + extra_loss(model)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.detach() * y.numel()
+        correct += (out.detach().argmax(1) == y).sum()
+        seen += y.numel()
+        if step % 50 == 49 or step == len(loader) - 1:
+            _check_finite(loss_sum, epoch, run_dir)
+        if bar is not None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{float(loss):.3f}")
+    if bar is not None:
+        bar.close()
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    secs = time.perf_counter() - t0
+    return {"loss": float(loss_sum) / max(seen, 1), "train_acc": 100.0 * float(correct) / max(seen, 1),
+            "lr": optimizer.param_groups[0]["lr"], "seconds": secs,
+            "images_per_s": seen * dist.world_size / max(secs, 1e-9)}
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, run_dir: Path | None) -> None:
+    if not torch.isfinite(loss_sum):
+        kept = (f"; the last good checkpoint (epoch {epoch}) is kept in {run_dir}"
+                if run_dir is not None and epoch > 0 else "")
+        raise RunFailure(f"loss became NaN/inf in epoch {epoch + 1} (try a lower --lr){kept}")
+
+
+def _load_teacher(teacher: str | Path | Run | nn.Module | None, dev: torch.device
+                  ) -> tuple[nn.Module | None, str | None]:
+    if teacher is None:
+        return None, None
+    if isinstance(teacher, nn.Module):
+        return teacher.to(dev).eval(), "module"
+    run = teacher if isinstance(teacher, Run) else load_run(teacher)
+    model = run.model().to(dev).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, str(run.path)
+
+
+def _comparable(config: dict) -> dict:
+    return {k: config.get(k) for k in ("spec", "data", "recipe", "seed", "teacher", "method")}
+
+
+def _prepare_run_dir(run_dir: Path, config: dict, resume: bool, force: bool) -> dict | None:
+    """Refuse to mix runs: an existing directory must hold the same config (then --resume
+    continues it) unless --force starts it over. Returns the checkpoint to resume from."""
+    old_cfg = run_dir / CONFIG
+    if not old_cfg.exists():
+        return None
+    if force and not resume:
+        for name in (CHECKPOINT, METRICS, RESULTS):
+            (run_dir / name).unlink(missing_ok=True)
+        return None
+    old = read_json(old_cfg, "config.json")
+    if _comparable(json_roundtrip(old)) != _comparable(json_roundtrip(config)):
+        diff = [k for k in ("spec", "data", "recipe", "seed", "teacher", "method")
+                if json_roundtrip(old).get(k) != json_roundtrip(config).get(k)]
+        if not resume or diff != ["recipe"] or _recipe_core(old) != _recipe_core(config):
+            raise UsageError(f"{run_dir} holds another run (different {', '.join(diff)}); "
+                             "use another --out, or --force to start it over")
+    if not resume:
+        raise UsageError(f"{run_dir} already holds this run; use --resume to continue it "
+                         "or --force to start it over")
+    if not (run_dir / CHECKPOINT).exists():
+        return None
+    return load_checkpoint(run_dir / CHECKPOINT, NetSpec.from_dict(config["spec"]))
+
+
+def _recipe_core(config: dict) -> dict:
+    """A resumed run may extend `epochs`; everything else must match."""
+    return {k: v for k, v in config["recipe"].items() if k != "epochs"}
+
+
+def json_roundtrip(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj))
