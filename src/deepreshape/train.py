@@ -117,11 +117,15 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
+        import warnings
+
+        from torch.distributed.nn.functional import all_reduce  # differentiable
 
         c = x.shape[1]
         n = torch.tensor([x.numel() / c], dtype=x.dtype)
-        stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n]))
+        with warnings.catch_warnings():  # deprecated in favour of a non-differentiable API
+            warnings.simplefilter("ignore", FutureWarning)
+            stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n]))
         total = stats[-1]
         mean = stats[:c] / total
         var = stats[c:2 * c] / total - mean * mean
@@ -311,6 +315,10 @@ def train(
     }
     run_dir = Path(out) if out is not None else None
     ckpt = _prepare_run_dir(run_dir, config, resume, force) if run_dir is not None else None
+    if dist.world_size > 1:  # every rank has read the old state before rank 0 rewrites it
+        import torch.distributed as tdist
+
+        tdist.barrier()
     if run_dir is not None and dist.main:
         io.write_json(run_dir / CONFIG, {**config, "versions": versions(),
                                          "world_size": dist.world_size, "device": dev.type})
@@ -388,7 +396,11 @@ def train(
                 "stopped_early": stopped, "wall_time_s": time.perf_counter() - t_start,
                 "note": "final_acc is the last epoch's; best_acc is for information only "
                         "(choosing a checkpoint on the test set would overstate accuracy)"})
-        run = Run(run_dir, config, spec)
+        run = Run(run_dir, config, spec) if dist.main else None
+    if dist.world_size > 1:
+        import torch.distributed as tdist
+
+        tdist.barrier()
     return TrainResult(run, net.eval(), acc, best, epochs_run, stopped)
 
 

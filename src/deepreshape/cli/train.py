@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deepreshape.cli.common import add_override_args, fmt_int
-from deepreshape.data import DATASETS
+from deepreshape.data import DATASETS, load_dataset
 from deepreshape.spec import parse
 from deepreshape.train import Recipe, train
 
@@ -30,6 +30,8 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int = _R.epochs) -> None
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N train and N test images (smoke runs)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     kw.update({k: getattr(args, k) for k in ("depths", "widths") if getattr(args, k) is not None})
     spec = parse(args.name, **kw)
     out = args.out or f"runs/{spec.name}"
-    res = train(spec, args.dataset, recipe=recipe_from(args), out=out, teacher=args.teacher,
+    data = load_dataset(args.dataset, args.data_dir, limit=args.limit) if args.limit else args.dataset
+    res = train(spec, data, recipe=recipe_from(args), out=out, teacher=args.teacher,
                 seed=args.seed, device=args.device, data_dir=args.data_dir, resume=args.resume,
                 force=args.force, compile=args.compile, quiet=args.quiet)
     if res.run is not None:
