@@ -228,8 +228,8 @@ def test_solutions_are_exactly_the_minimal_feasible_points(problem, tiny):
 def test_design_hrns_exact_counts_and_violations():
     result = design("3,2,4,1")
     by_name = {s.name: s for s in result}
-    assert set(by_name) == {f"resnet18-m16-{a}x{b}x{c}x" for a, b, c in HRN_3241}
-    hrn = by_name["resnet18-m16-5x7x2x"]
+    assert set(by_name) == {f"hrn-{a}x{b}x{c}x" for a, b, c in HRN_3241}
+    hrn = by_name["hrn-5x7x2x"]
     assert hrn.stage_relus == (81_920, 81_920, 143_360, 71_680)
     assert hrn.stem_relus == 16_384
     assert hrn.relus == sum(hrn.stage_relus)
@@ -249,7 +249,7 @@ def test_design_names_follow_the_base():
     assert {s.name for s in design("3,2,4,1", base="hrn-5x7x2x")} == {
         f"hrn-{a}x{b}x{c}x" for a, b, c in HRN_3241}
     (sol,) = design("3,2,4,1", vary="depth").solutions
-    assert sol.name == "resnet18-m16-d1,3,7,9" and sol.depths == (1, 3, 7, 9)
+    assert sol.name == "hrn-2x2x2x-d1,3,7,9" and sol.depths == (1, 3, 7, 9)
     five = design("3,2,4,1,5")  # base depths/multipliers repeat for a fifth stage
     assert all(s.spec.depths == (2, 2, 2, 2, 2) for s in five)
     assert all(s.name.endswith("-d2,2,2,2,2") for s in five)
@@ -275,7 +275,7 @@ def test_cli_table(capsys):
     assert main(["design", "--order", "3,2,4,1"]) == 0
     out = capsys.readouterr().out
     for a, b, c in HRN_3241:
-        assert f"resnet18-m16-{a}x{b}x{c}x *" in out
+        assert f"hrn-{a}x{b}x{c}x *" in out
     assert "143,360 (37.8%)" in out
     assert "stage4 > stage1" in out
 

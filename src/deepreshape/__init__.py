@@ -23,11 +23,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Counts", "DeepReshapeError", "NetSpec", "UsageError", "build", "count", "count_module",
-    "create_model", "design", "list_models", "parse",
+    "create_model", "design", "list_models", "load_run", "parse", "Recipe", "train",
 ]
 
 # Heavier parts are imported on first use so `import deepreshape` stays fast.
-_LAZY = {"design": "deepreshape.design"}
+_LAZY = {"design": "deepreshape.design", "train": "deepreshape.train", "Recipe": "deepreshape.train",
+         "load_run": "deepreshape.runs"}
 
 
 def __getattr__(name: str) -> Any:

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from deepreshape.errors import DataError, UsageError
 from deepreshape.io import save_numpy
+from deepreshape.spec import DATASET_SHAPES
 
 DATA_ENV = "DEEPRESHAPE_DATA"
 _NEVER = (
@@ -44,15 +45,15 @@ class DatasetInfo(NamedTuple):
     description: str
 
 
+_DESCRIPTIONS = {
+    "cifar10": "CIFAR-10: 50k/10k 32x32 RGB images, 10 classes",
+    "cifar100": "CIFAR-100: 50k/10k 32x32 RGB images, 100 fine classes",
+    "tinyimagenet": "Tiny ImageNet: 100k/10k (val) 64x64 RGB images, 200 classes",
+    "digits": "scikit-learn digits, embedded and offline: 1,797 8x8 images upsampled, 10 classes",
+}
+# Shapes come from the spec layer's table, so names and shapes are defined once.
 DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(10, 32, "CIFAR-10: 50k/10k 32x32 RGB images, 10 classes"),
-    "cifar100": DatasetInfo(100, 32, "CIFAR-100: 50k/10k 32x32 RGB images, 100 fine classes"),
-    "tinyimagenet": DatasetInfo(
-        200, 64, "Tiny ImageNet: 100k/10k (val) 64x64 RGB images, 200 classes"
-    ),
-    "digits": DatasetInfo(
-        10, 16, "scikit-learn digits, embedded and offline: 1,797 8x8 images upsampled, 10 classes"
-    ),
+    k: DatasetInfo(classes, size, _DESCRIPTIONS[k]) for k, (size, classes) in DATASET_SHAPES.items()
 }
 
 # Published per-channel statistics (0..1 units); digits are computed from their train split.

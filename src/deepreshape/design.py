@@ -535,7 +535,7 @@ def design(
     multipliers: Sequence[int] | None = None,
     mult_bounds: Sequence[int] = DEFAULT_MULT_BOUNDS,
     depth_bounds: Sequence[int] = DEFAULT_DEPTH_BOUNDS,
-    base: str = "resnet18-m16",
+    base: str = "hrn-2x2x2x",
     input_size: int = 32,
     num_classes: int = 100,
 ) -> DesignResult:

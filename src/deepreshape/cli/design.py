@@ -30,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="stages from most to least critical, e.g. 3,2,4,1")
     p.add_argument("--vary", choices=VARY, default="width",
                    help="free variables: stage multipliers, stage depths, or both")
-    p.add_argument("--base", default="resnet18-m16", help="network to reshape")
+    p.add_argument("--base", default="hrn-2x2x2x",
+                   help="network to reshape (default: ResNet18 with m=16, named as HybReNets)")
     p.add_argument("--depths", help="fixed stage depths when width varies (default: base's)")
     p.add_argument("--multipliers",
                    help="fixed stage multipliers when depth varies, e.g. 2,2,2 (default: base's)")
