@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from deepreshape.spec import NetSpec, SlotInfo, SlotKind, Stage, conv_out, relu_slots, reuse_split
+from deepreshape.spec import NetSpec, SlotInfo, SlotKind, Stage, relu_slots, reuse_split
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -244,10 +244,3 @@ def create_model(name: str, **kwargs) -> Net:
     from deepreshape.spec import parse
 
     return build(parse(name, **kwargs))
-
-
-def output_resolution(spec: NetSpec) -> int:
-    res = conv_out(spec.input_size, 3, spec.stem.stride, 1)
-    for st in spec.stages:
-        res = conv_out(res, 3, st.stride, 1)
-    return res
