@@ -1,0 +1,71 @@
+"""`deepreshape reduce RUN`: DeepReDuce (culling, thinning, reshaping) and ReLU-reuse, with KD."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepreshape.cli.common import fmt_int, print_json, table
+from deepreshape.cli.criticality import add_method_args, common_kwargs
+from deepreshape.cli.train import recipe_from
+from deepreshape.errors import UsageError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "reduce", help="DeepReDuce / Algorithm 2: cull, thin, reshape, ReLU-reuse (with KD)",
+        description="Produce and train (KD from the baseline, init from its weights) the "
+        "networks of a ReLU-reduction pipeline. deepreduce: D-1 iterations culling the least "
+        "critical stages, each thinned and reshaped (channels x0.5, feature maps /2); hrn "
+        "(the paper's Algorithm 2): cull the least critical stage only if it holds most ReLUs, "
+        "thin, channels x0.5 and ReLU-reuse 4, 8, 16. The order comes from RUN/criticality.json "
+        "or --order. Writes OUT/reduce.json (default OUT = RUN/reduce).")
+    p.add_argument("run", help="trained baseline run directory")
+    p.add_argument("--pipeline", "--method", dest="pipeline", choices=("deepreduce", "hrn"),
+                   default="deepreduce", help="default deepreduce")
+    p.add_argument("--steps", default=None,
+                   help="subset of cull,thin,reshape,reuse (default: deepreduce cull,thin,reshape; "
+                   "hrn all four)")
+    p.add_argument("--reuse", default="4,8,16", help="ReLU-reuse factors (default 4,8,16)")
+    p.add_argument("--scale", default="0.5", help="channel scale of the reshape step (default 0.5)")
+    p.add_argument("--reshape", default=None,
+                   help="channel and/or fmap (default: deepreduce both, hrn channel)")
+    p.add_argument("--order", default=None,
+                   help="stages from most to least critical, e.g. 3,2,4,1 (default: "
+                   "RUN/criticality.json)")
+    p.add_argument("--out", default=None, help="where the runs go (default RUN/reduce)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="only list the networks with their exact counts")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_method_args(p)
+    p.set_defaults(func=run)
+
+
+def _words(text: str | None) -> list[str] | None:
+    return None if text is None else [w for w in text.split(",") if w.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepreshape.design import parse_ints
+    from deepreshape.optimize.deepreduce import deepreduce
+
+    try:
+        scale = float(args.scale)
+    except ValueError:
+        raise UsageError(f"--scale must be a number like 0.5, got {args.scale!r}") from None
+    result = deepreduce(
+        args.run, pipeline=args.pipeline, order=args.order, steps=_words(args.steps),
+        reuse_factors=parse_ints(args.reuse, "--reuse"), scale=scale,
+        reshape=_words(args.reshape), recipe=recipe_from(args), out=args.out,
+        dry_run=args.dry_run, **common_kwargs(args))
+    if args.json:
+        print_json(result.to_dict())
+        return 0
+    rows = [[r["label"], ", ".join(r["steps"]), fmt_int(r["relus"]), fmt_int(r["macs"]),
+             "-" if r["accuracy"] is None else f"{r['accuracy']:.2f}"] for r in result.rows]
+    info = result.info
+    print(f"{info['pipeline']} on {info['baseline']}, order {','.join(map(str, info['order']))} "
+          f"(from {info['order_source']}); MACs = multiply-accumulates")
+    print(table(["network", "steps", "ReLUs", "MACs", "acc %"], rows, "<<>>>"))
+    if not info.get("dry_run"):
+        print(f"summary: {info['runs']}/reduce.json")
+    return 0

@@ -1,0 +1,73 @@
+"""ReLU optimization methods: stagewise criticality, DeepReDuce (+ ReLU-reuse), SNL.
+
+Each method takes a *trained baseline run directory*, changes slot kinds (or widths) of
+its spec, and trains every produced network through `deepreshape.train.train` (none owns
+a training loop). Every produced network is a run directory of its own, whose
+results.json carries exact ReLUs/MACs from `count(spec)`.
+
+    from deepreshape.optimize import criticality, deepreduce, snl
+    crit = criticality("runs/hrn-5x7x2x", recipe=Recipe(epochs=200))
+    red = deepreduce("runs/hrn-5x7x2x", pipeline="hrn")
+    res = snl("runs/hrn-5x7x2x", budget=50_000, granularity="pixel")
+
+The helpers below are shared by the three modules (submodules are loaded lazily, so
+`import deepreshape.optimize` stays light and the modules can import these helpers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deepreshape.data import Dataset, load_dataset
+from deepreshape.errors import CheckpointError, UsageError
+from deepreshape.runs import CHECKPOINT, Run, load_run
+
+__all__ = [
+    "baseline_data", "criticality", "cull", "deepreduce", "load_baseline", "plan", "reuse",
+    "scale_channels", "scale_feature_maps", "score", "snl", "thin",
+]
+
+_LAZY = {
+    "criticality": "deepreshape.optimize.criticality",
+    "score": "deepreshape.optimize.criticality",
+    "deepreduce": "deepreshape.optimize.deepreduce",
+    "plan": "deepreshape.optimize.deepreduce",
+    "cull": "deepreshape.optimize.deepreduce",
+    "thin": "deepreshape.optimize.deepreduce",
+    "reuse": "deepreshape.optimize.deepreduce",
+    "scale_channels": "deepreshape.optimize.deepreduce",
+    "scale_feature_maps": "deepreshape.optimize.deepreduce",
+    "snl": "deepreshape.optimize.snl",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'deepreshape.optimize' has no attribute {name!r}")
+
+
+def load_baseline(run: str | Path | Run) -> Run:
+    """A trained baseline: a run directory that has its checkpoint (methods need weights)."""
+    r = run if isinstance(run, Run) else load_run(run)
+    if not (r.path / CHECKPOINT).exists():
+        raise CheckpointError(f"{r.path}: no checkpoint.pt; train the baseline first "
+                              "(deepreshape train NAME --out DIR)")
+    return r
+
+
+def baseline_data(run: Run, data_dir: str | None = None, dataset: str | None = None,
+                  limit: int | None = None) -> Dataset:
+    """The baseline's data set at its input size: a method's networks and their KD teacher
+    must see the same classes and resolution as the baseline did (`limit`: smoke runs)."""
+    data = run.config.get("data", {})
+    name = data.get("dataset")
+    if not name:
+        raise CheckpointError(f"{run.path}: config.json names no data set")
+    if dataset is not None and dataset.strip().lower() != name:
+        raise UsageError(f"the baseline {run.path} was trained on {name}, not {dataset}; "
+                         "methods train on the baseline's data set (leave out --dataset)")
+    return load_dataset(name, data_dir, input_size=data.get("input_size"), limit=limit)

@@ -1,0 +1,280 @@
+"""Stagewise ReLU criticality (DeepReDuce, Jha et al. 2021; seed paper, App. A).
+
+Which stage's ReLUs matter most? For each stage k the baseline's spec keeps *only* stage
+k's slots (every other slot linearized; the stem belongs to stage 1) and is trained from
+scratch, with and without KD from the baseline. With A_k the KD accuracy (%) and R_k the
+stage's exact ReLU count,
+
+    C_k = (A_k - min_j A_j) * (R_k / 1000) ** -0.07
+
+so a stage scores by how much accuracy its ReLUs buy, mildly discounted by how many it
+needs. The *criticality order* lists stages from most to least critical ("3,2,4,1", the
+form `deepreshape design --order` and `deepreshape reduce --order` take); equal scores keep
+stage order.
+
+Reproduction. All 37 printed rows of Tables 5 and 6 (36 distinct networks: Table 6 lists
+R18(m=16)-2x2x2x twice) reproduce to two decimals from the printed KD accuracies and the
+*exact* stage counts of the named networks (HRN-5x7x2x: 81,920 / 81,920 / 143,360 /
+71,680 -> C = 0.00 / 14.13 / 16.83 / 12.60). The tables' "81.92K"-style counts are those
+exact counts rounded; scoring with the rounded values instead moves one C_k across a
+rounding edge (HRN-2x7x2x stage3: 12.3750 with 57.34K, 12.3749 with 57,344; printed 12.37),
+so score with exact counts. No printed C_k disagrees with the formula.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from deepreshape import io
+from deepreshape.count import count
+from deepreshape.errors import UsageError
+from deepreshape.runs import Run
+from deepreshape.spec import NetSpec, relu_slots
+from deepreshape.train import Recipe
+
+EXPONENT = -0.07
+CRITICALITY_JSON = "criticality.json"
+METRIC = "C_k = (A_k - min_j A_j) * (R_k/1000)^-0.07, A_k = KD accuracy (%), R_k = stage ReLUs"
+
+
+@dataclass(frozen=True)
+class StageResult:
+    name: str
+    relus: int
+    acc: float | None  # without KD (None with --no-plain)
+    kd_acc: float
+    criticality: float = 0.0
+    run: str | None = None
+    kd_run: str | None = None
+
+
+@dataclass(frozen=True)
+class Criticality:
+    stages: tuple[StageResult, ...]
+    order: tuple[int, ...]  # 1-based stage numbers, most to least critical
+    info: dict = field(default_factory=dict)  # baseline, arch, dataset, recipe
+
+    @property
+    def order_text(self) -> str:
+        return ",".join(map(str, self.order))
+
+    @property
+    def least_to_most(self) -> tuple[int, ...]:
+        return tuple(reversed(self.order))
+
+    def to_dict(self) -> dict:
+        return {**self.info, "metric": METRIC,
+                "stages": [dict(vars(s)) for s in self.stages],
+                "order": list(self.order), "order_text": self.order_text}
+
+
+# --------------------------------------------------------------------------- the metric
+
+
+def criticality_metric(kd_accs: Sequence[float], relus: Sequence[int]) -> list[float]:
+    """C_k for every stage (Jha et al. 2021), from KD accuracies (%) and exact ReLUs."""
+    low = min(kd_accs)
+    return [(a - low) * (r / 1000) ** EXPONENT for a, r in zip(kd_accs, relus, strict=True)]
+
+
+def criticality_order(scores: Sequence[float]) -> tuple[int, ...]:
+    """1-based stages from most to least critical; ties keep stage order."""
+    return tuple(k + 1 for k in sorted(range(len(scores)), key=lambda k: (-scores[k], k)))
+
+
+def score(stages: Sequence[Mapping[str, Any]], info: Mapping | None = None,
+          where: str = "accuracies") -> Criticality:
+    """Score given per-stage results ({"name", "relus", "acc", "kd_acc"}, in stage order)."""
+    rows = _validate(stages, where)
+    c = criticality_metric([r.kd_acc for r in rows], [r.relus for r in rows])
+    rows = [replace(r, criticality=v) for r, v in zip(rows, c, strict=True)]
+    return Criticality(tuple(rows), criticality_order(c), dict(info or {}))
+
+
+def load_accuracies(path: str | Path) -> Criticality:
+    """Score a JSON file {"stages": [{"name", "relus", "acc", "kd_acc"}, ...]} (a
+    criticality.json written here is one); errors are one line naming the bad entry."""
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{p}: not valid JSON ({e.__class__.__name__}: {e})") from None
+    if not isinstance(obj, dict) or "stages" not in obj:
+        raise UsageError(f'{p}: expected an object {{"stages": [{{"name", "relus", "acc", '
+                         '"kd_acc"}, ...]}')
+    return score(obj["stages"], {"source": str(p)}, where=str(p))
+
+
+def _validate(stages: Any, where: str) -> list[StageResult]:
+    if not isinstance(stages, list) or len(stages) < 2:
+        raise UsageError(f"{where}: 'stages' must be a list of at least 2 stages")
+    out = []
+    for i, s in enumerate(stages):
+        at = f"{where}: stages[{i}]"
+        if not isinstance(s, dict):
+            raise UsageError(f"{at} must be an object with name, relus, acc, kd_acc")
+        missing = [k for k in ("name", "relus", "acc", "kd_acc") if k not in s]
+        if missing:
+            raise UsageError(f"{at} has no {', '.join(repr(k) for k in missing)} "
+                             "(each stage needs name, relus, acc, kd_acc; acc may be null)")
+        if not isinstance(s["name"], str) or not s["name"].strip():
+            raise UsageError(f"{at}: name must be a non-empty string, got {s['name']!r}")
+        relus = s["relus"]
+        if isinstance(relus, bool) or not isinstance(relus, int) or relus < 1:
+            raise UsageError(f"{at}: relus must be a positive integer (exact count), got {relus!r}")
+        acc = None if s["acc"] is None else _percent(s["acc"], f"{at}: acc")
+        out.append(StageResult(s["name"], relus, acc, _percent(s["kd_acc"], f"{at}: kd_acc"),
+                               run=s.get("run"), kd_run=s.get("kd_run")))
+    return out
+
+
+def _percent(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) \
+            or not 0 <= v <= 100:
+        raise UsageError(f"{what} must be an accuracy in percent (0..100), got {v!r}")
+    return float(v)
+
+
+# --------------------------------------------------------------------------- the networks
+
+
+def stage_only(spec: NetSpec, k: int) -> NetSpec:
+    """The spec with only stage k's slots kept (stem = stage 1); all others identity."""
+    others = {s.address: "identity" for s in relu_slots(spec) if s.stage != k}
+    return spec.with_slots(others) if others else spec
+
+
+def stage_relus(spec: NetSpec) -> list[int]:
+    return [s.relus for s in count(spec).stages]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def criticality(
+    run: str | Path | Run,
+    *,
+    recipe: Recipe | None = None,
+    out: str | Path | None = None,
+    plain: bool = True,
+    jobs: int = 1,
+    seed: int = 0,
+    device: str | None = None,
+    data_dir: str | None = None,
+    dataset: str | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    force: bool = False,
+    compile: bool = False,
+    quiet: bool = False,
+) -> Criticality:
+    """Train the stage-only networks of a baseline run and score them.
+
+    Runs go to OUT/stageK and OUT/stageK-kd (OUT defaults to RUN/criticality); stages are
+    independent, so `jobs` > 1 trains them in that many processes (one GPU each when
+    several are visible). Writes RUN/criticality.json (and OUT/criticality.json).
+    """
+    from deepreshape.optimize import baseline_data, load_baseline
+
+    base = load_baseline(run)
+    recipe = recipe or Recipe()
+    recipe.validate()
+    if not isinstance(jobs, int) or jobs < 1:
+        raise UsageError(f"--jobs must be a positive integer, got {jobs!r}")
+    data = baseline_data(base, data_dir, dataset, limit)  # validates the data set up front
+    root = Path(out) if out is not None else base.path / "criticality"
+    relus = stage_relus(base.spec)
+    empty = [k for k, r in enumerate(relus, 1) if r == 0]
+    if empty:
+        raise UsageError(f"{base.spec.describe()}: stage{empty[0]} has no ReLUs; criticality "
+                         "needs ReLUs in every stage (score a network before culling it)")
+    common = {"recipe": recipe, "seed": seed, "data": (data.name, data_dir, data.input_size, limit),
+              "resume": resume, "force": force, "compile": compile, "quiet": quiet,
+              "baseline": str(base.path)}
+    job_list = []
+    for k in range(1, len(base.spec.stages) + 1):
+        spec = stage_only(base.spec, k)
+        for kd in ((False, True) if plain else (True,)):
+            job_list.append({**common, "spec": spec.to_dict(), "stage": k, "kd": kd,
+                             "out": str(root / f"stage{k}{'-kd' if kd else ''}"),
+                             "teacher": str(base.path) if kd else None})
+    accs = dict(zip([(j["stage"], j["kd"]) for j in job_list],
+                    _run_jobs(job_list, jobs, device, data), strict=True))
+    stages = [{"name": f"stage{k}", "relus": r, "acc": accs.get((k, False)),
+               "kd_acc": accs[(k, True)],
+               "run": str(root / f"stage{k}") if plain else None, "kd_run": str(root / f"stage{k}-kd")}
+              for k, r in enumerate(relus, 1)]
+    info = {"baseline": str(base.path), "arch": base.spec.describe(), "dataset": data.name,
+            "recipe": vars(recipe).copy(), "seed": seed, "runs": str(root)}
+    result = score(stages, info, where=str(base.path))
+    io.write_json(base.path / CRITICALITY_JSON, result.to_dict())
+    if root.resolve() != (base.path / "criticality").resolve():
+        io.write_json(root / CRITICALITY_JSON, result.to_dict())
+    return result
+
+
+def load_criticality(run_dir: str | Path) -> Criticality | None:
+    """RUN/criticality.json as a `Criticality`, or None when there is none."""
+    p = Path(run_dir) / CRITICALITY_JSON
+    return load_accuracies(p) if p.exists() else None
+
+
+def _devices(device: str | None, jobs: int) -> list[str | None]:
+    """One device per job slot: distinct GPUs when several are visible and none is named."""
+    import torch
+
+    n = torch.cuda.device_count() if device in (None, "auto", "cuda") else 0
+    if jobs > 1 and n > 1:
+        return [f"cuda:{i % n}" for i in range(jobs)]
+    return [device] * jobs
+
+
+def _run_jobs(jobs: list[dict], n: int, device: str | None, data: Any) -> list[float]:
+    devices = _devices(device, max(n, 1))
+    if n <= 1 or len(jobs) <= 1:
+        return [_train_job({**j, "device": device}, data) for j in jobs]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // n)
+    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                             initargs=(threads,)) as ex:
+        futures = [ex.submit(_train_job, {**j, "device": devices[i % n]})
+                   for i, j in enumerate(jobs)]
+        return [f.result() for f in futures]
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+@lru_cache(maxsize=2)
+def _load(name: str, data_dir: str | None, input_size: int, limit: int | None) -> Any:
+    from deepreshape.data import load_dataset
+
+    return load_dataset(name, data_dir, input_size=input_size, limit=limit)
+
+
+def _train_job(job: dict, data: Any = None) -> float:
+    """Train one stage network (in this process or a worker); returns its final accuracy."""
+    from deepreshape.train import train
+
+    data = data if data is not None else _load(*job["data"])
+    res = train(NetSpec.from_dict(job["spec"]), data, recipe=job["recipe"], out=job["out"],
+                teacher=job["teacher"], seed=job["seed"], device=job["device"],
+                data_dir=job["data"][1], resume=job["resume"], force=job["force"],
+                compile=job["compile"], quiet=job["quiet"],
+                tag={"name": "criticality", "stage": job["stage"], "kd": job["kd"],
+                     "baseline": job["baseline"]})
+    return float(res.final_acc)

@@ -1,0 +1,295 @@
+"""DeepReDuce (Jha et al. 2021) and the seed paper's Algorithm 2 (ReLU-reuse), as spec edits.
+
+Steps, each a pure function NetSpec -> NetSpec with exact counts from `count(spec)`:
+
+- `cull(spec, stages)`: every slot of the stages -> identity (culling stage 1 takes the
+  stem with it, since the stem belongs to stage 1).
+- `thin(spec)`: in every stage that still has ReLUs, list the stage's slots in forward
+  order and linearize positions 0, 2, 4, ...: in a basic block relu1 (mid-block) goes and
+  relu2 (after the residual add) stays, as in the paper's "alternate layers" (Table 9); a
+  bottleneck alternates across blocks (relu1, relu3 | relu2 | relu1, relu3 ...). The stem
+  is a single layer before the stages and is not thinned.
+- `scale_channels(spec, 0.5)`: every stage width x factor (re-parsed with `widths=`), slot
+  kinds kept by address; `scale_feature_maps(spec)`: stem stride 2 (a 4x smaller area).
+- `reuse(spec, N)`: ReLU-reuse `reuse:N` on the remaining `relu` slots of the stages (the
+  stem, like in thinning, is left as it is).
+
+Pipelines (`plan`), with C the stages from least to most critical:
+
+- "deepreduce": D-1 iterations; iteration i culls C[1..i] (cumulatively), then thins,
+  then reshapes the thinned net (channels x0.5 and/or feature maps /2).
+- "hrn" (Algorithm 2): one iteration; cull C[1] only if it holds the largest share of
+  ReLUs (ties count as largest), thin, channel-scale the thinned net by 0.5 and apply
+  ReLU-reuse at 4, 8, 16 to the thinned net.
+
+Every produced network is trained with KD from the baseline, starting from the baseline's
+weights wherever name and shape fit (`init_from`); the unchanged baseline is not retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deepreshape import io
+from deepreshape.count import count
+from deepreshape.errors import UsageError
+from deepreshape.runs import Run
+from deepreshape.spec import NetSpec, parse, relu_slots
+from deepreshape.train import Recipe
+
+PIPELINES = ("deepreduce", "hrn")
+STEPS = ("cull", "thin", "reshape", "reuse")
+RESHAPES = ("channel", "fmap")
+DEFAULTS = {
+    "deepreduce": {"steps": ("cull", "thin", "reshape"), "reshape": ("channel", "fmap")},
+    "hrn": {"steps": ("cull", "thin", "reshape", "reuse"), "reshape": ("channel",)},
+}
+REDUCE_JSON = "reduce.json"
+
+
+# --------------------------------------------------------------------------- spec steps
+
+
+def _stage_slots(spec: NetSpec, k: int) -> list[str]:
+    """Stage k's slot addresses in forward order, stem excluded."""
+    return [s.address for s in relu_slots(spec) if s.stage == k and not s.address.startswith("stem.")]
+
+
+def _set(spec: NetSpec, changes: dict[str, str]) -> NetSpec:
+    return spec.with_slots(changes) if changes else spec
+
+
+def cull(spec: NetSpec, stages: Iterable[int]) -> NetSpec:
+    """Linearize every slot of the given (1-based) stages; stage 1 includes the stem."""
+    ks = set(stages)
+    bad = sorted(k for k in ks if not 1 <= k <= len(spec.stages))
+    if bad:
+        raise UsageError(f"cannot cull stage{bad[0]}: {spec.name} has stages 1..{len(spec.stages)}")
+    return _set(spec, {s.address: "identity" for s in relu_slots(spec) if s.stage in ks})
+
+
+def live_stages(spec: NetSpec) -> list[int]:
+    """Stages with at least one slot that is not identity (stages not culled)."""
+    return [k for k in range(1, len(spec.stages) + 1)
+            if any(str(spec.slot_kind(a)) != "identity" for a in _stage_slots(spec, k))]
+
+
+def thin(spec: NetSpec) -> NetSpec:
+    """Linearize every other slot (positions 0, 2, ...) of each stage still having ReLUs."""
+    return _set(spec, {a: "identity" for k in live_stages(spec)
+                       for a in _stage_slots(spec, k)[0::2]})
+
+
+def reuse(spec: NetSpec, factor: int) -> NetSpec:
+    """ReLU-reuse (`reuse:N`) on every remaining plain `relu` slot of the stages."""
+    return _set(spec, {a: f"reuse:{factor}" for k in range(1, len(spec.stages) + 1)
+                       for a in _stage_slots(spec, k) if str(spec.slot_kind(a)) == "relu"})
+
+
+def scale_channels(spec: NetSpec, factor: float) -> NetSpec:
+    """Every stage width x factor (half up, at least 1), same depths, stem stride and slots."""
+    if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
+        raise UsageError(f"channel scale must be positive, got {factor}")
+    widths = [max(1, int(w * factor + 0.5)) for w in spec.stage_widths]
+    new = parse(spec.name, input_size=spec.input_size, num_classes=spec.num_classes, widths=widths)
+    new = dataclasses.replace(new, stem=dataclasses.replace(new.stem, stride=spec.stem.stride),
+                              in_channels=spec.in_channels)
+    return _set(new, dict(spec.slots))
+
+
+def scale_feature_maps(spec: NetSpec, stride: int = 2) -> NetSpec:
+    """DeepReDuce's feature-map scaling: an early stride in the stem (area / stride^2)."""
+    new = dataclasses.replace(spec, stem=dataclasses.replace(spec.stem, stride=stride), slots=())
+    return _set(new, dict(spec.slots))
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class Planned:
+    label: str  # run directory name, e.g. "cull-s1-thin-ch0.5"
+    steps: tuple[str, ...]  # e.g. ("cull stage1", "thin", "channels x0.5")
+    spec: NetSpec
+    baseline: bool = False  # the unchanged baseline (reported, not retrained)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def plan(
+    spec: NetSpec,
+    order: Sequence[int] | str,
+    *,
+    pipeline: str = "deepreduce",
+    steps: Iterable[str] | None = None,
+    reuse_factors: Sequence[int] = (4, 8, 16),
+    scale: float = 0.5,
+    reshape: Iterable[str] | None = None,
+) -> list[Planned]:
+    """Every network a pipeline produces from `spec`, with `order` most to least critical.
+
+    The baseline comes first; duplicates (e.g. thinning a net whose stages have one slot)
+    appear once.
+    """
+    from deepreshape.design import validate_order
+
+    if pipeline not in PIPELINES:
+        raise UsageError(f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
+    order = validate_order(order)
+    if len(order) != len(spec.stages):
+        raise UsageError(f"order {','.join(map(str, order))} has {len(order)} stages, "
+                         f"{spec.name} has {len(spec.stages)}")
+    steps = _choose(steps, STEPS, "step", DEFAULTS[pipeline]["steps"])
+    reshape = _choose(reshape, RESHAPES, "reshape", DEFAULTS[pipeline]["reshape"])
+    for n in reuse_factors:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise UsageError(f"ReLU-reuse factors must be integers >= 2, got {n!r}")
+    least = list(reversed(order))
+    if "cull" not in steps:
+        culls: list[list[int]] = [[]]
+    elif pipeline == "deepreduce":
+        culls = [least[: i + 1] for i in range(len(least) - 1)]
+    else:
+        relus = [s.relus for s in count(spec).stages]
+        culls = [[least[0]] if relus[least[0] - 1] >= max(relus) else []]
+
+    out = [Planned(spec.name, ("baseline",), spec, baseline=True)]
+    for culled in culls:
+        net, label, done = spec, [], []
+        if culled:
+            net = cull(spec, culled)
+            label.append("cull-" + "".join(f"s{k}" for k in culled))
+            done.append("cull " + "+".join(f"stage{k}" for k in culled))
+            out.append(Planned("-".join(label), tuple(done), net))
+        if "thin" in steps:
+            net = thin(net)
+            label.append("thin")
+            done.append("thin")
+            out.append(Planned("-".join(label), tuple(done), net))
+        if "reshape" in steps:
+            if "channel" in reshape:
+                out.append(Planned("-".join([*label, f"ch{_fmt(scale)}"]),
+                                   (*done, f"channels x{_fmt(scale)}"), scale_channels(net, scale)))
+            if "fmap" in reshape:
+                out.append(Planned("-".join([*label, "fm2"]), (*done, "feature maps /2"),
+                                   scale_feature_maps(net)))
+        if "reuse" in steps:
+            out += [Planned("-".join([*label, f"reuse{n}"]), (*done, f"ReLU-reuse x{n}"),
+                            reuse(net, n)) for n in reuse_factors]
+    seen, unique = set(), []
+    for p in out:
+        key = json.dumps(p.spec.to_dict(), sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _choose(values: Iterable[str] | None, valid: Sequence[str], what: str,
+            default: Sequence[str]) -> tuple[str, ...]:
+    if values is None:
+        return tuple(default)
+    vals = tuple(v.strip().lower() for v in values if v.strip())
+    bad = [v for v in vals if v not in valid]
+    if bad or not vals:
+        raise UsageError(f"unknown {what} {bad[0] if bad else '(none)'!r}; valid: {', '.join(valid)}")
+    return vals
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class Reduced:
+    rows: list[dict]  # label, steps, arch, relus, macs, params, accuracy, run, baseline
+    info: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {**self.info, "networks": self.rows}
+
+
+def resolve_order(base: Run, order: Sequence[int] | str | None) -> tuple[tuple[int, ...], str]:
+    """--order when given, else RUN/criticality.json's; which one is said in the result."""
+    from deepreshape.design import validate_order
+    from deepreshape.optimize.criticality import load_criticality
+
+    if order is not None:
+        return validate_order(order), "--order"
+    crit = load_criticality(base.path)
+    if crit is None:
+        raise UsageError(f"{base.path} has no criticality.json; run `deepreshape criticality "
+                         f"{base.path}` first or pass --order (e.g. --order 3,2,4,1)")
+    return validate_order(crit.order), str(base.path / "criticality.json")
+
+
+def _row(p: Planned, acc: float | None, run_dir: str | None) -> dict:
+    c = count(p.spec)
+    return {"label": p.label, "steps": list(p.steps), "arch": p.spec.describe(),
+            "stem_stride": p.spec.stem.stride, "relus": c.relus, "macs": c.macs,
+            "params": c.params, "stage_relus": [s.relus for s in c.stages],
+            "accuracy": acc, "run": run_dir, "baseline": p.baseline}
+
+
+def deepreduce(
+    run: str | Path | Run,
+    *,
+    pipeline: str = "deepreduce",
+    order: Sequence[int] | str | None = None,
+    steps: Iterable[str] | None = None,
+    reuse_factors: Sequence[int] = (4, 8, 16),
+    scale: float = 0.5,
+    reshape: Iterable[str] | None = None,
+    recipe: Recipe | None = None,
+    out: str | Path | None = None,
+    dry_run: bool = False,
+    seed: int = 0,
+    device: str | None = None,
+    data_dir: str | None = None,
+    dataset: str | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    force: bool = False,
+    compile: bool = False,
+    quiet: bool = False,
+) -> Reduced:
+    """Run a pipeline on a trained baseline: one run directory per produced network under
+    OUT (default RUN/reduce), and OUT/reduce.json with the summary. `dry_run` only plans
+    (exact counts, nothing trained or written)."""
+    from deepreshape.optimize import baseline_data, load_baseline
+    from deepreshape.train import train
+
+    base = load_baseline(run)
+    order, source = resolve_order(base, order)
+    nets = plan(base.spec, order, pipeline=pipeline, steps=steps, reuse_factors=reuse_factors,
+                scale=scale, reshape=reshape)
+    recipe = recipe or Recipe()
+    recipe.validate()
+    root = Path(out) if out is not None else base.path / "reduce"
+    info = {"baseline": str(base.path), "pipeline": pipeline, "order": list(order),
+            "order_source": source, "recipe": vars(recipe).copy(), "seed": seed, "runs": str(root)}
+    if dry_run:
+        return Reduced([_row(p, None, None) for p in nets], {**info, "dry_run": True})
+    data = baseline_data(base, data_dir, dataset, limit)
+    init = base.load_checkpoint()["model"]
+    rows = []
+    for p in nets:
+        if p.baseline:
+            rows.append(_row(p, base.results.get("final_acc"), str(base.path)))
+            continue
+        res = train(p.spec, data, recipe=recipe, out=root / p.label, teacher=str(base.path),
+                    init_from=init, seed=seed, device=device, data_dir=data_dir, resume=resume,
+                    force=force, compile=compile, quiet=quiet,
+                    tag={"name": "deepreduce", "pipeline": pipeline, "steps": list(p.steps),
+                         "order": list(order), "baseline": str(base.path)})
+        rows.append(_row(p, float(res.final_acc), str(root / p.label)))
+        io.write_json(root / REDUCE_JSON, Reduced(rows, info).to_dict())  # progress so far
+    result = Reduced(rows, info)
+    io.write_json(root / REDUCE_JSON, result.to_dict())
+    return result

@@ -1,0 +1,314 @@
+"""Selective Network Linearization (SNL, Cho et al. 2022), pixel- or channel-wise.
+
+Every `relu` slot of the trained baseline becomes a learnable mask m (shape (C,H,W) for
+pixels, (C,1,1) for channels): y = m*ReLU(x) + (1-m)*x, m starting at 1.
+
+1. Mask phase, as the SNL authors run it, through `train()`: Adam lr 1e-3 (no weight
+   decay) on weights and masks, loss = CE + KD (T=4, from the baseline) + lambda*||m||_1.
+   The L1 weighs a channel mask by its H*W ReLUs, so lambda is "per ReLU" for both
+   granularities. The ReLU count (|m| > 1e-2, channels counted H*W) is checked after each
+   epoch; lambda starts at 1e-5 and is multiplied by 1.1 after every epoch whose count is
+   not below the lowest count so far, but only once `lambda_after` (SNL: 5) epochs have
+   passed; the phase stops as soon as the count is <= budget. If the epoch cap comes
+   first, the masks are binarized to the budget anyway and the result says so
+   (`budget_reached` False, and a warning).
+2. Binarize to the budget exactly: pixel: the B largest |m| (B = budget minus the ReLUs
+   SNL does not mask); channel: channels by decreasing |m|, each kept if its H*W ReLUs
+   still fit under the budget (greedy fill, so the total is as close to the budget as
+   whole channels allow, never above). Slots become `mask:pixel:K` / `mask:channel:K`
+   (or `identity` when nothing is kept, `relu` when everything is), and the 0/1 masks are
+   stored as the `mask` buffers of the checkpoint, which private inference reads.
+3. Fine-tune with KD (SGD lr 1e-3, cosine; SNL uses 100 epochs) through `train()`.
+
+Stem: all `relu` slots are masked, the stem's too, because our counts (and budgets)
+include the stem ReLU (ResNet18 on 32x32: 557,056, where SNL's code says 491,520).
+`include_stem=False` keeps the stem ReLU as it is; it then counts against the budget.
+Slots that are not `relu` (reuse, identity, masks) are left alone and counted as fixed.
+
+Unlike the reference code, no checkpoint is chosen on the test set (the last epoch is the
+result), the budget counts every ReLU the network runs, and channel-wise SNL exists.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from deepreshape import io
+from deepreshape.count import count, count_module
+from deepreshape.errors import UsageError
+from deepreshape.runs import CONFIG, Run
+from deepreshape.spec import NetSpec, SlotInfo, relu_slots
+from deepreshape.train import Recipe
+
+GRANULARITIES = ("pixel", "channel")
+SNL_JSON = "snl.json"
+MASK_PHASE = "mask_phase.pt"
+
+
+class LearnableMask(nn.Module):
+    """SNL's trainable linearization: y = m*relu(x) + (1-m)*x, m = `alpha` (ones at start)."""
+
+    def __init__(self, info: SlotInfo, granularity: str) -> None:
+        super().__init__()
+        self.address, self.granularity = info.address, granularity
+        shape = (info.channels, 1, 1) if granularity == "channel" else (
+            info.channels, info.height, info.width)
+        self.relus_per_entry = info.height * info.width if granularity == "channel" else 1
+        self.alpha = nn.Parameter(torch.ones(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.alpha.to(x.dtype)
+        return x + m * (torch.relu(x) - x)
+
+    def l1(self) -> torch.Tensor:
+        return self.alpha.abs().sum() * self.relus_per_entry
+
+    def relus(self, threshold: float) -> int:
+        return int((self.alpha.detach().abs() > threshold).sum()) * self.relus_per_entry
+
+    def extra_repr(self) -> str:
+        return f"granularity={self.granularity}, shape={tuple(self.alpha.shape)}"
+
+
+def maskable(spec: NetSpec, include_stem: bool = True) -> list[SlotInfo]:
+    """The slots SNL masks: every plain `relu` slot (the stem unless left out)."""
+    return [s for s in relu_slots(spec) if str(spec.slot_kind(s.address)) == "relu"
+            and (include_stem or not s.address.startswith("stem."))]
+
+
+def attach_masks(model: nn.Module, spec: NetSpec, granularity: str = "pixel",
+                 include_stem: bool = True) -> list[LearnableMask]:
+    """Swap the model's maskable slot modules for learnable masks (in place)."""
+    masks = []
+    for info in maskable(spec, include_stem):
+        m = LearnableMask(info, granularity)
+        p = next(model.parameters(), None)
+        if p is not None:
+            m = m.to(p.device)
+        model.set_submodule(info.address, m)
+        masks.append(m)
+    return masks
+
+
+def mask_l1(masks: list[LearnableMask]) -> torch.Tensor:
+    return torch.stack([m.l1() for m in masks]).sum()
+
+
+def soft_relus(masks: list[LearnableMask], threshold: float = 1e-2) -> int:
+    """ReLUs the masks still need: entries with |m| > threshold (channels count H*W)."""
+    return sum(m.relus(threshold) for m in masks)
+
+
+@dataclass
+class LambdaSchedule:
+    """SNL's lambda rule as an `on_epoch_end` hook: True (stop) once count <= budget.
+
+    `count()` is the current ReLU count. After each epoch (1-based e): a count below the
+    lowest so far is progress; otherwise, if e > `after`, lambda *= `factor`.
+    """
+
+    budget: int
+    count: Callable[[], int]
+    lam: float = 1e-5
+    factor: float = 1.1
+    after: int = 5
+    lowest: int | None = None
+    history: list[dict] = field(default_factory=list)
+
+    def __call__(self, epoch: int, metrics: dict) -> bool:
+        n, lam = int(self.count()), self.lam
+        if self.lowest is None or n < self.lowest:
+            self.lowest = n
+        elif epoch + 1 > self.after:
+            self.lam *= self.factor
+        rec = {"epoch": epoch + 1, "relus": n, "lambda": lam, "next_lambda": self.lam}
+        rec.update({k: metrics[k] for k in ("loss", "train_acc", "test_acc") if k in metrics})
+        self.history.append(rec)
+        metrics.update(relus=n, snl_lambda=lam)
+        return n <= self.budget
+
+
+# --------------------------------------------------------------------------- binarize
+
+
+def binarize(masks: list[LearnableMask], budget: int, granularity: str
+             ) -> dict[str, torch.Tensor]:
+    """0/1 masks (same shapes) keeping at most `budget` ReLUs: exactly `budget` for pixels
+    (when there are that many), a greedy under-budget fill of whole channels otherwise."""
+    values = torch.cat([m.alpha.detach().abs().flatten().float().cpu() for m in masks])
+    sizes = [m.alpha.numel() for m in masks]
+    keep = torch.zeros_like(values)
+    if granularity == "pixel":
+        k = min(budget, values.numel())
+        keep[torch.topk(values, k, sorted=False).indices] = 1.0
+    else:
+        weights = torch.cat([torch.full((n,), m.relus_per_entry) for n, m in
+                             zip(sizes, masks, strict=True)])
+        left = budget
+        for i in torch.argsort(values, descending=True, stable=True).tolist():
+            w = int(weights[i])
+            if w <= left:
+                keep[i], left = 1.0, left - w
+            if left == 0:
+                break
+    parts = torch.split(keep, sizes)
+    return {m.address: p.view_as(m.alpha) for m, p in zip(masks, parts, strict=True)}
+
+
+def frozen_spec(spec: NetSpec, binary: dict[str, torch.Tensor], granularity: str) -> NetSpec:
+    """Slot kinds for the binary masks: identity (none kept), relu (all), mask:g:K."""
+    kinds = {}
+    for addr, b in binary.items():
+        kept, full = int(b.sum()), b.numel()
+        kinds[addr] = "identity" if kept == 0 else "relu" if kept == full else \
+            f"mask:{granularity}:{kept}"
+    return spec.with_slots(kinds) if kinds else spec
+
+
+# --------------------------------------------------------------------------- running
+
+
+@dataclass
+class SNLResult:
+    run: Run | None
+    model: nn.Module
+    spec: NetSpec
+    final_acc: float
+    relus: int  # hook-counted ReLUs of the final network
+    budget: int
+    budget_reached: bool
+    info: dict = field(default_factory=dict)
+
+
+def check_budget(spec: NetSpec, budget: object, granularity: str = "pixel",
+                 include_stem: bool = True) -> tuple[int, int]:
+    """(budget, fixed ReLUs SNL cannot remove), or a one-line UsageError."""
+    if granularity not in GRANULARITIES:
+        raise UsageError(f"granularity must be pixel or channel, got {granularity!r}")
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not math.isfinite(budget) \
+            or budget != int(budget):
+        raise UsageError(f"budget must be a whole number of ReLUs, got {budget!r}")
+    budget = int(budget)
+    total = count(spec).relus
+    if budget <= 0:
+        raise UsageError(f"budget must be a positive number of ReLUs, got {budget}")
+    if budget > total:
+        raise UsageError(f"budget {budget:,} is above the {total:,} ReLUs of {spec.describe()}; "
+                         f"choose 1..{total:,}")
+    free = sum(s.numel for s in maskable(spec, include_stem))
+    if not free:
+        raise UsageError(f"{spec.describe()} has no plain ReLU slots for SNL to mask")
+    fixed = total - free
+    if budget < fixed:
+        raise UsageError(f"budget {budget:,} is below the {fixed:,} ReLUs SNL leaves in place "
+                         "(non-relu slots or the kept stem); raise it")
+    return budget, fixed
+
+
+def snl(
+    run: str | Path | Run,
+    budget: int,
+    *,
+    granularity: str = "pixel",
+    out: str | Path | None = None,
+    mask_recipe: Recipe | None = None,
+    finetune: Recipe | None = None,
+    lam: float = 1e-5,
+    lam_factor: float = 1.1,
+    lam_after: int = 5,
+    threshold: float = 1e-2,
+    include_stem: bool = True,
+    seed: int = 0,
+    device: str | None = None,
+    data_dir: str | None = None,
+    dataset: str | None = None,
+    limit: int | None = None,
+    resume: bool = False,
+    force: bool = False,
+    compile: bool = False,
+    quiet: bool = False,
+) -> SNLResult:
+    """SNL on a trained baseline run; the final network is a run directory under OUT
+    (default RUN/snl/<granularity>-<budget>) with snl.json (lambda history, counts).
+
+    `mask_recipe` defaults to SNL's (Adam lr 1e-3, no weight decay, at most 300 epochs);
+    `finetune` to SGD lr 1e-3 cosine for 100 epochs. `resume` continues the fine-tune
+    after a completed mask phase (its result is kept in OUT/mask_phase.pt).
+    """
+    from deepreshape.optimize import baseline_data, load_baseline
+    from deepreshape.train import train
+
+    base = load_baseline(run)
+    budget, fixed = check_budget(base.spec, budget, granularity, include_stem)
+    if not (lam > 0 and lam_factor >= 1 and lam_after >= 0 and threshold >= 0):
+        raise UsageError("lambda must be > 0, its factor >= 1, --lambda-after >= 0, threshold >= 0")
+    mask_recipe = mask_recipe or Recipe(epochs=300, lr=1e-3, optimizer="adam", weight_decay=0.0)
+    finetune = finetune or Recipe(epochs=100, lr=1e-3)
+    mask_recipe.validate()
+    finetune.validate()
+    root = Path(out) if out is not None else base.path / "snl" / f"{granularity}-{budget}"
+    if (root / CONFIG).exists() and not (resume or force):
+        raise UsageError(f"{root} already holds an SNL run; use --resume to continue it, "
+                         "--force to start it over, or another --out")
+    data = baseline_data(base, data_dir, dataset, limit)
+    settings = {"budget": budget, "granularity": granularity, "include_stem": include_stem,
+                "threshold": threshold, "lambda": lam, "lambda_factor": lam_factor,
+                "lambda_after": lam_after, "mask_recipe": vars(mask_recipe).copy()}
+    saved = _load_phase(root / MASK_PHASE, settings) if resume else None
+    if saved is None:
+        model = base.model()
+        masks = attach_masks(model, base.spec, granularity, include_stem)
+        sched = LambdaSchedule(budget - fixed, lambda: soft_relus(masks, threshold), lam,
+                               lam_factor, lam_after)
+        res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
+                    extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=sched,
+                    seed=seed, device=device, data_dir=data_dir, compile=compile, quiet=quiet)
+        reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
+        if not reached:
+            msg = (f"SNL: the mask phase ended after {res.epochs_run} epochs with "
+                   f"{soft_relus(masks, threshold) + fixed:,} ReLUs above the threshold, over the "
+                   f"budget {budget:,}; binarizing to the budget anyway (raise --mask-epochs "
+                   "or --lambda to get there by training)")
+            warnings.warn(msg, stacklevel=2)
+        binary = binarize(masks, budget - fixed, granularity)
+        spec = frozen_spec(base.spec, binary, granularity)
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()
+                 if not k.endswith(".alpha")}
+        state.update({f"{a}.mask": b for a, b in binary.items()
+                      if spec.slot_kind(a).kind == "mask"})
+        phase = {"epochs_run": res.epochs_run, "budget_reached": reached,
+                 "final_lambda": sched.lam, "history": sched.history}
+        saved = {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
+        io.save_torch(root / MASK_PHASE, saved)
+    spec = NetSpec.from_dict(saved["spec"])
+    out_res = train(spec, data, recipe=finetune, out=root, teacher=str(base.path),
+                    init_from=saved["state"], seed=seed, device=device, data_dir=data_dir,
+                    resume=resume, force=force, compile=compile, quiet=quiet,
+                    tag={"name": "snl", "baseline": str(base.path), **settings})
+    relus = count_module(out_res.model, spec).relus
+    if relus > budget or (granularity == "pixel" and relus != budget):
+        raise AssertionError(f"SNL produced {relus} ReLUs for a budget of {budget}")  # a bug
+    info = {"baseline": str(base.path), "arch": spec.describe(), **settings,
+            "fixed_relus": fixed, "relus": relus, "relus_analytic": count(spec).relus,
+            "final_acc": out_res.final_acc, "mask_phase": saved["phase"]}
+    io.write_json(root / SNL_JSON, info)
+    return SNLResult(out_res.run, out_res.model, spec, out_res.final_acc, relus, budget,
+                     saved["phase"]["budget_reached"], info)
+
+
+def _load_phase(path: Path, settings: dict) -> dict | None:
+    """A finished mask phase with the same settings, or None (then it is redone)."""
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a truncated or foreign file: redo the phase
+        return None
+    return saved if isinstance(saved, dict) and saved.get("settings") == settings else None

@@ -1,0 +1,288 @@
+"""DeepReDuce / Algorithm 2: hand-derived counts of every step, the thinning rule, the plans
+of both pipelines, the CLI, and both pipelines end to end on digits."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepreshape import build, count, count_module, parse
+from deepreshape.cli.main import main
+from deepreshape.errors import UsageError
+from deepreshape.io import write_json
+from deepreshape.optimize.deepreduce import (
+    cull,
+    deepreduce,
+    plan,
+    reuse,
+    scale_channels,
+    scale_feature_maps,
+    thin,
+)
+from deepreshape.runs import load_run
+from deepreshape.spec import relu_slots
+from deepreshape.train import Recipe, train
+
+R18 = parse("resnet18", dataset="cifar100")  # stages 327,680 / 131,072 / 65,536 / 32,768
+HRN = parse("hrn-5x7x2x", dataset="cifar100")  # stages 81,920 / 81,920 / 143,360 / 71,680
+R18_STEM, HRN_STEM = 64 * 32 * 32, 16 * 32 * 32
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def stages(spec) -> list[int]:
+    return [s.relus for s in count(spec).stages]
+
+
+def hooked(spec) -> int:
+    """ReLUs counted by forward hooks on the built module (on the meta device: no compute)."""
+    with torch.device("meta"):
+        model = build(spec)
+    return count_module(model, spec).relus
+
+
+# --------------------------------------------------------------------------- ReLU-reuse
+
+
+@pytest.mark.parametrize(("n", "relus"), [(2, 434_176), (4, 372_736), (8, 342_016), (16, 326_656)])
+def test_table9_reuse_on_alternate_layers(n: int, relus: int) -> None:
+    # Paper Table 9: ResNet18, CIFAR-100, reuse:N on every relu1 (stem counted, relu2 kept).
+    spec = R18.with_slots({"*.relu1": f"reuse:{n}"})
+    assert count(spec).relus == relus
+    # By hand: the relu1 slots hold half of the 491,520 non-stem ReLUs; reuse keeps 1/N.
+    assert relus == 557_056 - 245_760 + 245_760 // n
+
+
+def test_reuse_after_thinning_hand_counts() -> None:
+    t = thin(HRN)
+    # One relu2 per block survives; reuse:N keeps C/N channels of it; the stem stays a ReLU.
+    for n in (4, 8, 16):
+        r = reuse(t, n)
+        assert stages(r) == [HRN_STEM + 2 * (16 // n) * 32 * 32, 2 * (80 // n) * 16 * 16,
+                             2 * (560 // n) * 8 * 8, 2 * (1120 // n) * 4 * 4]
+        assert str(r.slot_kind("stem.relu")) == "relu"
+        assert hooked(r) == count(r).relus
+    assert count(reuse(t, 4)).relus == 61_696
+    with pytest.raises(UsageError, match="needs at least 8 channels"):
+        reuse(thin(parse("hrn-2x2x2x-m4-d1,1,1,1", dataset="digits")), 8)
+
+
+# --------------------------------------------------------------------------- cull / thin / reshape
+
+
+def test_resnet18_hand_counts_match_deepreduce_points() -> None:
+    assert stages(R18) == [327_680, 131_072, 65_536, 32_768]
+    c1 = cull(R18, [1])
+    assert stages(c1) == [0, 131_072, 65_536, 32_768] and count(c1).stem_relus == 0
+    assert count(c1).relus == 229_376  # DeepReDuce's 229.38K point (peers.md)
+    assert count(cull(R18, [1, 4])).relus == 196_608  # 197K
+    t = thin(c1)
+    assert stages(t) == [0, 65_536, 32_768, 16_384] and count(t).relus == 114_688  # 114K
+    ch = scale_channels(t, 0.5)
+    assert count(ch).relus == 57_344  # 57.34K
+    assert ch.stage_widths == (32, 64, 128, 256) and ch.stem.width == 32
+    assert count(scale_channels(thin(cull(R18, [1, 4])), 0.5)).relus == 49_152  # 49.2K
+    fm = scale_feature_maps(t)
+    assert count(fm).relus == 28_672 and fm.stem.stride == 2  # 28.7K
+    # MACs: linearizing keeps every conv; feature maps /2 divide conv MACs by 4 (fc stays);
+    # channels x0.5 divide them by 4 except the stem conv (3 input channels: by 2) and fc.
+    macs, fc, stem_conv = count(R18).macs, 512 * 100, 3 * 64 * 9 * 32 * 32
+    assert count(t).macs == macs == 555_468_800
+    assert count(fm).macs == (macs - fc) // 4 + fc
+    assert count(ch).macs == (macs - fc - stem_conv) // 4 + stem_conv // 2 + fc // 2
+
+
+def test_hrn_hand_counts() -> None:
+    assert stages(HRN) == [81_920, 81_920, 143_360, 71_680]
+    t = thin(HRN)  # the stem is not thinned; each stage loses its relu1s (half its ReLUs)
+    assert stages(t) == [HRN_STEM + 32_768, 40_960, 71_680, 35_840]
+    ch = scale_channels(t, 0.5)
+    assert ch.stage_widths == (8, 40, 280, 560) and stages(ch) == [s // 2 for s in stages(t)]
+    assert dict(ch.slots) == dict(t.slots)
+    fm = scale_feature_maps(t)
+    assert stages(fm) == [s // 4 for s in stages(t)]
+    assert stages(cull(HRN, [1])) == [0, 81_920, 143_360, 71_680]
+    for spec in (t, ch, fm, cull(HRN, [1, 4])):
+        assert hooked(spec) == count(spec).relus
+
+
+def test_thinning_rule() -> None:
+    t = thin(R18)
+    kinds = {s.address: str(t.slot_kind(s.address)) for s in relu_slots(t)}
+    assert kinds["stem.relu"] == "relu"
+    assert all(k == "identity" for a, k in kinds.items() if a.endswith("relu1"))
+    assert all(k == "relu" for a, k in kinds.items() if a.endswith("relu2"))
+    assert thin(t) == t  # idempotent: the dropped positions are already linear
+    # Bottlenecks alternate across blocks: positions 0, 2, 4, ... of the stage's slots.
+    r50 = thin(parse("resnet50", dataset="cifar100"))
+    stage1 = [str(r50.slot_kind(f"stage1.block{b}.relu{i}")) for b in (1, 2, 3) for i in (1, 2, 3)]
+    assert stage1 == ["identity", "relu"] * 4 + ["identity"]
+    # Pre-activation blocks drop the block-input relu1; the final post.relu takes its turn.
+    w = thin(parse("wrn16x8", dataset="cifar100"))
+    assert [str(w.slot_kind(a)) for a in ("stage3.block1.relu1", "stage3.block1.relu2",
+                                          "stage3.block2.relu1", "stage3.block2.relu2",
+                                          "stage3.post.relu")] == [
+        "identity", "relu", "identity", "relu", "identity"]
+    # A culled stage is left alone.
+    assert dict(thin(cull(R18, [2])).slots).get("stage2.block1.relu2") == "identity"
+
+
+def test_reshape_composes_and_keeps_slots() -> None:
+    spec = scale_channels(scale_feature_maps(thin(cull(HRN, [1]))), 0.5)
+    assert spec.stem.stride == 2 and spec.stage_widths == (8, 40, 280, 560)
+    assert count(spec).relus == count(thin(cull(HRN, [1]))).relus // 8
+    r = scale_channels(reuse(thin(R18), 4), 0.5)
+    assert str(r.slot_kind("stage2.block1.relu2")) == "reuse:4"
+    with pytest.raises(UsageError, match="positive"):
+        scale_channels(R18, 0)
+    with pytest.raises(UsageError, match="stages 1..4"):
+        cull(R18, [5])
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def test_deepreduce_plan_resnet18() -> None:
+    nets = plan(R18, "3,2,4,1")
+    assert [p.label for p in nets] == [
+        "resnet18",
+        "cull-s1", "cull-s1-thin", "cull-s1-thin-ch0.5", "cull-s1-thin-fm2",
+        "cull-s1s4", "cull-s1s4-thin", "cull-s1s4-thin-ch0.5", "cull-s1s4-thin-fm2",
+        "cull-s1s4s2", "cull-s1s4s2-thin", "cull-s1s4s2-thin-ch0.5", "cull-s1s4s2-thin-fm2"]
+    assert nets[0].baseline and not any(p.baseline for p in nets[1:])
+    relus = {p.label: count(p.spec).relus for p in nets}
+    assert relus["cull-s1s4s2"] == 65_536 and relus["cull-s1s4s2-thin-fm2"] == 8_192
+    only = plan(R18, (3, 2, 4, 1), steps=["thin", "reshape"], reshape=["channel"])
+    assert [p.label for p in only] == ["resnet18", "thin", "thin-ch0.5"]
+
+
+def test_hrn_plan_culls_only_when_least_critical_holds_most() -> None:
+    # HRN-5x7x2x: stage1 (least critical) does not hold the most ReLUs: no culling.
+    labels = [p.label for p in plan(HRN, "3,2,4,1", pipeline="hrn")]
+    assert labels == ["hrn-5x7x2x", "thin", "thin-ch0.5", "thin-reuse4", "thin-reuse8",
+                      "thin-reuse16"]
+    # ResNet18: stage1 holds most of the ReLUs, so it is culled first.
+    nets = plan(R18, "3,2,4,1", pipeline="hrn")
+    assert [p.label for p in nets][:3] == ["resnet18", "cull-s1", "cull-s1-thin"]
+    assert count(nets[-1].spec).relus == 2 * (128 // 16) * 256 + 2 * (256 // 16) * 64 + \
+        2 * (512 // 16) * 16
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"order": "3,1,2"}, "3 stages"),
+    ({"order": "3,2,2,1"}, "permutation"),
+    ({"pipeline": "magic"}, "unknown pipeline"),
+    ({"steps": ["cull", "prune"]}, "unknown step 'prune'"),
+    ({"reshape": ["width"]}, "unknown reshape"),
+    ({"reuse_factors": [1]}, ">= 2"),
+])
+def test_plan_errors(kwargs: dict, message: str) -> None:
+    kw = {"order": "3,2,4,1", **kwargs}
+    with pytest.raises(UsageError, match=message):
+        plan(R18, **kw)
+
+
+# --------------------------------------------------------------------------- end to end
+
+TINY = "hrn-2x2x2x-m8-d1,1,1,1"  # widths 8/16/32/64 on 16x16 digits
+FAST = ["--epochs", "1", "--batch-size", "64", "--lr", "0.05", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("reduce") / "base"
+    train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.05), out=out, quiet=True)
+    return out
+
+
+def test_hrn_pipeline_end_to_end(baseline: Path, tmp_path: Path) -> None:
+    res = deepreduce(baseline, pipeline="hrn", order="3,2,4,1", reuse_factors=(4, 8),
+                     recipe=Recipe(epochs=1, batch_size=64, lr=0.05), out=tmp_path / "r",
+                     quiet=True)
+    labels = [r["label"] for r in res.rows]
+    # On this net stage1 (stem + 2 slots of 8x16x16) holds most ReLUs: it is culled.
+    assert labels == [TINY, "cull-s1", "cull-s1-thin", "cull-s1-thin-ch0.5",
+                      "cull-s1-thin-reuse4", "cull-s1-thin-reuse8"]
+    # stem 8x16x16 + 2 x 8x16x16 | 2 x 16x8x8 | 2 x 32x4x4 | 2 x 64x2x2; thinning keeps relu2;
+    # reuse:N keeps C/N channels of each relu2.
+    assert [r["relus"] for r in res.rows] == [
+        6144 + 2048 + 1024 + 512, 3584, 1792, 896, 4 * 64 + 8 * 16 + 16 * 4, 2 * 64 + 4 * 16 + 8 * 4]
+    assert res.rows[0]["run"] == str(baseline) and res.rows[0]["baseline"]
+    for row in res.rows[1:]:
+        run = load_run(row["run"])
+        assert run.results["relus"] == row["relus"] == count(run.spec).relus
+        assert count_module(run.model(), run.spec).relus == row["relus"]
+        assert 0 <= row["accuracy"] <= 100 and run.config["teacher"] == str(baseline)
+        assert run.config["method"]["pipeline"] == "hrn"
+    saved = json.loads((tmp_path / "r" / "reduce.json").read_text())
+    assert saved["order"] == [3, 2, 4, 1] and saved["order_source"] == "--order"
+    assert [n["label"] for n in saved["networks"]] == labels
+
+
+def test_init_from_baseline_weights(baseline: Path, tmp_path: Path, monkeypatch) -> None:
+    import deepreshape.train as tr
+
+    seen = {}
+    real = tr.train
+
+    def spy(*a, **kw):
+        seen["init"] = kw.get("init_from")
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tr, "train", spy)
+    deepreduce(baseline, order="3,2,4,1", steps=["cull"], recipe=Recipe(epochs=1, batch_size=64),
+               out=tmp_path / "i", quiet=True)
+    base = load_run(baseline).load_checkpoint()["model"]
+    assert seen["init"].keys() == base.keys()
+    assert all(torch.equal(seen["init"][k], base[k]) for k in base)
+
+
+def test_deepreduce_cli_with_criticality_json(baseline: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "dr"
+    assert main(["reduce", str(baseline), "--order", "3,2,4,1", "--steps", "cull,thin",
+                 "--out", str(out), *FAST]) == 0
+    text = capsys.readouterr().out
+    assert "cull-s1s4s2-thin" in text and "order 3,2,4,1" in text
+    saved = json.loads((out / "reduce.json").read_text())
+    assert len(saved["networks"]) == 1 + 2 * 3
+    assert all(0 <= n["accuracy"] <= 100 for n in saved["networks"])
+    # Without --order the order comes from RUN/criticality.json.
+    crit = baseline / "criticality.json"
+    write_json(crit, {"stages": [{"name": f"stage{k}", "relus": 100, "acc": None, "kd_acc": a}
+                                 for k, a in enumerate((10, 30, 20, 40), 1)]})
+    try:
+        assert main(["reduce", str(baseline), "--dry-run", "--json", *FAST]) == 0
+        d = json.loads(capsys.readouterr().out)
+        assert d["order"] == [4, 2, 3, 1] and d["order_source"].endswith("criticality.json")
+        assert d["networks"][1]["label"] == "cull-s1" and d["networks"][1]["accuracy"] is None
+    finally:
+        crit.unlink()
+    assert main(["reduce", str(baseline), "--dry-run"]) == 2
+    assert "criticality.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--order", "3,1,2"], "3 stages"),
+    (["--order", "a,b"], "comma-separated integers"),
+    (["--order", "3,2,4,1", "--steps", "cull,prune"], "unknown step"),
+    (["--order", "3,2,4,1", "--scale", "half"], "--scale"),
+    (["--order", "3,2,4,1", "--reuse", "4,x"], "--reuse"),
+])
+def test_cli_errors_one_line(baseline: Path, capsys, extra: list[str], message: str) -> None:
+    assert main(["reduce", str(baseline), "--dry-run", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_cli_missing_run(capsys) -> None:
+    assert main(["reduce", "/no/such/run", "--order", "3,2,4,1"]) == 2
+    assert "no such run directory" in capsys.readouterr().err
