@@ -137,3 +137,14 @@ def test_slots_round_trip_through_config_json() -> None:
 def test_bad_slot_changes(pattern: str, kind: str) -> None:
     with pytest.raises(UsageError):
         parse("resnet18-m16").with_slots({pattern: kind})
+
+
+def test_stem_stride_suffix_is_part_of_the_name() -> None:
+    from deepreshape import count
+
+    spec = parse("hrn-5x7x2x-s2")
+    assert spec.stem.stride == 2 and spec.name == "hrn-5x7x2x-s2"
+    assert parse(spec.name) == spec == parse("hrn-5x7x2x", stem_stride=2)
+    assert count(spec).relus * 4 == count(parse("hrn-5x7x2x")).relus
+    with pytest.raises(UsageError):
+        parse("hrn-5x7x2x-s9")

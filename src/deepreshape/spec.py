@@ -336,7 +336,7 @@ ZOO: dict[str, str] = {
     "resnet50-convnext": "ConvNeXt-ified ResNet50: depths [3,3,9,3], m=96, bottlenecks",
 }
 OVERRIDE_FORMS = ("suffixes: -mM (base channels), -AxBxCx (multipliers), -dA,B,C,D (depths), "
-                  "-wA,B,C,D (widths)")
+                  "-wA,B,C,D (widths), -s2 (stem stride)")
 
 
 def regnetx_stages(depth: int, w0: int, wa: float, wm: float, gw: int, q: int = 8
@@ -377,6 +377,7 @@ class _Overrides:
     mults: tuple[int, ...] | None = None
     depths: tuple[int, ...] | None = None
     widths: tuple[int, ...] | None = None
+    stem_stride: int | None = None
 
 
 def _ints(text: str, what: str, name: str) -> tuple[int, ...]:
@@ -400,6 +401,8 @@ def _parse_suffix(rest: str, name: str) -> _Overrides:
             ov.depths = _ints(m.group(1), "depths", name)
         elif m := re.fullmatch(r"w([\d,]+)", tok):
             ov.widths = _ints(m.group(1), "widths", name)
+        elif m := re.fullmatch(r"s(\d+)", tok):
+            ov.stem_stride = _ints(m.group(1), "stem stride", name)[0]
         else:
             raise UsageError(_unknown(name, f"unknown part {tok!r}"))
     return ov
@@ -424,9 +427,11 @@ def parse(
     widths: tuple[int, ...] | list[int] | None = None,
     base_width: int | None = None,
     multipliers: tuple[int, ...] | list[int] | None = None,
+    stem_stride: int | None = None,
 ) -> NetSpec:
     """Parse a zoo name (``resnet18-m16-4x4x4x``, ``hrn-5x7x2x-m32``, ``wrn22x8``,
-    ``regnetx-400mf``, ``resnet34-convnext``, ...) into a `NetSpec`.
+    ``regnetx-400mf``, ``resnet34-convnext``, ...) into a `NetSpec`. The suffix ``-s2``
+    gives the stem a stride of 2 (DeepReDuce's feature-map scaling).
 
     `dataset` fixes input size and classes (cifar10, cifar100, tinyimagenet, digits);
     `input_size`/`num_classes` override it. Keyword overrides act like name suffixes.
@@ -450,6 +455,8 @@ def parse(
         ov.depths = tuple(int(v) for v in depths)
     if widths is not None:
         ov.widths = tuple(int(v) for v in widths)
+    if stem_stride is not None:
+        ov.stem_stride = int(stem_stride)
     size, classes = _shape(dataset, input_size, num_classes)
     if m.group("resnet") or m.group("hrn"):
         spec = _resnet_like(m, ov, raw)
@@ -458,6 +465,11 @@ def parse(
     else:
         spec = _regnetx(m.group("rg"), ov, raw)
     spec = dataclasses.replace(spec, input_size=size, num_classes=classes)
+    if ov.stem_stride not in (None, 1):
+        if ov.stem_stride > 4:
+            raise UsageError(f"{raw!r}: stem stride must be 1..4, got {ov.stem_stride}")
+        spec = dataclasses.replace(spec, name=f"{spec.name}-s{ov.stem_stride}",
+                                   stem=dataclasses.replace(spec.stem, stride=ov.stem_stride))
     _validate(spec)
     return spec
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from deepreshape.spec import DATASET_SHAPES
+from deepreshape.train import Recipe
 
 
 def add_shape_args(p: argparse.ArgumentParser) -> None:
@@ -54,3 +55,58 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
     align = align or "<" + ">" * (len(headers) - 1)
     line = lambda r: "  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths, strict=True))  # noqa: E731
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, cells)])
+
+
+# --------------------------------------------------------------------------- recipes
+
+_R = Recipe()
+
+
+def add_recipe_args(p: argparse.ArgumentParser, epochs: int = _R.epochs) -> None:
+    """Recipe options; every method that trains takes the same ones."""
+    p.add_argument("--dataset", default="digits",
+                   help=f"one of {', '.join(DATASET_SHAPES)} (default: digits, embedded, offline)")
+    p.add_argument("--data-dir", default=None, help="data root (default: $DEEPRESHAPE_DATA "
+                   "or ~/.cache/deepreshape); nothing is downloaded")
+    p.add_argument("--epochs", type=int, default=epochs, help=f"default {epochs}")
+    p.add_argument("--batch-size", type=int, default=_R.batch_size, help="global batch size")
+    p.add_argument("--lr", type=float, default=_R.lr)
+    p.add_argument("--weight-decay", type=float, default=_R.weight_decay)
+    p.add_argument("--momentum", type=float, default=_R.momentum)
+    p.add_argument("--warmup-epochs", type=int, default=_R.warmup_epochs)
+    p.add_argument("--kd-temperature", type=float, default=_R.kd_temperature)
+    p.add_argument("--kd-weight", type=float, default=_R.kd_weight)
+    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N train and N test images (smoke runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
+    kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+              weight_decay=args.weight_decay, momentum=args.momentum,
+              warmup_epochs=args.warmup_epochs, kd_temperature=args.kd_temperature,
+              kd_weight=args.kd_weight, augment=not args.no_augment)
+    kw.update(overrides)
+    return Recipe(**kw)
+
+
+def add_method_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
+    """Recipe options for a method that trains from a baseline run. The data set is the
+    baseline's, so --dataset defaults to it (and may only repeat it)."""
+    add_recipe_args(p, **({"epochs": epochs} if epochs is not None else {}))
+    for action in p._actions:
+        if action.dest == "dataset":
+            action.help = "the baseline's data set (default; another one is an error)"
+    p.set_defaults(dataset=None)
+    p.add_argument("--resume", action="store_true", help="continue (or reuse) existing runs")
+    p.add_argument("--force", action="store_true", help="start existing run directories over")
+
+
+def common_kwargs(args: argparse.Namespace) -> dict:
+    return {"seed": args.seed, "device": args.device, "data_dir": args.data_dir,
+            "dataset": args.dataset, "limit": getattr(args, "limit", None), "resume": args.resume,
+            "force": args.force, "compile": args.compile, "quiet": args.quiet}

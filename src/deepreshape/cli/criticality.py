@@ -4,27 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from deepreshape.cli.common import fmt_int, print_json, table
-from deepreshape.cli.train import add_recipe_args, recipe_from
+from deepreshape.cli.common import add_method_args, common_kwargs, fmt_int, print_json, recipe_from, table
 from deepreshape.errors import UsageError
-
-
-def add_method_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
-    """Recipe options for a method that trains from a baseline run. The data set is the
-    baseline's, so --dataset defaults to it (and may only repeat it)."""
-    add_recipe_args(p, **({"epochs": epochs} if epochs is not None else {}))
-    for action in p._actions:
-        if action.dest == "dataset":
-            action.help = "the baseline's data set (default; another one is an error)"
-    p.set_defaults(dataset=None)
-    p.add_argument("--resume", action="store_true", help="continue (or reuse) existing runs")
-    p.add_argument("--force", action="store_true", help="start existing run directories over")
-
-
-def common_kwargs(args: argparse.Namespace) -> dict:
-    return {"seed": args.seed, "device": args.device, "data_dir": args.data_dir,
-            "dataset": args.dataset, "limit": getattr(args, "limit", None), "resume": args.resume,
-            "force": args.force, "compile": args.compile, "quiet": args.quiet}
 
 
 def register(sub: argparse._SubParsersAction) -> None:

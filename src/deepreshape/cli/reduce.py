@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepreshape.cli.common import fmt_int, print_json, table
-from deepreshape.cli.criticality import add_method_args, common_kwargs
-from deepreshape.cli.train import recipe_from
+from deepreshape.cli.common import add_method_args, common_kwargs, fmt_int, print_json, recipe_from, table
 from deepreshape.errors import UsageError
 
 

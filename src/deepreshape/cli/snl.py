@@ -7,9 +7,7 @@ import re
 import sys
 import warnings
 
-from deepreshape.cli.common import fmt_int, print_json
-from deepreshape.cli.criticality import add_method_args, common_kwargs
-from deepreshape.cli.train import recipe_from
+from deepreshape.cli.common import add_method_args, common_kwargs, fmt_int, print_json, recipe_from
 from deepreshape.errors import UsageError
 
 

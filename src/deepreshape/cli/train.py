@@ -4,44 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from deepreshape.cli.common import add_override_args, fmt_int
+from deepreshape.cli.common import add_override_args, add_recipe_args, fmt_int, recipe_from
 from deepreshape.data import DATASETS, load_dataset
 from deepreshape.spec import parse
-from deepreshape.train import Recipe, train
-
-_R = Recipe()
-
-
-def add_recipe_args(p: argparse.ArgumentParser, epochs: int = _R.epochs) -> None:
-    """Recipe options; every method that trains takes the same ones."""
-    p.add_argument("--dataset", default="digits",
-                   help=f"one of {', '.join(DATASETS)} (default: digits, embedded, offline)")
-    p.add_argument("--data-dir", default=None, help="data root (default: $DEEPRESHAPE_DATA "
-                   "or ~/.cache/deepreshape); nothing is downloaded")
-    p.add_argument("--epochs", type=int, default=epochs, help=f"default {epochs}")
-    p.add_argument("--batch-size", type=int, default=_R.batch_size, help="global batch size")
-    p.add_argument("--lr", type=float, default=_R.lr)
-    p.add_argument("--weight-decay", type=float, default=_R.weight_decay)
-    p.add_argument("--momentum", type=float, default=_R.momentum)
-    p.add_argument("--warmup-epochs", type=int, default=_R.warmup_epochs)
-    p.add_argument("--kd-temperature", type=float, default=_R.kd_temperature)
-    p.add_argument("--kd-weight", type=float, default=_R.kd_weight)
-    p.add_argument("--no-augment", action="store_true", help="no random crop / flip")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if present)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use only the first N train and N test images (smoke runs)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
-    kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-              weight_decay=args.weight_decay, momentum=args.momentum,
-              warmup_epochs=args.warmup_epochs, kd_temperature=args.kd_temperature,
-              kd_weight=args.kd_weight, augment=not args.no_augment)
-    kw.update(overrides)
-    return Recipe(**kw)
+from deepreshape.train import train
 
 
 def register(sub: argparse._SubParsersAction) -> None:

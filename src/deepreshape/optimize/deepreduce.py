@@ -96,16 +96,16 @@ def scale_channels(spec: NetSpec, factor: float) -> NetSpec:
     if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
         raise UsageError(f"channel scale must be positive, got {factor}")
     widths = [max(1, int(w * factor + 0.5)) for w in spec.stage_widths]
-    new = parse(spec.name, input_size=spec.input_size, num_classes=spec.num_classes, widths=widths)
-    new = dataclasses.replace(new, stem=dataclasses.replace(new.stem, stride=spec.stem.stride),
-                              in_channels=spec.in_channels)
-    return _set(new, dict(spec.slots))
+    new = parse(spec.name, input_size=spec.input_size, num_classes=spec.num_classes, widths=widths,
+                stem_stride=spec.stem.stride)
+    return _set(dataclasses.replace(new, in_channels=spec.in_channels), dict(spec.slots))
 
 
 def scale_feature_maps(spec: NetSpec, stride: int = 2) -> NetSpec:
     """DeepReDuce's feature-map scaling: an early stride in the stem (area / stride^2)."""
-    new = dataclasses.replace(spec, stem=dataclasses.replace(spec.stem, stride=stride), slots=())
-    return _set(new, dict(spec.slots))
+    new = parse(spec.name, input_size=spec.input_size, num_classes=spec.num_classes,
+                stem_stride=stride)
+    return _set(dataclasses.replace(new, in_channels=spec.in_channels), dict(spec.slots))
 
 
 # --------------------------------------------------------------------------- the plan
