@@ -286,3 +286,15 @@ def test_cli_errors_one_line(baseline: Path, capsys, extra: list[str], message: 
 def test_cli_missing_run(capsys) -> None:
     assert main(["reduce", "/no/such/run", "--order", "3,2,4,1"]) == 2
     assert "no such run directory" in capsys.readouterr().err
+
+
+def test_reuse_factors_wider_than_a_layer_are_skipped_with_a_warning() -> None:
+    from deepreshape.optimize.deepreduce import plan
+
+    # Stage1 (4 channels) holds the most ReLUs and is culled; stage2 has 8 channels.
+    spec = parse("hrn-2x5x2x-m4", dataset="digits")
+    with pytest.warns(UserWarning, match="x16 skipped"):
+        nets = plan(spec, "3,2,4,1", pipeline="hrn", reuse_factors=(4, 8, 16))
+    labels = [p.label for p in nets]
+    assert any(lab.endswith("reuse8") for lab in labels)
+    assert not any(lab.endswith("reuse16") for lab in labels)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,7 +183,7 @@ def plan(
                                    scale_feature_maps(net)))
         if "reuse" in steps:
             out += [Planned("-".join([*label, f"reuse{n}"]), (*done, f"ReLU-reuse x{n}"),
-                            reuse(net, n)) for n in reuse_factors]
+                            reuse(net, n)) for n in _fitting_factors(net, reuse_factors)]
     seen, unique = set(), []
     for p in out:
         key = json.dumps(p.spec.to_dict(), sort_keys=True)
@@ -190,6 +191,20 @@ def plan(
             seen.add(key)
             unique.append(p)
     return unique
+
+
+def _fitting_factors(spec: NetSpec, factors: Sequence[int]) -> list[int]:
+    """The factors every remaining ReLU slot is wide enough for (C >= N); others are skipped
+    with a warning instead of failing the whole pipeline on a narrow network."""
+    widths = [s.channels for s in relu_slots(spec) if not s.address.startswith("stem.")
+              and str(spec.slot_kind(s.address)) == "relu"]
+    narrow = min(widths, default=0)
+    fit = [n for n in factors if n <= narrow]
+    for n in factors:
+        if n > narrow:
+            warnings.warn(f"ReLU-reuse x{n} skipped for {spec.name}: its narrowest ReLU layer has "
+                          f"{narrow} channels (needs at least {n})", stacklevel=3)
+    return fit
 
 
 def _choose(values: Iterable[str] | None, valid: Sequence[str], what: str,
