@@ -121,6 +121,7 @@ def test_atomic_write_survives_an_exception_mid_save(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         io.atomic_write(target, half)
     assert json.loads(target.read_text()) == {"ok": 1}
+    assert target.stat().st_mode & 0o044  # readable by others (umask permitting), not 0600
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]
 
 
