@@ -1,0 +1,354 @@
+"""Secure two-party inference under Cheetah on loopback: measured vs predicted, and overhead.
+
+For each network (32x32, 100 classes, random weights: costs do not depend on weight
+values) this measures one query (batch 1) with `deepreshape.pi.measure.measure_spec`: two
+real SPU parties in two processes over brpc on 127.0.0.1, one cold run, then `--repeats`
+warm runs (latency = their median). Beside it, the cost model's prediction and the
+ReLU vs convolution shares of time and bytes from SPU's per-op profile, in one table.
+
+SNL versions: `--snl-budget B` adds, for each network, the same network with SNL pixel
+masks keeping B ReLUs in all (each slot keeps its proportional share; which positions
+are kept does not change the cost). `--run DIR` adds trained runs (e.g. from
+`deepreshape snl`), measured with their own weights and masks.
+
+Overhead: the same exported function as a bare SPU program (spu's frontend.compile,
+spu.Io shares, spu.Runtime.run with profiling off, two processes over brpc, nothing
+else) against the toolkit's `run_two_party`, alternating, in the same invocation;
+overhead = toolkit / bare - 1 on the median warm latency.
+
+Emulated links (`--link RATE`, e.g. 100mbit): reruns the table inside a fresh network
+namespace (`unshare -n`) whose loopback is shaped with `tc` (netem delay where the
+kernel has sch_netem, else a tbf rate limit only); skipped with the reason where not
+permitted.
+
+    python benchmarks/pi.py                                 # the three networks, ~1 h here
+    python benchmarks/pi.py --arch resnet18-m16 --repeats 2 --overhead-repeats 5
+    python benchmarks/pi.py --arch resnet18-m16 --snl-budget 50000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import pickle
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from deepreshape.cli.common import table
+from deepreshape.pi import costmodel, engine
+from deepreshape.pi.measure import machine_info, measure_spec, random_network
+from deepreshape.spec import NetSpec, parse, relu_slots
+
+DEFAULT_ARCHS = ("resnet18-m16", "hrn-2x5x2x", "hrn-5x7x2x")
+OVERHEAD_TARGET = 0.05
+
+
+def snl_version(spec: NetSpec, budget: int) -> NetSpec:
+    """Pixel masks keeping `budget` ReLUs in all, each slot its proportional share."""
+    slots = relu_slots(spec)
+    total = sum(s.numel for s in slots)
+    if budget >= total:
+        return spec
+    kept = {s.address: int(s.numel * budget / total) for s in slots}
+    short = budget - sum(kept.values())
+    for s in slots[:short]:
+        kept[s.address] += 1
+    return spec.with_slots({a: f"mask:pixel:{k}" for a, k in kept.items()})
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def measure_row(label: str, spec: NetSpec, repeats: int, timeout_s: float,
+                model: costmodel.CostModel, run_dir: str | None = None) -> dict[str, Any]:
+    if run_dir is None:
+        rec = measure_spec(spec, "cheetah", repeats=repeats, timeout_s=timeout_s)
+    else:
+        from deepreshape.pi.measure import measure_run
+
+        rec = measure_run(run_dir, samples=1, repeats=repeats, timeout_s=timeout_s, write=False)
+    pred = model.predict(spec, "cheetah") if model.has("cheetah") else None
+    k = rec["per_kind"]
+    row = {"network": label, "arch": spec.describe(), "relus": rec["relus"], "macs": rec["macs"],
+           "latency_s": rec["latency_s"], "warm_latencies_s": rec["warm_latencies_s"],
+           "setup_s": rec["setup_s"], "bytes": rec["total_bytes"],
+           "setup_bytes": rec["setup_bytes"],
+           "relu_time_share": k["relu"]["time_share"], "conv_time_share": k["conv"]["time_share"],
+           "relu_bytes_share": k["relu"].get("bytes_share"),
+           "conv_bytes_share": k["conv"].get("bytes_share"),
+           "peak_rss_mb": rec["peak_rss_mb"]}
+    if pred:
+        row.update(predicted_latency_s=pred["latency_s"], predicted_bytes=pred["bytes"],
+                   latency_err=pred["latency_s"] / rec["latency_s"] - 1,
+                   bytes_err=pred["bytes"] / rec["total_bytes"] - 1,
+                   predicted_relu_time_share=pred["relu_share_latency_s"])
+    row["literature"] = costmodel.literature(spec)
+    return row
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.0f}%" if abs(v) < 10 else f"{v:+.1f}x"
+
+
+def _share(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.0f}%"
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    out = []
+    for r in rows:
+        p = "predicted_latency_s" in r
+        out.append([r["network"], f"{r['relus']:,}", f"{r['macs'] / 1e6:.1f}M",
+                    f"{r['latency_s']:.2f}", f"{r['predicted_latency_s']:.2f}" if p else "-",
+                    _pct(r.get("latency_err")), f"{r['bytes'] / 1e6:.1f}",
+                    f"{r['predicted_bytes'] / 1e6:.1f}" if p else "-", _pct(r.get("bytes_err")),
+                    _share(r["relu_time_share"]), _share(r["conv_time_share"]),
+                    _share(r["relu_bytes_share"]), _share(r["conv_bytes_share"]),
+                    f"{r['setup_s']:.1f}"])
+    return table(["network", "ReLUs", "MACs", "lat s", "pred s", "err", "MB", "pred MB", "err",
+                  "ReLU t", "conv t", "ReLU B", "conv B", "setup s"], out)
+
+
+# --------------------------------------------------------------------------- bare SPU
+
+
+def _bare_party(rank: int, exe_bytes: bytes, names: list[str], shares: list[bytes],
+                addrs: list[str], protocol: str, repeats: int, results: Any) -> None:
+    """One party of the bare program: link, runtime, own shares, timed runs; nothing else."""
+    try:
+        import spu
+        from spu import libspu
+
+        opts = libspu.logging.LogOptions()  # SPU logs each HE matmul at INFO: keep it quiet
+        opts.enable_console_logger = False
+        opts.system_log_path = os.devnull
+        libspu.logging.setup_logging(opts)
+        cfg = libspu.RuntimeConfig(protocol=getattr(libspu.ProtocolKind, engine.PROTOCOLS[protocol]),
+                                   field=libspu.FieldType.FM64)
+        cfg.fxp_fraction_bits = 18
+        desc = libspu.link.Desc()
+        desc.recv_timeout_ms = 600_000
+        for i, a in enumerate(addrs):
+            desc.add_party(f"p{i}", a)
+        lctx = libspu.link.create_brpc(desc, rank)
+        rt = spu.Runtime(lctx, cfg)
+        for name, blob in zip(names, shares, strict=True):
+            rt.set_var(name, pickle.loads(blob))
+        exe = libspu.Executable()
+        exe.ParseFromString(exe_bytes)
+        times = []
+        for _ in range(1 + repeats):
+            lctx.barrier()
+            t0 = time.perf_counter()
+            rt.run(exe)
+            times.append(time.perf_counter() - t0)
+        out = pickle.dumps(rt.get_var("logits"))
+        lctx.stop_link()
+        results.put((rank, times, out))
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        results.put((rank, None, repr(e)))
+
+
+def bare_spu(fn: Any, params: dict, x: np.ndarray, protocol: str, repeats: int,
+             timeout_s: float) -> dict[str, Any]:
+    """The exported function as a plain SPU program; warm latencies and the logits."""
+    import jax
+    import spu
+    from spu import libspu
+    from spu.utils import frontend
+
+    leaves = [np.asarray(a, np.float32) for a in jax.tree_util.tree_leaves(params)]
+    names = [f"p{i}" for i in range(len(leaves))] + ["x"]
+    vis = [libspu.Visibility.VIS_SECRET] * len(names)
+
+    def secure_inference(p: Any, xx: Any) -> Any:
+        return fn(p, xx)
+
+    exe, _ = frontend.compile(frontend.Kind.JAX, secure_inference, (params, x), {}, names, vis,
+                              lambda flat: ["logits"])
+    cfg = libspu.RuntimeConfig(protocol=getattr(libspu.ProtocolKind, engine.PROTOCOLS[protocol]),
+                               field=libspu.FieldType.FM64)
+    cfg.fxp_fraction_bits = 18
+    io = spu.Io(2, cfg)
+    per_party: list[list[bytes]] = [[], []]
+    for a in [*leaves, np.asarray(x, np.float32)]:
+        for rank, s in enumerate(io.make_shares(a, libspu.Visibility.VIS_SECRET)):
+            per_party[rank].append(pickle.dumps(s))
+    addrs = [f"127.0.0.1:{p}" for p in engine._free_ports(2)]
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_bare_party, daemon=True,
+                         args=(r, exe.SerializeToString(), names, per_party[r], addrs, protocol,
+                               repeats, results)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    got = {}
+    try:
+        for _ in procs:
+            rank, times, out = results.get(timeout=timeout_s)
+            if times is None:
+                raise RuntimeError(f"bare SPU party {rank} failed: {out}")
+            got[rank] = (times, pickle.loads(out))
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.is_alive():
+                p.kill()
+    logits = io.reconstruct([got[0][1], got[1][1]])
+    return {"warm_latencies_s": got[1][0][1:], "cold_latency_s": got[1][0][0],
+            "logits": np.asarray(logits)}
+
+
+def overhead(spec: NetSpec, rounds: int, repeats: int, timeout_s: float) -> dict[str, Any]:
+    """Toolkit vs bare SPU on the same function and input, alternating `rounds` times."""
+    fn, params, x = random_network(spec)
+    bare, kit = [], []
+    agree = True
+    for _ in range(rounds):
+        b = bare_spu(fn, params, x, "cheetah", repeats, timeout_s)
+        r = engine.run_two_party(fn, params, x, "cheetah", samples=repeats, timeout_s=timeout_s)
+        bare += b["warm_latencies_s"]
+        kit += r.warm_latencies_s
+        agree &= bool(np.argmax(b["logits"]) == np.argmax(r.logits))
+    mb, mk = statistics.median(bare), statistics.median(kit)
+    return {"arch": spec.describe(), "input_size": spec.input_size, "rounds": rounds,
+            "repeats": repeats, "bare_latency_s": mb, "toolkit_latency_s": mk,
+            "overhead": mk / mb - 1, "target": OVERHEAD_TARGET, "bare_warm_s": bare,
+            "toolkit_warm_s": kit, "same_argmax": agree}
+
+
+# --------------------------------------------------------------------------- emulated links
+
+
+def _shaping(rate: str) -> tuple[str | None, str]:
+    """The tc command for loopback in a fresh namespace, or None with the reason."""
+    if shutil.which("unshare") is None or shutil.which("tc") is None:
+        return None, "unshare or tc not installed"
+    probe = "ip link set lo up && tc qdisc add dev lo root netem delay 1ms rate {r}"
+    netem = subprocess.run(["unshare", "-n", "sh", "-c", probe.format(r=rate)],
+                           capture_output=True, text=True)
+    if netem.returncode == 0:
+        return f"tc qdisc add dev lo root netem delay {{delay}} rate {rate}", "netem"
+    tbf = subprocess.run(["unshare", "-n", "sh", "-c",
+                          f"ip link set lo up && tc qdisc add dev lo root tbf rate {rate} "
+                          "burst 256kb latency 400ms"], capture_output=True, text=True)
+    if tbf.returncode == 0:
+        return (f"tc qdisc add dev lo root tbf rate {rate} burst 256kb latency 400ms",
+                f"tbf rate limit only (no delay: {netem.stderr.strip() or 'netem unavailable'})")
+    return None, f"not permitted here: {(tbf.stderr or netem.stderr).strip()}"
+
+
+def emulated(args: argparse.Namespace) -> dict[str, Any]:
+    cmd, how = _shaping(args.link)
+    if cmd is None:
+        return {"link": args.link, "skipped": how}
+    inner = [sys.executable, os.path.abspath(__file__), "--json", "--no-overhead",
+             "--repeats", str(args.repeats), "--timeout", str(args.timeout),
+             "--input-size", str(args.input_size), "--num-classes", str(args.num_classes),
+             *(["--snl-budget", str(args.snl_budget)] if args.snl_budget else []),
+             *(["--cost-model", args.cost_model] if args.cost_model else []),
+             "--arch", *args.arch]
+    script = (f"ip link set lo up && {cmd.format(delay=args.delay)} && exec "
+              + " ".join(f"'{a}'" for a in inner))
+    res = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True)
+    if res.returncode != 0:
+        return {"link": args.link, "skipped": f"inner run failed: {res.stderr.strip()[-300:]}"}
+    return {"link": args.link, "delay": args.delay if how == "netem" else None, "shaping": how,
+            "rows": json.loads(res.stdout)["rows"]}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--arch", nargs="+", default=list(DEFAULT_ARCHS))
+    ap.add_argument("--input-size", type=int, default=32)
+    ap.add_argument("--num-classes", type=int, default=100)
+    ap.add_argument("--snl-budget", type=int, default=None,
+                    help="also measure SNL-masked versions keeping this many ReLUs")
+    ap.add_argument("--run", nargs="*", default=[], help="trained run directories to add")
+    ap.add_argument("--repeats", type=int, default=2, help="warm runs per network")
+    ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--overhead-arch", default="resnet18-m8-d1,1,1,1")
+    ap.add_argument("--overhead-rounds", type=int, default=3)
+    ap.add_argument("--overhead-repeats", type=int, default=3)
+    ap.add_argument("--no-overhead", action="store_true")
+    ap.add_argument("--link", default=None, help="also emulate a link of this rate, e.g. 100mbit")
+    ap.add_argument("--delay", default="20ms", help="one-way delay with --link (netem only)")
+    ap.add_argument("--cost-model", default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+
+    model = costmodel.load(args.cost_model)
+    jobs: list[tuple[str, NetSpec, str | None]] = []
+    for name in args.arch:
+        spec = parse(name, input_size=args.input_size, num_classes=args.num_classes)
+        jobs.append((name, spec, None))
+        if args.snl_budget:
+            jobs.append((f"{name} SNL {args.snl_budget // 1000}K", snl_version(spec, args.snl_budget),
+                         None))
+    for d in args.run:
+        from deepreshape.runs import load_run
+
+        run = load_run(d)
+        jobs.append((f"{run.spec.describe()} (run)", run.spec, d))
+
+    rows = []
+    for label, spec, run_dir in jobs:
+        t0 = time.monotonic()
+        try:
+            rows.append(measure_row(label, spec, args.repeats, args.timeout, model, run_dir))
+            say(f"{label}: {rows[-1]['latency_s']:.2f} s, {rows[-1]['bytes'] / 1e6:.1f} MB "
+                f"({time.monotonic() - t0:.0f} s wall)")
+        except Exception as e:  # noqa: BLE001 - one failing network must not lose the others
+            say(f"{label}: failed: {e}")
+            rows.append({"network": label, "arch": spec.describe(), "error": str(e)})
+    ok = [r for r in rows if "error" not in r]
+    result: dict[str, Any] = {"protocol": "cheetah", "link": "loopback", "rows": rows,
+                              "machine": machine_info()}
+    if not args.no_overhead:
+        spec = parse(args.overhead_arch, input_size=args.input_size, num_classes=args.num_classes)
+        result["overhead"] = overhead(spec, args.overhead_rounds, args.overhead_repeats,
+                                      args.timeout)
+    if args.link:
+        result["emulated"] = emulated(args)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return 0
+    print("Cheetah, loopback, batch 1, both parties on this machine "
+          f"({result['machine'].get('cpu_count')} cores); latency = median warm run")
+    print(render(ok))
+    for r in rows:
+        if "error" in r:
+            print(f"{r['network']}: failed: {r['error']}")
+    if "overhead" in result:
+        o = result["overhead"]
+        print(f"toolkit overhead vs bare SPU ({o['arch']} at {o['input_size']}x{o['input_size']}): "
+              f"{o['toolkit_latency_s']:.3f} s vs {o['bare_latency_s']:.3f} s median warm = "
+              f"{100 * o['overhead']:+.1f}% (target < {100 * OVERHEAD_TARGET:.0f}%)")
+    if "emulated" in result:
+        e = result["emulated"]
+        if "skipped" in e:
+            print(f"emulated link {e['link']}: skipped ({e['skipped']})")
+        else:
+            print(f"emulated link {e['link']} ({e['shaping']}):")
+            print(render([r for r in e["rows"] if "error" not in r]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

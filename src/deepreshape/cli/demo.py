@@ -1,0 +1,31 @@
+"""`deepreshape demo`: the whole path, small and offline."""
+
+from __future__ import annotations
+
+import argparse
+
+from deepreshape.cli.common import print_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole paper's path on the embedded digits set, offline",
+                       description="count, design, train, criticality, DeepReDuce + ReLU-reuse, "
+                       "SNL, secure two-party inference and a Pareto plot, in minutes on a CPU. "
+                       "A second run reuses finished steps.")
+    p.add_argument("--out", default="deepreshape-demo", help="output folder")
+    p.add_argument("--fast", action="store_true", help="a sub-minute smoke run (what CI runs)")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from deepreshape.demo import run_demo
+
+    summary = run_demo(args.out, fast=args.fast, quiet=args.quiet)
+    if args.json:
+        print_json(summary)
+        return 0
+    print((__import__("pathlib").Path(args.out) / "summary.md").read_text())
+    print(f"Pareto plot: {summary['pareto']}; everything is under {summary['out']}/")
+    return 0

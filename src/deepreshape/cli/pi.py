@@ -1,0 +1,201 @@
+"""`deepreshape pi`: measure, predict or calibrate the cost of secure two-party inference.
+
+    deepreshape pi RUN [--protocol cheetah|semi2k] [--samples N] [--json]
+    deepreshape pi RUN --role server|client --parties HOST:PORT,HOST:PORT   (one party per host)
+    deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--json]
+    deepreshape pi --calibrate [--protocol P] [--out costmodel.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from deepreshape.cli.common import add_shape_args, fmt_int, print_json, spec_kwargs, table
+from deepreshape.errors import UsageError
+
+PROTOCOL_HELP = ("cheetah (default): secure against a semi-honest peer; semi2k: NOT SECURE, "
+                 "for debugging only (party 0 is a trusted dealer)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "pi", help="secure two-party inference (SPU): measure a run, predict or calibrate costs",
+        description="Measure latency and communication of secure two-party inference of a "
+        "trained run (server: weights, client: image; only the client learns the logits) and "
+        "write pi.json beside its checkpoint; or predict them from counts (--estimate), or "
+        "refit the cost model on this machine (--calibrate).")
+    p.add_argument("run", nargs="?", help="run directory to measure")
+    p.add_argument("--estimate", metavar="NAME", help="predict costs of a zoo network, no run")
+    p.add_argument("--calibrate", action="store_true",
+                   help="measure the calibration networks here and refit the cost model")
+    p.add_argument("--protocol", choices=("cheetah", "semi2k"), default=None, help=PROTOCOL_HELP)
+    p.add_argument("--samples", type=int, default=2,
+                   help="test images checked against plaintext (default 2); costs are per query")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="warm runs averaged for latency (default 1; 3 for --calibrate)")
+    p.add_argument("--parties", default=None, metavar="HOST:PORT,HOST:PORT",
+                   help="server and client addresses, to run one party per host (with --role)")
+    p.add_argument("--role", choices=("server", "client"), default=None,
+                   help="the party this process is (with --parties)")
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds before an absent or silent peer is an error (default 900)")
+    p.add_argument("--fxp-bits", type=int, default=18,
+                   help="fixed-point fraction bits in the 64-bit ring FM64 (default 18)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--cost-model", default=None, metavar="PATH",
+                   help="coefficients to predict with (default: the shipped costmodel.json)")
+    p.add_argument("--out", default="costmodel.json", help="--calibrate: where to save the fit")
+    add_shape_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=run)
+
+
+def _mode(args: argparse.Namespace) -> str:
+    modes = [m for m, on in (("measure", args.run), ("estimate", args.estimate),
+                             ("calibrate", args.calibrate)) if on]
+    if len(modes) != 1:
+        raise UsageError("give exactly one of RUN, --estimate NAME or --calibrate")
+    if modes[0] != "measure" and (args.parties or args.role):
+        raise UsageError("--parties and --role apply only to measuring a RUN")
+    if modes[0] != "estimate" and any(getattr(args, k) is not None
+                                      for k in ("dataset", "input_size", "num_classes")):
+        raise UsageError("--dataset, --input-size and --num-classes apply only to --estimate")
+    return modes[0]
+
+
+def _parties(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    parts = [t.strip() for t in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise UsageError(f"--parties must be 'HOST:PORT,HOST:PORT' (server, client), got {text!r}")
+    return parts
+
+
+def _warn_semi2k(protocol: str) -> None:
+    if protocol == "semi2k":
+        print("deepreshape: warning: semi2k is NOT SECURE, for debugging only: party 0 (the "
+              "server) is the trusted dealer and could learn the client's input", file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    mode = _mode(args)
+    if mode == "estimate":
+        return _estimate(args)
+    if mode == "calibrate":
+        return _calibrate(args)
+    return _measure(args)
+
+
+# --------------------------------------------------------------------------- estimate
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from deepreshape.pi import costmodel
+    from deepreshape.spec import parse
+
+    protocol = args.protocol or "cheetah"
+    spec = parse(args.estimate, **spec_kwargs(args))
+    pred = costmodel.load(args.cost_model).predict(spec, protocol)
+    lit = costmodel.literature(spec)
+    if args.json:
+        print_json({"predicted": pred, "literature": lit})
+        return 0
+    _warn_semi2k(protocol)
+    print(f"{spec.describe()} at {spec.input_size}x{spec.input_size}, {protocol}: predicted "
+          f"{pred['latency_s']:.2f} s and {pred['bytes'] / 1e6:.1f} MB per query; ReLUs "
+          f"{100 * pred['relu_share_latency_s']:.0f}% of the time, "
+          f"{100 * pred['relu_share_bytes']:.0f}% of the bytes")
+    print(_stage_table(pred))
+    print(f"literature (Delphi HE+GC, not measured here): online {lit['online_latency_s']:.2f} s "
+          f"and {lit['online_bytes'] / 1e6:.1f} MB, offline {lit['offline_latency_s']:.0f} s "
+          f"and {lit['offline_bytes'] / 1e9:.2f} GB")
+    return 0
+
+
+def _stage_table(pred: dict[str, Any]) -> str:
+    rows = [[r["stage"], fmt_int(r["relus"]), fmt_int(r["macs"]), f"{r['latency_s']:.3f}",
+             f"{100 * r['relu_latency_s'] / r['latency_s']:.0f}%" if r["latency_s"] else "-",
+             f"{r['bytes'] / 1e6:.2f}"] for r in pred["per_stage"]]
+    rows.append(["total", fmt_int(pred["relus"]), fmt_int(pred["macs"]),
+                 f"{pred['latency_s']:.3f}", f"{100 * pred['relu_share_latency_s']:.0f}%",
+                 f"{pred['bytes'] / 1e6:.2f}"])
+    return table(["stage", "ReLUs", "MACs", "latency s", "ReLU time", "MB"], rows)
+
+
+# --------------------------------------------------------------------------- calibrate
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from deepreshape.pi import costmodel
+
+    protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
+    say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    model = costmodel.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
+                                progress=say)
+    path = model.save(args.out)
+    if args.json:
+        print_json(model.to_dict())
+        return 0
+    for p in protocols:
+        rep = model.meta["report"][p]
+        h = rep["heldout_error"]
+        print(f"{p}: held-out error latency mean {100 * h['latency_s']['mean_abs']:.1f}% "
+              f"(max {100 * h['latency_s']['max_abs']:.1f}%), bytes mean "
+              f"{100 * h['bytes']['mean_abs']:.1f}% (max {100 * h['bytes']['max_abs']:.1f}%)")
+    print(f"-> {path} (use it with --cost-model {path})")
+    return 0
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from deepreshape.pi.measure import measure_run
+
+    protocol = args.protocol or "cheetah"
+    _warn_semi2k(protocol)
+    rec = measure_run(args.run, protocol=protocol, samples=args.samples,
+                      repeats=args.repeats or 1, data_dir=args.data_dir,
+                      parties=_parties(args.parties), role=args.role, timeout_s=args.timeout,
+                      fxp_fraction_bits=args.fxp_bits, cost_model=args.cost_model)
+    if rec is None:  # the server learns nothing
+        print(f"server: served {args.samples} image(s) to the client at "
+              f"{_parties(args.parties)[1]}; the client writes pi.json")
+        return 0
+    if args.json:
+        print_json(rec)
+        return 0
+    print(_measure_text(rec))
+    return 0
+
+
+def _mb(n: float | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.2f}"
+
+
+def _measure_text(rec: dict[str, Any]) -> str:
+    lines = [
+        f"{rec['arch']} on {rec['dataset']}, {rec['protocol']} ({rec['security']}), "
+        f"{rec['field']} with {rec['fxp_fraction_bits']} fraction bits, {rec['deployment']['mode']}",
+        f"  online latency {rec['latency_s']:.3f} s per query (warm, median of {rec['repeats']}); "
+        f"one-time setup {rec['setup_s']:.2f} s (cold run {rec['cold_latency_s']:.2f} s)",
+        f"  communication {_mb(rec['total_bytes'])} MB per query (client sent "
+        f"{_mb(rec['bytes_sent'])}, received {_mb(rec['bytes_recv'])}), setup "
+        f"{_mb(rec['setup_bytes'])} MB, {rec['messages']['sent']} messages sent",
+    ]
+    rows = [[k, f"{v['time_s']:.3f}", f"{100 * v['time_share']:.0f}%", _mb(v.get("bytes")),
+             f"{100 * v['bytes_share']:.0f}%" if "bytes_share" in v else "-"]
+            for k, v in rec["per_kind"].items()]
+    lines += ["  " + ln for ln in table(["kind", "time s", "share", "MB", "share"], rows).split("\n")]
+    pred = (rec.get("predicted") or {}).get("spu")
+    if pred:
+        lines.append(f"  predicted by the cost model: {pred['latency_s']:.3f} s, "
+                     f"{pred['bytes'] / 1e6:.2f} MB")
+    lines.append(f"  secure vs plaintext on {rec['images']} test image(s): argmax agrees on "
+                 f"{rec['argmax_agree_count']}/{rec['images']}, max abs error "
+                 f"{rec['max_abs_err']:.2e}")
+    lines.append(f"-> {rec['run']}/pi.json")
+    return "\n".join(lines)

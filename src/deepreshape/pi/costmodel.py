@@ -1,0 +1,543 @@
+"""Predict secure-inference latency and bytes from a spec's analytic counts.
+
+A linear model per protocol and per target (latency, bytes), summed over each stage's
+layers (`count.layer_table`) plus a constant per inference. Its features:
+
+- ``relus`` and ``macs``: the usual proxies;
+- ``relu_layers`` (layers with >0 ReLUs) and ``linear_layers`` (conv/linear): what a
+  count misses: under Cheetah every convolution pays homomorphic-encryption overhead
+  (ciphertexts, NTTs, about 1 MB) whatever its size, every ReLU layer protocol rounds;
+- ``params`` and ``activations`` (weights and outputs of conv/linear layers): the
+  weights are secret-shared too, so SEMI2K opens Beaver-masked weights and inputs
+  (bytes proportional to both, not to MACs) and Cheetah encrypts one or the other;
+- ``masked_relus``: ReLUs of partially masked SNL slots, which the export computes by a
+  static gather and scatter that SPU 0.9.5 runs as a loop (about 0.3-0.7 ms per kept
+  position, see docs/pi-costs.md).
+
+Coefficients are fit by non-negative least squares on *relative* residuals (each
+network's row divided by its measured value, so a 2 s and a 20 s network weigh the
+same). Which feature columns a target uses is chosen by leave-one-out error on the
+calibration set alone (`FEATURE_SETS`, smallest first), since the calibration set is
+small; networks left out of the fit entirely give the held-out error. Calibration
+measures real two-party runs of small randomly initialized networks (costs do not depend
+on weight values). The shipped fit is `resources/costmodel.json`, measured on this
+project's 2-core machine; refit with `calibrate` (``deepreshape pi --calibrate``) for
+another machine or network link.
+
+`literature` is a second, independent estimate: Delphi-style HE + garbled circuits with
+the per-ReLU and per-MAC constants that Garimella et al. (ASPLOS 2023) measured, labelled
+as such; it is not a measurement of SPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepreshape.count import layer_table
+from deepreshape.errors import UsageError
+from deepreshape.io import write_json
+from deepreshape.spec import NetSpec, parse, relu_slots
+
+STAGE_FEATURES = ("relus", "macs", "relu_layers", "linear_layers", "params", "activations",
+                  "masked_relus")
+"""Per-stage features (see the module docstring)."""
+FEATURES = (*STAGE_FEATURES, "fixed")
+"""Model columns: the stage features summed over the network, plus 1 per inference."""
+TARGETS = ("latency_s", "bytes")
+RELU_FEATURES = ("relus", "relu_layers", "masked_relus")
+LINEAR_FEATURES = ("macs", "linear_layers", "params", "activations")
+_CONV = ("macs", "linear_layers")
+COMPONENTS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "relu": (("relus", "relu_layers"),),
+    "conv": (_CONV, (*_CONV, "params"), (*_CONV, "activations"), (*_CONV, "params", "activations")),
+    "rest": (("relus", "fixed"), ("relus", "masked_relus", "fixed"),
+             ("relus", "masked_relus", "activations", "fixed")),
+}
+"""Parts of a measured cost, each fit on its own columns (candidate sets, smallest first):
+the profile's ReLU ops (comparisons), its convolutions/matmuls, and the rest (the
+multiply by the comparison bit, masked-slot gathers, layout ops, per-run overhead)."""
+FORMAT = 1
+TARGET_REL_ERR = 0.15
+
+
+# --------------------------------------------------------------------------- features
+
+
+def stage_features(spec: NetSpec) -> dict[str, dict[str, float]]:
+    """Features per stage (stage1..stageD, head), from the analytic layer table."""
+    out: dict[str, dict[str, float]] = {}
+    for row in layer_table(spec):
+        f = out.setdefault(row.stage, dict.fromkeys(STAGE_FEATURES, 0.0))
+        c, h, w = row.shape
+        if row.kind == "relu":
+            f["relus"] += row.relus
+            f["relu_layers"] += 1 if row.relus > 0 else 0
+            if spec.slot_kind(row.name).kind == "mask" and 0 < row.relus < c * h * w:
+                f["masked_relus"] += row.relus
+        elif row.kind in ("conv", "linear"):
+            f["macs"] += row.macs
+            f["linear_layers"] += 1
+            f["params"] += row.params
+            f["activations"] += c * h * w
+    return out
+
+
+def features(spec: NetSpec) -> dict[str, float]:
+    """The network's model row: stage features summed, plus ``fixed`` = 1."""
+    total = dict.fromkeys(FEATURES, 0.0)
+    for f in stage_features(spec).values():
+        for k, v in f.items():
+            total[k] += v
+    total["fixed"] = 1.0
+    return total
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+def fit_nnls(rows: Sequence[Mapping[str, float]], y: Sequence[float],
+             columns: Sequence[str] = FEATURES, scale: Sequence[float] | None = None
+             ) -> dict[str, float]:
+    """Non-negative least squares ``y ~ rows @ coef``; costs cannot be negative.
+
+    Each row and target is divided by its `scale` (default: the target itself), so the
+    fit minimizes relative errors; fitting one part of a network's cost, pass the
+    network's total. Columns are scaled to unit norm first, since ReLUs, MACs and the
+    constant differ by six orders of magnitude.
+    """
+    from scipy.optimize import nnls
+
+    a = np.array([[float(r[c]) for c in columns] for r in rows], dtype=np.float64)
+    b = np.asarray(y, dtype=np.float64)
+    w = b if scale is None else np.asarray(scale, dtype=np.float64)
+    if a.ndim != 2 or len(a) != len(b) or len(b) == 0 or len(w) != len(b):
+        raise UsageError("fit needs one target per row and at least one row")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b)) and np.all(np.isfinite(w))
+            and np.all(b >= 0) and np.all(w > 0)):
+        raise UsageError("fit needs finite features and positive measured targets")
+    a, b = a / w[:, None], b / w
+    norm = np.linalg.norm(a, axis=0)
+    norm[norm == 0] = 1.0
+    coef, _ = nnls(a / norm, b)
+    return {c: float(v) for c, v in zip(columns, coef / norm, strict=True)}
+
+
+def apply(coef: Mapping[str, float], row: Mapping[str, float]) -> float:
+    return float(sum(coef.get(k, 0.0) * float(v) for k, v in row.items()))
+
+
+def errors(coef: Mapping[str, float], rows: Sequence[Mapping[str, float]],
+           y: Sequence[float]) -> list[float]:
+    """Relative errors (predicted - measured) / measured."""
+    return [(apply(coef, r) - t) / t for r, t in zip(rows, y, strict=True)]
+
+
+def error_summary(errs: Sequence[float]) -> dict[str, float]:
+    a = np.abs(np.asarray(errs, dtype=np.float64))
+    return {"mean_abs": float(a.mean()), "max_abs": float(a.max()), "n": int(len(a))} if len(a) \
+        else {"mean_abs": math.nan, "max_abs": math.nan, "n": 0}
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclasses.dataclass
+class CostModel:
+    """Coefficients per protocol and target, with how they were obtained (`meta`)."""
+
+    coefficients: dict[str, dict[str, dict[str, float]]]  # protocol -> target -> feature -> c
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def has(self, protocol: str) -> bool:
+        return protocol in self.coefficients
+
+    def coef(self, protocol: str) -> dict[str, dict[str, float]]:
+        if protocol not in self.coefficients:
+            raise UsageError(f"the cost model has no coefficients for {protocol!r} "
+                             f"(it has {', '.join(sorted(self.coefficients)) or 'none'}); "
+                             "run `deepreshape pi --calibrate`")
+        return self.coefficients[protocol]
+
+    def predict(self, spec: NetSpec, protocol: str = "cheetah") -> dict[str, Any]:
+        """Latency (s) and bytes (both directions) of one query, in total and per stage.
+
+        Each stage row splits into its ReLU part (ReLUs, ReLU layers, masked ReLUs) and
+        its linear part (MACs, conv/linear layers, weights, outputs); the per-inference
+        constant is the row ``fixed``. The rows of `per_stage` sum to the totals.
+        `heldout_error` is the model's own error on networks it was not fit on: read the
+        prediction with that error bar.
+        """
+        c = self.coef(protocol)
+        rows = []
+        for stage, f in stage_features(spec).items():
+            row: dict[str, Any] = {"stage": stage, "relus": int(f["relus"]), "macs": int(f["macs"])}
+            for t in TARGETS:
+                relu = sum(c[t].get(k, 0.0) * f[k] for k in RELU_FEATURES)
+                lin = sum(c[t].get(k, 0.0) * f[k] for k in LINEAR_FEATURES)
+                row.update({t: relu + lin, f"relu_{t}": relu, f"linear_{t}": lin})
+            rows.append(row)
+        fixed: dict[str, Any] = {"stage": "fixed", "relus": 0, "macs": 0}
+        for t in TARGETS:
+            fixed.update({t: c[t].get("fixed", 0.0), f"relu_{t}": 0.0, f"linear_{t}": 0.0})
+        rows.append(fixed)
+        out: dict[str, Any] = {"arch": spec.describe(), "input_size": spec.input_size,
+                               "protocol": protocol,
+                               "relus": sum(r["relus"] for r in rows),
+                               "macs": sum(r["macs"] for r in rows)}
+        for t in TARGETS:
+            total = sum(r[t] for r in rows)
+            relu = sum(r[f"relu_{t}"] for r in rows)
+            lin = sum(r[f"linear_{t}"] for r in rows)
+            out[t] = total
+            out[f"relu_share_{t}"] = relu / total if total else 0.0
+            out[f"linear_share_{t}"] = lin / total if total else 0.0
+        out["per_stage"] = rows
+        out["heldout_error"] = self.meta.get("report", {}).get(protocol, {}).get("heldout_error")
+        out["source"] = (f"SPU {protocol} cost model fit on this toolkit's measurements "
+                         f"({self.meta.get('machine_summary', 'see costmodel.json')})")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "features": list(FEATURES), "coefficients": self.coefficients,
+                **self.meta}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CostModel:
+        try:
+            if d.get("format") != FORMAT:
+                raise ValueError(f"format {d.get('format')!r}, expected {FORMAT}")
+            coefs = {
+                str(p): {t: {str(k): float(v) for k, v in dict(by_t[t]).items()} for t in TARGETS}
+                for p, by_t in dict(d["coefficients"]).items()
+            }
+            for p, by_t in coefs.items():
+                for t, c in by_t.items():
+                    bad = [k for k, v in c.items() if k not in FEATURES or not math.isfinite(v)]
+                    if bad:
+                        raise ValueError(f"{p}/{t}: unknown or non-finite coefficient {bad[0]!r}")
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UsageError(f"not a deepreshape cost model: {e}") from None
+        meta = {k: v for k, v in d.items() if k not in ("format", "features", "coefficients")}
+        return cls(coefs, meta)
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, self.to_dict())
+
+
+def load(path: str | Path | None = None) -> CostModel:
+    """A saved cost model, or the shipped one (`resources/costmodel.json`) for None."""
+    try:
+        if path is None:
+            text = resources.files("deepreshape.resources").joinpath("costmodel.json").read_text()
+        else:
+            text = Path(path).read_text()
+        return CostModel.from_dict(json.loads(text))
+    except FileNotFoundError:
+        raise UsageError(f"{path or 'the shipped costmodel.json'}: no such cost model file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: broken cost model file ({e})") from None
+
+
+def predict(spec: NetSpec, protocol: str = "cheetah", model: CostModel | str | Path | None = None
+            ) -> dict[str, Any]:
+    """`CostModel.predict` with the shipped (or given) coefficients."""
+    m = model if isinstance(model, CostModel) else load(model)
+    return m.predict(spec, protocol)
+
+
+# --------------------------------------------------------------------------- literature
+
+# Garimella et al., ASPLOS 2023 (via the seed paper's journal version; see
+# shared/reference/peers.md): Delphi-style PI of ResNet18 on CIFAR, 557,056 ReLUs and
+# 555,468,800 MACs (this toolkit's count), AMD EPYC 7502, one thread.
+_LIT_RESNET18_MACS = 555_468_800
+LITERATURE = {
+    "online_s_per_relu": 10.17 / 557_056,  # GC evaluation
+    "online_s_per_mac": 0.43 / _LIT_RESNET18_MACS,  # secret-shared linear layers
+    "offline_s_per_relu": 16.99 / 557_056,  # garbling
+    "offline_s_per_mac": 286.0 / _LIT_RESNET18_MACS,  # HE evaluation, 1 thread
+    "online_bytes_per_relu": 1184 + 2016,  # GC labels + OT
+    "offline_bytes_per_relu": 17_070,  # garbled-circuit storage/transfer
+}
+LITERATURE_SOURCE = ("literature estimate, not measured here: Delphi-style HE (linear) + "
+                     "garbled circuits (ReLU), constants from Garimella et al. (ASPLOS 2023) on "
+                     "an AMD EPYC 7502, one thread, ResNet18/CIFAR")
+
+
+def literature(spec: NetSpec) -> dict[str, Any]:
+    """The HE+GC (Delphi) estimate: online and offline latency and bytes from counts alone."""
+    f = features(spec)
+    k = LITERATURE
+    on_relu, on_lin = f["relus"] * k["online_s_per_relu"], f["macs"] * k["online_s_per_mac"]
+    off_relu, off_lin = f["relus"] * k["offline_s_per_relu"], f["macs"] * k["offline_s_per_mac"]
+    return {
+        "online_latency_s": on_relu + on_lin,
+        "online_relu_share": on_relu / (on_relu + on_lin) if on_relu + on_lin else 0.0,
+        "offline_latency_s": off_relu + off_lin,
+        "online_bytes": f["relus"] * k["online_bytes_per_relu"],
+        "offline_bytes": f["relus"] * k["offline_bytes_per_relu"],
+        "source": LITERATURE_SOURCE,
+    }
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A calibration network: zoo name, input size and changed slots (10 classes)."""
+
+    arch: str
+    input_size: int
+    slots: tuple[tuple[str, str], ...] = ()
+
+    def spec(self) -> NetSpec:
+        s = parse(self.arch, input_size=self.input_size, num_classes=10)
+        return s.with_slots(dict(self.slots)) if self.slots else s
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "input_size": self.input_size, "slots": dict(self.slots)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Network:
+        return cls(str(d["arch"]), int(d["input_size"]),
+                   tuple(sorted(dict(d.get("slots", {})).items())))
+
+
+def _net(arch: str, size: int, **slots: str) -> Network:
+    return Network(arch, size, tuple(sorted((k.replace("__", "."), v) for k, v in slots.items())))
+
+
+def _masked(arch: str, size: int, kept: int) -> Network:
+    """Every ReLU slot keeps at most `kept` pixels (SNL-style), the layers stay."""
+    spec = parse(arch, input_size=size, num_classes=10)
+    return Network(arch, size, tuple(sorted(
+        (s.address, f"mask:pixel:{min(kept, s.numel)}") for s in relu_slots(spec))))
+
+
+CALIBRATION: tuple[Network, ...] = (
+    _net("resnet18-m4-d1,1,1,1", 16),
+    _net("resnet18-m8-d1,1,1,1", 16),
+    _net("resnet18-m16-d1,1,1,1", 16),
+    _net("resnet18-m4-d1,1,1,1", 32),
+    _net("resnet18-m8-d1,1,1,1", 32),
+    _net("resnet18-m8", 16),
+    _net("resnet18-m8-d1,1,1,1", 32, **{"stage1.*": "identity", "stage2.*": "identity"}),
+    _masked("resnet18-m16-d1,1,1,1", 16, 64),
+    _net("hrn-4x4x2x-m4-d1,1,1,1", 32),
+    _net("resnet18-m4", 32, **{"stage3.*": "identity", "stage4.*": "identity"}),
+    _net("resnet18-m16-d1,1,1,1", 32),
+    _net("resnet18-m16", 16),
+    _net("hrn-2x2x2x-m8-d1,1,1,1", 32),
+    _masked("resnet18-m4-d1,1,1,1", 32, 1024),
+    _net("hrn-2x5x2x-m8-d1,1,1,1", 32),
+    _net("hrn-4x4x4x-m4-d1,1,1,1", 32),
+    _net("hrn-5x7x2x-m4-d1,1,1,1", 32),
+)
+"""Different mixes of ReLUs and MACs: base widths 4-16 (stages up to 280 channels),
+16x16 and 32x32, culled stages and SNL-masked slots (ReLUs without their layers' MACs),
+so the coefficients separate."""
+
+HELDOUT: tuple[Network, ...] = (
+    _net("resnet18-m12-d1,1,1,1", 16),
+    _net("hrn-2x5x2x-m4", 32),
+    _masked("resnet18-m8-d1,1,1,1", 32, 256),
+    _net("resnet18-m8-d2,1,1,1", 32, **{"stage4.*": "identity"}),
+    _net("resnet34-m4", 16),
+    _net("hrn-5x7x2x-m4", 32),
+    _net("resnet18-m32-d1,1,1,1", 32),
+)
+"""Networks not in the calibration set: the held-out error is measured on these."""
+
+
+Measure = Callable[[NetSpec, str], dict[str, Any]]
+
+
+def _targets(rec: Mapping[str, Any]) -> dict[str, float]:
+    return {"latency_s": float(rec["latency_s"]), "bytes": float(rec["total_bytes"])}
+
+
+def components(rec: Mapping[str, Any], target: str) -> dict[str, float]:
+    """A measurement split into its profile parts: relu, conv and rest (total minus both)."""
+    key = "time_s" if target == "latency_s" else "bytes"
+    kinds = rec["per_kind"]
+    total = _targets(rec)[target]
+    relu, conv = float(kinds["relu"].get(key, 0.0)), float(kinds["conv"].get(key, 0.0))
+    return {"relu": relu, "conv": conv, "rest": max(0.0, total - relu - conv)}
+
+
+def loo_error(rows: Sequence[Mapping[str, float]], y: Sequence[float],
+              columns: Sequence[str], scale: Sequence[float] | None = None) -> float:
+    """Mean absolute leave-one-out error of an NNLS fit on `columns`, relative to `scale`."""
+    w = list(y) if scale is None else list(scale)
+    errs = []
+    for i in range(len(rows)):
+        coef = fit_nnls([*rows[:i], *rows[i + 1:]], [*y[:i], *y[i + 1:]], columns,
+                        [*w[:i], *w[i + 1:]])
+        errs.append(abs(apply(coef, rows[i]) - y[i]) / w[i])
+    return float(np.mean(errs))
+
+
+def select_and_fit(rows: Sequence[Mapping[str, float]], y: Sequence[float],
+                   candidates: Sequence[Sequence[str]], scale: Sequence[float] | None = None,
+                   tolerance: float = 0.005) -> tuple[dict[str, float], dict[str, Any]]:
+    """Fit on the candidate column set with the lowest leave-one-out error.
+
+    A larger set must beat the best smaller one by `tolerance` (absolute), so exact or
+    near-exact data keeps the simplest model. Unused columns get coefficient 0.
+    """
+    scores = [loo_error(rows, y, cols, scale) if len(rows) > len(cols) + 1 else math.inf
+              for cols in candidates]
+    best = 0
+    for i, sc in enumerate(scores):
+        if sc < scores[best] - tolerance:
+            best = i
+    coef = fit_nnls(rows, y, candidates[best], scale)
+    return ({k: coef.get(k, 0.0) for k in FEATURES},
+            {"columns": list(candidates[best]), "loo_mean_abs": scores[best],
+             "candidates": [{"columns": list(c), "loo_mean_abs": sc}
+                            for c, sc in zip(candidates, scores, strict=True)]})
+
+
+def fit_records(records: Sequence[Mapping[str, Any]]
+                ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Coefficients per target from measurement records (with ``features`` and
+    ``per_kind``), and per part of the profile how it was fit.
+
+    Each part (`COMPONENTS`) is fit on its own columns, relative to the network's total,
+    and the model is their sum: a ReLU's cost comes from the ReLU ops alone and cannot
+    be traded against a correlated convolution feature, so the coefficients keep their
+    meaning (per ReLU, per MAC, per layer).
+    """
+    rows = [r["features"] for r in records]
+    coefs: dict[str, dict[str, float]] = {}
+    how: dict[str, Any] = {}
+    for t in TARGETS:
+        totals = [_targets(r)[t] for r in records]
+        coefs[t] = dict.fromkeys(FEATURES, 0.0)
+        how[t] = {}
+        for part, candidates in COMPONENTS.items():
+            y = [components(r, t)[part] for r in records]
+            coef, how[t][part] = select_and_fit(rows, y, candidates, totals)
+            how[t][part]["coefficients"] = {k: v for k, v in coef.items() if v}
+            for k, v in coef.items():
+                coefs[t][k] += v
+    return coefs, how
+
+
+def evaluate_records(coef: Mapping[str, Mapping[str, float]],
+                     records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Each record's measured and predicted latency and bytes, with relative errors."""
+    out = []
+    for r in records:
+        row = {"arch": r["arch"], "input_size": r["input_size"],
+               "relus": int(r["features"]["relus"]), "macs": int(r["features"]["macs"])}
+        for t in TARGETS:
+            m, p = _targets(r)[t], apply(coef[t], r["features"])
+            row.update({f"{t}_measured": m, f"{t}_predicted": p, f"{t}_rel_err": (p - m) / m})
+        out.append(row)
+    return out
+
+
+def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    return {t: error_summary([r[f"{t}_rel_err"] for r in rows]) for t in TARGETS}
+
+
+def calibrate(
+    protocols: Iterable[str] = ("cheetah", "semi2k"),
+    networks: Sequence[Network] = CALIBRATION,
+    heldout: Sequence[Network] = HELDOUT,
+    *,
+    repeats: int = 3,
+    timeout_s: float = 900,
+    measure: Measure | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> CostModel:
+    """Measure every network under each protocol, fit, and evaluate on `heldout`.
+
+    `measure(spec, protocol)` returns a record with ``latency_s``, ``total_bytes`` and
+    ``per_kind`` (default: `measure.measure_spec`, a real two-party run on loopback with
+    random weights, the median of `repeats` warm runs).
+    """
+    from deepreshape.pi import measure as pim
+
+    if measure is None:
+        def measure(spec: NetSpec, protocol: str) -> dict[str, Any]:
+            return pim.measure_spec(spec, protocol, repeats=repeats, timeout_s=timeout_s)
+
+    say = progress or (lambda _msg: None)
+    measured: dict[str, list[dict[str, Any]]] = {}
+    for protocol in protocols:
+        measured[protocol] = []
+        for part, nets in (("calibration", networks), ("heldout", heldout)):
+            for i, net in enumerate(nets, 1):
+                spec = net.spec()
+                rec = dict(measure(spec, protocol))
+                row = {k: rec[k] for k in _KEEP if k in rec}
+                row.update(network=net.to_dict(), part=part, arch=spec.describe(),
+                           input_size=spec.input_size)
+                measured[protocol].append(row)
+                say(f"{protocol} {part} {i}/{len(nets)} {spec.describe()} @{spec.input_size}: "
+                    f"{rec['latency_s']:.3f} s, {rec['total_bytes'] / 1e6:.2f} MB")
+    from deepreshape.pi.measure import _now, machine_info
+
+    mach = machine_info()
+    meta = {
+        "date": _now(),
+        "machine": mach,
+        "machine_summary": f"{mach.get('cpu_count')} CPU cores ({mach.get('cpu', '?')}), "
+                           "both parties on one host over loopback",
+        "method": (f"two real SPU parties (spu {mach.get('spu', '?')}) in two processes over "
+                   "brpc on 127.0.0.1 sharing the machine's cores; FM64, 18 fraction bits; "
+                   "batch 1; randomly initialized weights; per network one cold run then "
+                   f"{repeats} warm runs, latency = median warm run, bytes = both directions "
+                   "of one warm run incl. input/output shares; each part of SPU's profile "
+                   "(ReLU ops, convolutions, the rest) fit by NNLS relative to the total, "
+                   "columns chosen by leave-one-out error on the calibration networks"),
+        "target_rel_err": TARGET_REL_ERR,
+        "calibration_set": [n.to_dict() for n in networks],
+        "heldout_set": [n.to_dict() for n in heldout],
+    }
+    return fit_measurements(measured, meta)
+
+
+_KEEP = ("relus", "macs", "latency_s", "warm_latencies_s", "total_bytes", "bytes_sent",
+         "bytes_recv", "setup_s", "cold_latency_s", "setup_bytes", "per_kind")
+
+
+def fit_measurements(measured: Mapping[str, Sequence[Mapping[str, Any]]],
+                     meta: Mapping[str, Any]) -> CostModel:
+    """Fit and evaluate from stored measurements (``part`` calibration or heldout).
+
+    `calibrate` measures and then calls this; `refit` calls it on a saved model's
+    measurements, e.g. after changing the features, without measuring again.
+    """
+    coefs: dict[str, dict[str, dict[str, float]]] = {}
+    report: dict[str, Any] = {}
+    for protocol, rows in measured.items():
+        recs = [{**r, "features": features(Network.from_dict(r["network"]).spec())} for r in rows]
+        cal = [r for r in recs if r["part"] == "calibration"]
+        held = [r for r in recs if r["part"] == "heldout"]
+        coefs[protocol], selection = fit_records(cal)
+        fit_rows = evaluate_records(coefs[protocol], cal)
+        held_rows = evaluate_records(coefs[protocol], held)
+        report[protocol] = {"fit_error": summarize(fit_rows), "heldout_error": summarize(held_rows),
+                            "calibration": fit_rows, "heldout": held_rows, "selection": selection}
+    return CostModel(coefs, {**meta, "report": report, "measurements": dict(measured)})
+
+
+def refit(model: CostModel | str | Path | None = None) -> CostModel:
+    """Refit a saved model (default: the shipped one) from the measurements it stores."""
+    m = model if isinstance(model, CostModel) else load(model)
+    if "measurements" not in m.meta:
+        raise UsageError("this cost model stores no measurements to refit from")
+    meta = {k: v for k, v in m.meta.items() if k not in ("report", "measurements")}
+    return fit_measurements(m.meta["measurements"], meta)

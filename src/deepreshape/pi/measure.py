@@ -1,0 +1,286 @@
+"""Measure what secure inference of a trained run costs, and write ``pi.json`` beside it.
+
+ReLU counts are a proxy; a PI user pays latency and bytes. `measure_run` exports a run's
+network (`pi.export`), runs it under SPU between a server (weights) and a client (image)
+and records what one query costs, next to whether the secure logits agree with the
+plaintext torch model.
+
+Two sessions, because batching amortizes HE (under Cheetah a batch of 4 tiny images costs
+about 1.7x one image, not 4x), so a batch would understate what one query costs:
+
+1. the cost session: test image 0 alone (batch 1), one cold run (one-time OT/HE setup)
+   then `repeats` warm runs; its warm figures are the per-query costs in ``pi.json``;
+2. the check session (only if ``samples > 1``): all `samples` test images as one batch,
+   to compare the secure logits with plaintext on more than one image.
+
+`measure_spec` does the cost session alone for a randomly initialized network: costs do
+not depend on weight values, so the cost model calibrates without training anything.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepreshape.count import count
+from deepreshape.errors import UsageError
+from deepreshape.io import write_json
+from deepreshape.pi import engine
+from deepreshape.spec import NetSpec
+
+PI_JSON = "pi.json"
+DEFAULT_FXP_BITS = 18
+FIELD = "FM64"
+FXP_NOTE = ("FM64: values in the ring Z_2^64 as fixed point round(v * 2^f) with f fraction "
+            "bits (default 18: resolution 2^-18, about 4e-6; a product keeps 2f bits until "
+            "truncated, leaving about 2^27 of integer headroom)")
+KINDS = ("relu", "conv", "other")
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a measurement was taken: timings are only comparable on the same machine class."""
+    info: dict[str, Any] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                            "machine": platform.machine(), "python": platform.python_version()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gb"] = round(int(line.split()[1]) / 2**20, 1)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        from importlib.metadata import version
+
+        info["spu"] = version("spu")
+        info["jax"] = version("jax")
+    except Exception:  # noqa: BLE001 - informational only
+        pass
+    return info
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+
+
+# --------------------------------------------------------------------------- results
+
+
+def per_kind(per_op: dict[str, dict]) -> dict[str, dict]:
+    """ReLU / convolution / other time and bytes with their shares of the per-op totals."""
+    groups = engine.summarize_ops(per_op)
+    t_all = sum(g["time_s"] for g in groups.values()) or 1.0
+    b_all = sum(g.get("bytes", 0) for g in groups.values()) or 1
+    out = {}
+    for kind in KINDS:
+        g = groups[kind]
+        row = {"time_s": g["time_s"], "time_share": g["time_s"] / t_all, "ops": g["ops"]}
+        if "bytes" in g:
+            row.update(bytes=g["bytes"], bytes_share=g["bytes"] / b_all)
+        out[kind] = row
+    return out
+
+
+def cost_record(res: engine.SecureResult) -> dict[str, Any]:
+    """The per-query costs of a `SecureResult` as JSON.
+
+    `latency_s` is the median of the warm runs (robust on a shared machine); the mean is
+    `latency_mean_s`.
+    """
+    warm = res.warm_latencies_s or [res.latency_s]
+    return {
+        "protocol": res.protocol,
+        "security": engine.SECURITY_NOTE[res.protocol],
+        "latency_s": statistics.median(warm),
+        "latency_mean_s": res.latency_s,
+        "warm_latencies_s": list(warm),
+        "cold_latency_s": res.cold_latency_s,
+        "setup_s": res.setup_s,
+        "bytes_sent": res.bytes_sent,
+        "bytes_recv": res.bytes_recv,
+        "total_bytes": res.total_bytes,
+        "setup_bytes": res.setup_bytes,
+        "rounds": res.rounds,
+        "messages": {"sent": res.messages_sent, "recv": res.messages_recv},
+        "io_bytes": res.io_bytes,
+        "weight_share_bytes": res.weight_share_bytes,
+        "per_kind": per_kind(res.per_op),
+        "per_op": res.per_op,
+        "peak_rss_mb": res.peak_rss_mb,
+    }
+
+
+def _counts(spec: NetSpec) -> dict[str, Any]:
+    c = count(spec)
+    return {"arch": spec.describe(), "input_size": spec.input_size, "relus": c.relus,
+            "macs": c.macs, "stages": [{"name": s.name, "relus": s.relus, "macs": s.macs}
+                                       for s in c.stages]}
+
+
+def _predicted(spec: NetSpec, protocol: str, cost_model: Any) -> dict[str, Any] | None:
+    from deepreshape.pi import costmodel
+
+    try:
+        model = cost_model if isinstance(cost_model, costmodel.CostModel) else costmodel.load(cost_model)
+        out = model.predict(spec, protocol) if model.has(protocol) else None
+    except UsageError:
+        out = None
+    return {"spu": out, "literature": costmodel.literature(spec)}
+
+
+# --------------------------------------------------------------------------- random networks
+
+
+def random_network(spec: NetSpec, seed: int = 0) -> tuple[Callable, dict[str, np.ndarray], np.ndarray]:
+    """Exported randomly initialized network and one random input (for cost measurements)."""
+    import torch
+
+    from deepreshape.build import build
+    from deepreshape.pi.export import export_model
+
+    torch.manual_seed(seed)
+    fn, params = export_model(build(spec).eval())
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(1, spec.in_channels, spec.input_size, spec.input_size)).astype(np.float32)
+    return fn, params, x
+
+
+def measure_spec(spec: NetSpec, protocol: str = "cheetah", repeats: int = 3,
+                 timeout_s: float = 900, seed: int = 0,
+                 fxp_fraction_bits: int = DEFAULT_FXP_BITS) -> dict[str, Any]:
+    """Costs of one query (batch 1) of `spec` with random weights, both parties on loopback."""
+    fn, params, x = random_network(spec, seed)
+    res = engine.run_two_party(fn, params, x, protocol, samples=repeats, timeout_s=timeout_s,
+                               fxp_fraction_bits=fxp_fraction_bits)
+    return {**_counts(spec), **cost_record(res), "max_abs_err_jax": res.max_abs_err}
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def load_test_images(run: Any, n: int, data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` test images of the run's data set, normalized as evaluation does."""
+    from deepreshape.data import BatchLoader, load_dataset
+
+    data = load_dataset(run.dataset, data_dir, input_size=run.spec.input_size, limit=n)
+    if len(data.test_y) < n:
+        raise UsageError(f"{data.name} has only {len(data.test_y)} test images, asked for {n}")
+    loader = BatchLoader(data.test_x[:n], data.test_y[:n], n, mean=data.mean, std=data.std,
+                         train=False)
+    x, y = next(iter(loader))
+    return x.numpy().astype(np.float32), y.numpy()
+
+
+def _agreement(secure: np.ndarray, plain: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    s, p = np.argmax(secure, axis=1), np.argmax(plain, axis=1)
+    return {"images": int(len(s)), "argmax_agree": float(np.mean(s == p)),
+            "argmax_agree_count": int(np.sum(s == p)),
+            "max_abs_err": float(np.max(np.abs(secure - plain))),
+            "secure_correct": int(np.sum(s == labels)), "plain_correct": int(np.sum(p == labels))}
+
+
+def _check_args(protocol: str, samples: int, repeats: int, parties: Any, role: Any) -> None:
+    if protocol not in engine.PROTOCOLS:
+        raise UsageError(f"unknown protocol {protocol!r}; choose from {', '.join(engine.PROTOCOLS)}")
+    for name, v in (("samples", samples), ("repeats", repeats)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise UsageError(f"{name} must be a positive integer, got {v!r}")
+    if (parties is None) != (role is None):
+        raise UsageError("--parties and --role go together: each host runs one role")
+    if role is not None and role not in engine.ROLES:
+        raise UsageError(f"role must be 'server' or 'client', got {role!r}")
+
+
+def measure_run(
+    path: str | Path,
+    *,
+    protocol: str = "cheetah",
+    samples: int = 2,
+    repeats: int = 1,
+    data_dir: str | None = None,
+    parties: list[str] | None = None,
+    role: str | None = None,
+    timeout_s: float = 900,
+    fxp_fraction_bits: int = DEFAULT_FXP_BITS,
+    cost_model: Any = None,
+    write: bool = True,
+) -> dict[str, Any] | None:
+    """Measure secure inference of the run at `path`; returns (and writes) ``pi.json``.
+
+    Both parties start locally on loopback, each in its own process, unless `parties`
+    ("HOST:PORT" of the server, of the client) and `role` are given: then this process
+    is that one party, and the other host runs the same call with the other role. The
+    server holds the weights and returns None (it learns nothing, so it writes nothing);
+    the client holds the images, learns the logits and writes ``pi.json``. Its copy of
+    the run directory supplies the architecture and the public SNL mask positions (the
+    compiled program must match the server's) and the plaintext reference; its weights
+    never enter the secure computation. `cost_model` is a `CostModel`, a path, or None
+    for the shipped coefficients.
+    """
+    from deepreshape.pi.export import export_model
+    from deepreshape.runs import load_run
+
+    _check_args(protocol, samples, repeats, parties, role)
+    run = load_run(path)
+    spec = run.spec
+    model = run.model()
+    fn, params = export_model(model)
+    shape = (spec.in_channels, spec.input_size, spec.input_size)
+    cfg = {"fxp_fraction_bits": fxp_fraction_bits}
+    if role == "server":
+        import jax
+
+        for n in ([1, samples] if samples > 1 else [1]):
+            engine.run_party("server", fn, params, jax.ShapeDtypeStruct((n, *shape), np.float32),
+                             parties, protocol, repeats if n == 1 else 1, timeout_s,
+                             isolate=True, **cfg)
+        return None
+
+    x, y = load_test_images(run, samples, data_dir)
+    import torch
+
+    with torch.no_grad():
+        plain = model(torch.from_numpy(x)).numpy()
+
+    def session(xs: np.ndarray, reps: int) -> engine.SecureResult:
+        if role == "client":
+            return engine.run_party("client", fn, params, xs, parties, protocol, reps, timeout_s,
+                                    isolate=True, **cfg)
+        return engine.run_two_party(fn, params, xs, protocol, samples=reps, timeout_s=timeout_s,
+                                    **cfg)
+
+    cost = session(x[:1], repeats)
+    check = session(x, 1) if samples > 1 else cost
+    agree = _agreement(np.asarray(check.logits), plain, y)
+    agree["max_abs_err"] = max(agree["max_abs_err"],
+                               float(np.max(np.abs(np.asarray(cost.logits) - plain[:1]))))
+    record: dict[str, Any] = {
+        "run": str(run.path), "dataset": run.dataset, **_counts(spec),
+        **cost_record(cost),
+        "field": FIELD, "fxp_fraction_bits": fxp_fraction_bits, "fixed_point": FXP_NOTE,
+        "batch": 1, "repeats": repeats,
+        "deployment": {"mode": "two hosts" if role else "loopback, two local processes",
+                       "role": role or "both", "parties": parties},
+        **agree,
+        "check_session": None if check is cost else {
+            "images": samples, "latency_s": check.latency_s, "total_bytes": check.total_bytes},
+        "predicted": _predicted(spec, protocol, cost_model),
+        "machine": machine_info(),
+        "created": _now(),
+    }
+    if write:
+        write_json(run.path / PI_JSON, record)
+    return record

@@ -1,0 +1,271 @@
+"""The secure-inference cost model: features, NNLS fit, prediction, JSON, CLI --estimate."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("scipy")
+
+from deepreshape.cli.main import main  # noqa: E402
+from deepreshape.count import count  # noqa: E402
+from deepreshape.errors import UsageError  # noqa: E402
+from deepreshape.pi import costmodel as C  # noqa: E402
+from deepreshape.spec import parse  # noqa: E402
+
+TRUE = {  # plausible Cheetah-like costs, to be recovered from synthetic measurements
+    "latency_s": {"relus": 1.2e-5, "macs": 6e-7, "relu_layers": 0.01, "linear_layers": 0.08,
+                  "fixed": 0.05},
+    "bytes": {"relus": 82.0, "macs": 0.3, "relu_layers": 2e3, "linear_layers": 1.05e6,
+              "fixed": 3e4},
+}
+
+
+PARTS = {"relu": ("relus", "relu_layers"), "conv": ("macs", "linear_layers"), "rest": ("fixed",)}
+
+
+def _synthetic(spec, protocol):
+    """A fake measurement: TRUE costs split into profile parts as SPU reports them."""
+    f = C.features(spec)
+    kinds = {}
+    for kind, cols in PARTS.items():
+        if kind != "rest":
+            kinds[kind] = {t: sum(TRUE[target][c] * f[c] for c in cols)
+                           for t, target in (("time_s", "latency_s"), ("bytes", "bytes"))}
+    return {"latency_s": C.apply(TRUE["latency_s"], f), "total_bytes": C.apply(TRUE["bytes"], f),
+            "per_kind": {**kinds, "other": {"time_s": 0.0, "bytes": 0}}}
+
+
+def _model() -> C.CostModel:
+    return C.CostModel({"cheetah": TRUE}, {"machine_summary": "synthetic"})
+
+
+# --------------------------------------------------------------------------- features
+
+
+@pytest.mark.parametrize("name", ["resnet18-m8", "hrn-2x5x2x-m4", "wrn16x2", "resnet50-m8"])
+def test_stage_features_add_up_to_the_analytic_counts(name):
+    spec = parse(name, dataset="cifar10")
+    c = count(spec)
+    feats = C.stage_features(spec)
+    assert list(feats) == [s.name for s in c.stages] + ["head"]
+    for s in c.stages:
+        assert feats[s.name]["relus"] == s.relus and feats[s.name]["macs"] == s.macs
+    total = C.features(spec)
+    assert total["relus"] == c.relus and total["macs"] == c.macs and total["fixed"] == 1
+    head = feats["head"]
+    assert (head["relus"], head["macs"], head["relu_layers"], head["linear_layers"]) == (
+        0, c.head.macs, 0, 1)
+    assert head["params"] == c.head.params
+    assert head["activations"] == spec.num_classes and head["masked_relus"] == 0
+
+
+def test_culled_slots_are_not_relu_layers_but_masked_slots_are():
+    spec = parse("resnet18-m4-d1,1,1,1", dataset="digits")
+    base = C.features(spec)
+    assert (base["relu_layers"], base["linear_layers"]) == (9, 13)  # stem + 4x2; 12 convs + fc
+    culled = C.features(spec.with_slots({"stage2.*": "identity"}))
+    assert culled["relu_layers"] == 7 and culled["linear_layers"] == 13
+    assert culled["macs"] == base["macs"] and culled["relus"] < base["relus"]
+    masked = C.features(spec.with_slots({"stage2.*": "mask:pixel:3"}))
+    assert masked["relu_layers"] == 9 and masked["relus"] == culled["relus"] + 6
+    assert masked["masked_relus"] == 6 and base["masked_relus"] == 0
+    none = C.features(spec.with_slots({"stage2.*": "mask:pixel:0"}))
+    assert none["relu_layers"] == 7 and none["masked_relus"] == 0
+    numel = 8 * 8 * 8  # stage2 of m4 on 16x16: 8 channels at 8x8
+    full = C.features(spec.with_slots({"stage2.*": f"mask:pixel:{numel}"}))
+    assert full["relus"] == base["relus"] and full["masked_relus"] == 0  # exported as a plain ReLU
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def test_nnls_recovers_known_coefficients_from_the_calibration_set():
+    specs = [n.spec() for n in C.CALIBRATION]
+    rows = [C.features(s) for s in specs]
+    for target, true in TRUE.items():
+        y = [C.apply(true, r) for r in rows]
+        got = C.fit_nnls(rows, y)
+        for k, v in true.items():
+            assert got[k] == pytest.approx(v, rel=1e-5), (target, k)
+        assert max(abs(e) for e in C.errors(got, rows, y)) < 1e-8
+
+
+def test_selection_keeps_the_smallest_exact_set_and_grows_when_needed():
+    rows = [C.features(n.spec()) for n in C.CALIBRATION]
+    conv = {"macs": 0.3, "linear_layers": 1.0e6}
+    y = [C.apply(conv, r) for r in rows]
+    coef, how = C.select_and_fit(rows, y, C.COMPONENTS["conv"])
+    assert how["columns"] == list(C.COMPONENTS["conv"][0]) and how["loo_mean_abs"] < 1e-6
+    assert coef["params"] == coef["activations"] == 0
+    semi2k_like = {**conv, "params": 20.0, "activations": 90.0}  # Beaver openings
+    y = [C.apply(semi2k_like, r) for r in rows]
+    coef, how = C.select_and_fit(rows, y, C.COMPONENTS["conv"])
+    assert how["columns"] == ["macs", "linear_layers", "params", "activations"]
+    assert coef["params"] == pytest.approx(20.0, rel=1e-4)
+    assert [c["columns"] for c in how["candidates"]] == [list(c) for c in C.COMPONENTS["conv"]]
+
+
+def test_fit_records_sums_the_parts_of_the_profile():
+    recs = []
+    for n in C.CALIBRATION:
+        spec = n.spec()
+        recs.append({**_synthetic(spec, "cheetah"), "features": C.features(spec)})
+    coefs, how = C.fit_records(recs)
+    for t in C.TARGETS:
+        for k, v in TRUE[t].items():
+            assert coefs[t][k] == pytest.approx(v, rel=1e-5), (t, k)
+        assert set(how[t]) == set(C.COMPONENTS)
+        assert how[t]["relu"]["coefficients"].keys() <= {"relus", "relu_layers"}
+
+
+def test_nnls_keeps_costs_non_negative_and_fits_noisy_data():
+    rng = np.random.default_rng(0)
+    rows = [C.features(n.spec()) for n in C.CALIBRATION]
+    neg = {**TRUE["latency_s"], "relu_layers": -0.02}
+    coef = C.fit_nnls(rows, [max(1e-3, C.apply(neg, r)) for r in rows])
+    assert all(v >= 0 for v in coef.values())
+    noisy = [C.apply(TRUE["latency_s"], r) * (1 + rng.normal(0, 0.02)) for r in rows]
+    errs = C.errors(C.fit_nnls(rows, noisy), rows, noisy)
+    assert C.error_summary(errs)["max_abs"] < 0.06
+
+
+@pytest.mark.parametrize("bad", [([], []), ([{"relus": 1}], [0.0]), ([{"relus": 1}], [1.0, 2.0])])
+def test_fit_rejects_bad_input(bad):
+    rows, y = bad
+    rows = [{**dict.fromkeys(C.FEATURES, 0.0), **r} for r in rows]
+    with pytest.raises(UsageError):
+        C.fit_nnls(rows, y)
+
+
+def test_calibrate_with_a_fake_measurement_fits_and_reports_heldout_errors():
+    seen = []
+
+    def measure(spec, protocol):
+        seen.append((spec.describe(), protocol))
+        return _synthetic(spec, protocol)
+
+    model = C.calibrate(["cheetah"], measure=measure)
+    assert len(seen) == len(C.CALIBRATION) + len(C.HELDOUT)
+    rep = model.meta["report"]["cheetah"]
+    assert len(model.meta["measurements"]["cheetah"]) == len(seen)
+    again = C.refit(model)
+    assert again.coefficients == model.coefficients
+    assert rep["heldout_error"]["latency_s"]["max_abs"] < 1e-6
+    assert rep["heldout_error"]["bytes"]["max_abs"] < 1e-6
+    assert len(rep["heldout"]) == len(C.HELDOUT)
+    spec = parse("resnet18-m16", dataset="cifar100")
+    assert model.predict(spec)["latency_s"] == pytest.approx(
+        C.apply(TRUE["latency_s"], C.features(spec)), rel=1e-6)
+
+
+def test_calibration_and_heldout_sets_are_disjoint_and_separable():
+    cal = {(n.spec().describe(), n.input_size) for n in C.CALIBRATION}
+    held = {(n.spec().describe(), n.input_size) for n in C.HELDOUT}
+    assert not cal & held and len(cal) == len(C.CALIBRATION)
+    x = np.array([[C.features(n.spec())[k] for k in C.FEATURES] for n in C.CALIBRATION])
+    assert np.linalg.matrix_rank(x / np.linalg.norm(x, axis=0)) == len(C.FEATURES)
+    for n in C.CALIBRATION:
+        assert C.Network.from_dict(json.loads(json.dumps(n.to_dict()))) == n
+
+
+# --------------------------------------------------------------------------- predict and JSON
+
+
+@pytest.mark.parametrize("name", ["resnet18-m16", "hrn-5x7x2x", "wrn16x2"])
+def test_per_stage_predictions_sum_to_the_total(name):
+    pred = _model().predict(parse(name, dataset="cifar100"), "cheetah")
+    rows = pred["per_stage"]
+    assert [r["stage"] for r in rows][-2:] == ["head", "fixed"]
+    for t in C.TARGETS:
+        assert sum(r[t] for r in rows) == pytest.approx(pred[t])
+        for r in rows:
+            assert r[t] == pytest.approx(r[f"relu_{t}"] + r[f"linear_{t}"] + (
+                TRUE[t]["fixed"] if r["stage"] == "fixed" else 0.0))
+        fixed_share = TRUE[t]["fixed"] / pred[t]
+        assert pred[f"relu_share_{t}"] + pred[f"linear_share_{t}"] + fixed_share == pytest.approx(1)
+    assert sum(r["relus"] for r in rows) == pred["relus"] == count(parse(name)).relus
+
+
+def test_json_round_trip_and_bad_files(tmp_path):
+    model = _model()
+    path = model.save(tmp_path / "cm.json")
+    back = C.load(path)
+    assert back.coefficients == model.coefficients and back.meta == model.meta
+    spec = parse("resnet18-m16")
+    assert back.predict(spec) == model.predict(spec)
+    with pytest.raises(UsageError, match="no coefficients for 'semi2k'"):
+        back.predict(spec, "semi2k")
+    for text in ["{", json.dumps({"format": 99}),
+                 json.dumps({"format": 1, "coefficients": {"cheetah": {"latency_s": {"x": 1},
+                                                                         "bytes": {}}}})]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(UsageError):
+            C.load(tmp_path / "bad.json")
+    with pytest.raises(UsageError, match="no such"):
+        C.load(tmp_path / "missing.json")
+
+
+def test_the_shipped_model_covers_both_protocols_and_documents_itself():
+    model = C.load()
+    assert model.has("cheetah") and model.has("semi2k")
+    for key in ("date", "machine", "method", "calibration_set", "heldout_set", "report",
+                "measurements"):
+        assert key in model.meta
+    held = {json.dumps(n, sort_keys=True) for n in model.meta["heldout_set"]}
+    cal = {json.dumps(n, sort_keys=True) for n in model.meta["calibration_set"]}
+    assert held and cal and not held & cal
+    for p in ("cheetah", "semi2k"):
+        pred = model.predict(parse("resnet18-m16", dataset="cifar100"), p)
+        assert pred["latency_s"] > 0 and pred["bytes"] > 0
+        assert all(v >= 0 for c in model.coefficients[p].values() for v in c.values())
+    cheetah = model.coefficients["cheetah"]
+    assert 5e-6 < cheetah["latency_s"]["relus"] < 5e-5  # about 12 us per ReLU here
+    assert 50 < cheetah["bytes"]["relus"] < 200  # about 100 B per ReLU
+    assert cheetah["bytes"]["linear_layers"] > 1e5  # HE: about 1 MB per convolution
+
+
+def test_literature_model_reproduces_its_resnet18_constants():
+    lit = C.literature(parse("resnet18", dataset="cifar100"))
+    assert lit["online_latency_s"] == pytest.approx(10.17 + 0.43, rel=1e-3)
+    assert lit["offline_latency_s"] == pytest.approx(16.99 + 286.0, rel=1e-3)
+    assert lit["online_bytes"] == pytest.approx(557_056 * 3200)
+    assert "not measured here" in lit["source"]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_estimate_prints_a_stage_table_and_json(capsys, tmp_path):
+    path = _model().save(tmp_path / "cm.json")
+    assert main(["pi", "--estimate", "resnet18-m16", "--dataset", "cifar10",
+                 "--cost-model", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18-m16 at 32x32, cheetah" in out
+    for word in ("stage1", "stage4", "head", "fixed", "total", "literature"):
+        assert word in out
+    assert main(["pi", "--estimate", "hrn-2x5x2x", "--json", "--cost-model", str(path)]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["predicted"]["protocol"] == "cheetah" and d["predicted"]["input_size"] == 32
+    assert "literature" in d and d["literature"]["online_bytes"] > 0
+
+
+def test_cli_estimate_with_the_shipped_model(capsys):
+    assert main(["pi", "--estimate", "resnet18-m16", "--protocol", "semi2k"]) == 0
+    captured = capsys.readouterr()
+    assert "semi2k" in captured.out and "NOT SECURE" in captured.err
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["pi", "--estimate", "resnet19"], "unknown architecture"),
+    (["pi"], "exactly one of"),
+    (["pi", "some_run", "--estimate", "resnet18"], "exactly one of"),
+    (["pi", "--estimate", "resnet18", "--role", "client"], "--parties and --role"),
+    (["pi", "--estimate", "resnet18", "--cost-model", "/nonexistent/cm.json"], "no such"),
+])
+def test_cli_errors_are_one_line_with_exit_2(argv, match, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("deepreshape: error:") and match in err
