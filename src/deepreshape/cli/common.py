@@ -53,7 +53,8 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
               for i, h in enumerate(headers)]
     align = align or "<" + ">" * (len(headers) - 1)
-    line = lambda r: "  ".join(f"{c:{a}{w}}" for c, a, w in zip(r, align, widths, strict=True))  # noqa: E731
+    line = lambda r: "  ".join(  # noqa: E731
+        f"{c:{a}{w}}" for c, a, w in zip(r, align, widths, strict=True)).rstrip()
     return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, cells)])
 
 
