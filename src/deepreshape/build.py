@@ -15,10 +15,12 @@ from deepreshape.spec import NetSpec, SlotInfo, SlotKind, Stage, relu_slots, reu
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
+    """A bias-free 3x3 convolution with 'same' padding (BN follows it)."""
     return nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False)
 
 
 def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    """A bias-free 1x1 convolution, for projections and bottleneck bodies."""
     return nn.Conv2d(cin, cout, 1, stride, 0, bias=False)
 
 
@@ -54,6 +56,7 @@ class ReLUReuse(nn.Module):
                     nn.init.dirac_(self.conv_lin.weight[:, : self.n_lin])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reuse, ReLU and linear channel groups, concatenated back in channel order."""
         a, b, c = torch.split(x, [self.n_reuse, self.n_relu, self.n_lin], dim=1)
         if self.factor == 2:
             return torch.cat([a, self.relu(b)], dim=1)
@@ -64,6 +67,7 @@ class ReLUReuse(nn.Module):
         return torch.cat([a, b, c], dim=1)
 
     def extra_repr(self) -> str:
+        """Channels and reuse factor, for `print(model)`."""
         return f"channels={self.channels}, factor={self.factor}"
 
 
@@ -84,10 +88,12 @@ class MaskedReLU(nn.Module):
         self.register_buffer("mask", mask.view(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """ReLU where the mask is 1, identity elsewhere."""
         m = self.mask.to(x.dtype)
         return m * torch.relu(x) + (1 - m) * x
 
     def extra_repr(self) -> str:
+        """Granularity and kept positions, for `print(model)`."""
         return f"granularity={self.granularity}, kept={int(self.mask.sum())}"
 
 
@@ -106,6 +112,8 @@ def make_slot(kind: SlotKind, info: SlotInfo) -> nn.Module:
 
 
 class BasicBlock(nn.Module):
+    """ResNet's two-3x3-conv residual block; its two ReLUs are slots `relu1`, `relu2`."""
+
     def __init__(self, cin: int, cout: int, stride: int, slots: dict[str, nn.Module]) -> None:
         super().__init__()
         self.conv1, self.bn1 = conv3x3(cin, cout, stride), nn.BatchNorm2d(cout)
@@ -115,6 +123,7 @@ class BasicBlock(nn.Module):
         self.relu2 = slots["relu2"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """conv-BN-relu1-conv-BN, plus the shortcut, then relu2."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu2(out + (self.shortcut(x) if self.shortcut is not None else x))
@@ -135,6 +144,7 @@ class Bottleneck(nn.Module):
         self.relu3 = slots["relu3"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """1x1-3x3-1x1 body plus the shortcut, then relu3."""
         out = self.relu1(self.bn1(self.conv1(x)))
         out = self.relu2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -155,6 +165,7 @@ class PreActBlock(nn.Module):
         self.shortcut = _projection(cin, cout, stride, bn=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-activation body (BN-ReLU before each conv) plus the shortcut."""
         act = self.relu1(self.bn1(x))
         out = self.conv2(self.relu2(self.bn2(self.conv1(act))))
         return out + (self.shortcut(act) if self.shortcut is not None else x)
@@ -204,9 +215,11 @@ class Net(nn.Module):
 
     @property
     def stages(self) -> list[nn.Sequential]:
+        """The stage modules in order (`stage1` .. `stageD`)."""
         return [getattr(self, f"stage{k}") for k in range(1, len(self.spec.stages) + 1)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits: stem, stages, global average pool, linear head."""
         x = self.stem(x)
         for stage in self.stages:
             x = stage(x)

@@ -20,6 +20,8 @@ from deepreshape.spec import NetSpec, SlotInfo, Stage, conv_out, relu_slots, reu
 
 @dataclass(frozen=True)
 class LayerCount:
+    """Counts of one conv, BN, ReLU slot or linear layer (`count(..., layers=True)`)."""
+
     name: str  # module path
     kind: str  # conv | bn | relu | linear
     stage: str  # stage1..stageD or head
@@ -31,6 +33,8 @@ class LayerCount:
 
 @dataclass(frozen=True)
 class StageCount:
+    """Totals of one stage (stage1 includes the stem) or of the head."""
+
     name: str
     relus: int
     macs: int
@@ -39,6 +43,8 @@ class StageCount:
 
 @dataclass(frozen=True)
 class Counts:
+    """Exact ReLUs, MACs and parameters of a network, in total and per stage."""
+
     arch: str
     input_size: int
     num_classes: int
@@ -51,6 +57,7 @@ class Counts:
     layers: tuple[LayerCount, ...] = ()
 
     def to_dict(self, layers: bool = False) -> dict:
+        """A JSON-ready dict; per-layer rows only when `layers` is true."""
         d = {
             "arch": self.arch,
             "input_size": self.input_size,
@@ -67,6 +74,7 @@ class Counts:
         return d
 
     def stage(self, name: str) -> StageCount:
+        """The `StageCount` named `name`, e.g. 'stage2'."""
         return next(s for s in self.stages if s.name == name)
 
 

@@ -40,6 +40,8 @@ _NEVER = (
 
 
 class DatasetInfo(NamedTuple):
+    """What a registered data set fixes: classes, input size and a one-line description."""
+
     num_classes: int
     input_size: int
     description: str

@@ -167,6 +167,7 @@ class Axis:
 
     @property
     def values(self) -> np.ndarray:
+        """Every value of the variable in its bounds, inclusive."""
         return np.arange(self.lo, self.hi + 1, dtype=np.int64)
 
 
@@ -192,6 +193,7 @@ class Problem:
         mult_bounds: Sequence[int] = DEFAULT_MULT_BOUNDS,
         depth_bounds: Sequence[int] = DEFAULT_DEPTH_BOUNDS,
     ) -> Problem:
+        """Validate and fill defaults (depths, multipliers 2); UsageError on bad input or too big a grid."""
         order = validate_order(order)
         d = len(order)
         if vary not in VARY:
@@ -207,6 +209,7 @@ class Problem:
 
     @property
     def stages(self) -> int:
+        """Number of stages D."""
         return len(self.order)
 
     @property
@@ -376,6 +379,7 @@ class ModelSolution:
 
     @property
     def model_shares(self) -> tuple[float, ...]:
+        """Relative shares of the model stage ReLUs (for display)."""
         return shares(self.model_relus)
 
 
@@ -460,22 +464,27 @@ class Solution:
 
     @property
     def relus(self) -> int:
+        """Exact total ReLUs of the network."""
         return int(self.counts.relus)
 
     @property
     def macs(self) -> int:
+        """Exact total MACs of the network."""
         return int(self.counts.macs)
 
     @property
     def params(self) -> int:
+        """Exact total parameters of the network."""
         return int(self.counts.params)
 
     @property
     def stem_relus(self) -> int:
+        """ReLUs of the stem alone (also counted in stage1)."""
         return int(self.counts.stem_relus)
 
     @property
     def stage_relus(self) -> tuple[int, ...]:
+        """Exact ReLUs per stage, stem in stage1."""
         return tuple(int(s.relus) for s in self.counts.stages)
 
     @property
@@ -524,6 +533,7 @@ class DesignResult:
         return len(self.solutions)
 
     def to_list(self) -> list[dict[str, Any]]:
+        """Every solution as a JSON-ready dict (the `--json` output)."""
         return [s.to_dict() for s in self.solutions]
 
 

@@ -37,14 +37,17 @@ def _umask() -> int:
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` atomically."""
     return atomic_write(path, lambda p: p.write_text(text))
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
     return atomic_write(path, lambda p: p.write_bytes(data))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON to `path` atomically."""
     return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
@@ -56,6 +59,7 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> Path:
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
+    """`torch.save` to `path` atomically, so a killed run never leaves a torn checkpoint."""
     import torch
 
     return atomic_write(path, lambda p: torch.save(obj, p))

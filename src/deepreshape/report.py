@@ -141,6 +141,7 @@ class PeerSeries:
 
     @property
     def label(self) -> str:
+        """Legend text: method, citation, caveats and ReLU convention."""
         extra = ", approx." if self.approximate else ""
         extra += ", not like-for-like" if not self.like_for_like else ""
         cite = ", ".join(self.source.split(", ")[:2]).split(" (")[0]
@@ -215,6 +216,8 @@ def pareto_frontier(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
 
 @dataclass
 class ParetoRow:
+    """One run on the Pareto plot: its cost `x`, final accuracy and whether it is on the frontier."""
+
     run: str
     label: str
     arch: str
@@ -241,9 +244,11 @@ class ParetoResult:
 
     @property
     def frontier(self) -> list[ParetoRow]:
+        """The frontier runs, cheapest first."""
         return sorted((r for r in self.rows if r.on_frontier), key=lambda r: (r.x, -r.acc))
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict of the table, frontier, peers and files (pareto's --json and OUT.json)."""
         axis = X_AXES[self.x]
         return {
             "x": self.x, "x_label": axis.label, "x_unit": axis.unit,
@@ -564,6 +569,7 @@ class ReportResult:
     summary: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict of what was written (`report --json`)."""
         return {"run": str(self.run), "out": str(self.out), "markdown": str(self.markdown),
                 "plots": {k: str(v) for k, v in self.plots.items()}, "notes": self.notes,
                 "summary": self.summary}

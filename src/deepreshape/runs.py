@@ -23,6 +23,7 @@ CONFIG, CHECKPOINT, METRICS, RESULTS = "config.json", "checkpoint.pt", "metrics.
 
 
 def versions() -> dict[str, str]:
+    """Versions of deepreshape, torch, numpy and Python, recorded with each run."""
     import numpy
 
     from deepreshape import __version__
@@ -32,6 +33,7 @@ def versions() -> dict[str, str]:
 
 
 def read_json(path: Path, what: str) -> Any:
+    """Read a run file; CheckpointError naming `what` if missing or broken."""
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -50,11 +52,13 @@ class Run:
 
     @property
     def results(self) -> dict:
+        """results.json, or {} while the run has not finished."""
         p = self.path / RESULTS
         return read_json(p, "results.json") if p.exists() else {}
 
     @property
     def metrics(self) -> list[dict]:
+        """The per-epoch records of metrics.jsonl ([] if none yet)."""
         p = self.path / METRICS
         if not p.exists():
             return []
@@ -62,9 +66,11 @@ class Run:
 
     @property
     def dataset(self) -> str:
+        """Name of the data set the run was trained on."""
         return self.config["data"]["dataset"]
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
+        """The run's checkpoint, checked against its spec."""
         return load_checkpoint(self.path / CHECKPOINT, self.spec, map_location)
 
     def model(self, map_location: str | torch.device = "cpu") -> torch.nn.Module:
@@ -78,6 +84,7 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
+    """Open a run directory from its config.json; CheckpointError if it is not one."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run directory")
@@ -89,6 +96,7 @@ def load_run(path: str | Path) -> Run:
 
 def load_checkpoint(path: Path, spec: NetSpec | None = None,
                     map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint dict; CheckpointError if missing, broken or for another network."""
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint (train the run first)")
     try:

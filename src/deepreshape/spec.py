@@ -107,6 +107,8 @@ def reuse_split(channels: int, factor: int) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Stem:
+    """The stem: one 3x3 conv to `width` channels, with BN and a ReLU slot unless pre-activation."""
+
     width: int
     bn_relu: bool = True  # False for pre-activation networks: the stem is a bare conv
     stride: int = 1  # 2 = DeepReDuce's feature-map scaling (an early stride)
@@ -114,6 +116,8 @@ class Stem:
 
 @dataclass(frozen=True)
 class Stage:
+    """A stage: `depth` identical blocks of one kind, `width` output channels."""
+
     block: str  # basic | bottleneck | preact
     depth: int
     width: int  # output channels of every block of the stage
@@ -140,6 +144,7 @@ class NetSpec:
     # -- derived views ---------------------------------------------------------------
     @property
     def depths(self) -> tuple[int, ...]:
+        """Blocks per stage."""
         return tuple(s.depth for s in self.stages)
 
     @property
@@ -149,10 +154,12 @@ class NetSpec:
 
     @property
     def multipliers(self) -> tuple[float, ...]:
+        """Width ratios of consecutive stages (lambda_k)."""
         w = self.stage_widths
         return tuple(_intify(w[i + 1] / w[i]) for i in range(len(w) - 1))
 
     def slot_kind(self, address: str) -> SlotKind:
+        """The kind of the slot at `address` (`relu` unless changed)."""
         return parse_slot_kind(dict(self.slots).get(address, "relu"))
 
     def with_slots(self, changes: Mapping[str, str]) -> NetSpec:
@@ -200,12 +207,14 @@ class NetSpec:
         return f"{self.name}[{','.join(parts)}]"
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict (stored in config.json); `from_dict` reverses it."""
         d = dataclasses.asdict(self)
         d["slots"] = dict(self.slots)
         return d
 
     @classmethod
     def from_dict(cls, d: Mapping) -> NetSpec:
+        """Rebuild a spec from `to_dict` output; UsageError if it is not one."""
         try:
             return cls(
                 name=d["name"],
@@ -231,6 +240,8 @@ def _intify(x: float) -> float:
 
 @dataclass(frozen=True)
 class SlotInfo:
+    """Where a ReLU slot is and the C x H x W shape of its input."""
+
     address: str
     stage: int  # 1-based; the stem belongs to stage 1
     channels: int
@@ -239,14 +250,17 @@ class SlotInfo:
 
     @property
     def stage_name(self) -> str:
+        """'stage1' .. 'stageD'."""
         return f"stage{self.stage}"
 
     @property
     def numel(self) -> int:
+        """Activations of the slot per image, i.e. its ReLUs when it is a plain ReLU."""
         return self.channels * self.height * self.width
 
 
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output side length of a convolution or pooling."""
     return (size + 2 * padding - kernel) // stride + 1
 
 

@@ -62,6 +62,7 @@ class Recipe:
     augment: bool = True
 
     def validate(self) -> None:
+        """Raise UsageError on hyper-parameters training cannot use."""
         if self.epochs < 1 or self.batch_size < 1:
             raise UsageError("epochs and batch size must be positive integers")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -89,12 +90,15 @@ def kd_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.T
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's place in a torchrun job; the default is a single process."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
 
     @property
     def main(self) -> bool:
+        """True on rank 0, the process that writes files and prints."""
         return self.rank == 0
 
 
@@ -115,6 +119,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
     DDP run computes what one process with the whole batch computes."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalize with statistics all-reduced over ranks while training."""
         if not self.training:
             return super().forward(x)
         import warnings
@@ -152,6 +157,7 @@ def _sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """The torch device for --device (None/auto: CUDA if present); UsageError if unusable."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -162,6 +168,7 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch for a reproducible run."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -194,6 +201,7 @@ def lr_lambda(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
 
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
+    """SGD with momentum or Adam over the trainable parameters, as the recipe says."""
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
@@ -252,6 +260,8 @@ class _Progress:
 
 @dataclass
 class TrainResult:
+    """The trained model, its accuracies and its run directory (None without `out` or off rank 0)."""
+
     run: Run | None
     model: nn.Module
     final_acc: float
@@ -504,6 +514,7 @@ def _recipe_core(config: dict) -> dict:
 
 
 def json_roundtrip(obj: Any) -> Any:
+    """`obj` as it reads back from JSON, to compare configs with stored ones."""
     import json
 
     return json.loads(json.dumps(obj))

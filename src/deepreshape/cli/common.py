@@ -19,11 +19,13 @@ def add_shape_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_override_args(p: argparse.ArgumentParser) -> None:
+    """Add `--depths` / `--widths`, which override a zoo name's stages."""
     p.add_argument("--depths", type=int_list, default=None, help="stage depths, e.g. 1,5,5,3")
     p.add_argument("--widths", type=int_list, default=None, help="stage widths, e.g. 16,80,560,1120")
 
 
 def int_list(text: str) -> list[int]:
+    """argparse type for '1,5,5,3' -> [1, 5, 5, 3]."""
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -31,6 +33,7 @@ def int_list(text: str) -> list[int]:
 
 
 def spec_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments for `spec.parse` from the shape and override options."""
     kw = {"dataset": args.dataset, "input_size": args.input_size, "num_classes": args.num_classes}
     for key in ("depths", "widths"):
         if getattr(args, key, None) is not None:
@@ -39,11 +42,13 @@ def spec_kwargs(args: argparse.Namespace) -> dict:
 
 
 def print_json(obj) -> None:
+    """Pretty-print `obj` as JSON on stdout (the `--json` output of every command)."""
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")
 
 
 def fmt_int(n: float) -> str:
+    """An integer with thousands separators, for tables."""
     return f"{int(n):,}"
 
 
@@ -87,6 +92,7 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int = _R.epochs) -> None
 
 
 def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
+    """The training `Recipe` from the recipe options; `overrides` win."""
     kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               weight_decay=args.weight_decay, momentum=args.momentum,
               warmup_epochs=args.warmup_epochs, kd_temperature=args.kd_temperature,
@@ -108,6 +114,7 @@ def add_method_args(p: argparse.ArgumentParser, epochs: int | None = None) -> No
 
 
 def common_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments every training pipeline takes (seed, device, data, run control)."""
     return {"seed": args.seed, "device": args.device, "data_dir": args.data_dir,
             "dataset": args.dataset, "limit": getattr(args, "limit", None), "resume": args.resume,
             "force": args.force, "compile": args.compile, "quiet": args.quiet}

@@ -17,6 +17,7 @@ from deepreshape.spec import parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `count` sub-command."""
     p = sub.add_parser("count", help="exact ReLUs, MACs and parameters per stage",
                        description="Exact ReLU / MAC / parameter counts from the spec alone. "
                        "Stage1 includes the stem; MACs are conv+linear multiply-accumulates.")
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape count`; returns the exit code."""
     spec = parse(args.name, **spec_kwargs(args))
     c = count(spec, layers=args.layers)
     if args.json:

@@ -9,6 +9,7 @@ from deepreshape.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `criticality` sub-command."""
     p = sub.add_parser(
         "criticality", help="stagewise ReLU criticality (C_k) and the criticality order",
         description="For each stage, train the baseline with only that stage's ReLUs (the stem "
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape criticality`; returns the exit code."""
     from deepreshape.optimize.criticality import criticality, load_accuracies
 
     if args.accuracies:
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def format_result(result) -> str:
+    """The criticality table and order as text, with the next command to run."""
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 

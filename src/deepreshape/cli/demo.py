@@ -8,6 +8,7 @@ from deepreshape.cli.common import print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `demo` sub-command."""
     p = sub.add_parser("demo", help="the whole paper's path on the embedded digits set, offline",
                        description="count, design, train, criticality, DeepReDuce + ReLU-reuse, "
                        "SNL, secure two-party inference and a Pareto plot, in minutes on a CPU. "
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape demo`; returns the exit code."""
     from deepreshape.demo import run_demo
 
     summary = run_demo(args.out, fast=args.fast, quiet=args.quiet)

@@ -19,6 +19,7 @@ from deepreshape.spec import DATASET_SHAPES, DEFAULT_DATASET
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `design` sub-command."""
     p = subparsers.add_parser(
         "design",
         help="DeepReShape: minimal ReLU-equalized multipliers/depths for a criticality order",
@@ -49,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape design`; returns the exit code."""
     size, classes = DATASET_SHAPES[args.dataset or DEFAULT_DATASET]
     result = design(
         args.order,

@@ -9,6 +9,7 @@ from deepreshape.evaluate import evaluate_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `eval` sub-command."""
     p = sub.add_parser("eval", help="test accuracy and counts of a run directory")
     p.add_argument("run", help="run directory")
     p.add_argument("--data-dir", default=None)
@@ -18,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape eval`; returns the exit code."""
     r = evaluate_run(args.run, data_dir=args.data_dir, device=args.device)
     if args.json:
         print_json(r)

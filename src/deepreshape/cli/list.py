@@ -9,6 +9,7 @@ from deepreshape.spec import OVERRIDE_FORMS, list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `list` sub-command."""
     p = sub.add_parser("list", help="the network zoo", description="Names that `count`, "
                        "`train` and the other commands accept.")
     p.add_argument("--json", action="store_true")
@@ -16,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape list`; returns the exit code."""
     models = list_models()
     if args.json:
         print_json(models)

@@ -21,6 +21,7 @@ _ORDER = ["list", "count", "design", "train", "eval", "criticality", "reduce", "
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser, with every `deepreshape.cli` module's sub-command registered."""
     parser = argparse.ArgumentParser(
         prog="deepreshape",
         description="Design, count, train and privately run networks for private inference.",
@@ -43,6 +44,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:  #
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Entry point of `deepreshape`; returns the exit code (errors are one line unless --debug)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--debug" not in argv:
         warnings.formatwarning = _one_line_warning

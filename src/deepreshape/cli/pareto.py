@@ -10,6 +10,7 @@ from deepreshape.report import PEER_CHOICES, X_AXES, ParetoResult, pareto
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `pareto` sub-command."""
     p = sub.add_parser(
         "pareto", help="accuracy vs ReLUs/MACs/latency/bytes over many runs, with peers",
         description="Plot final top-1 accuracy against a cost for every run found under RUNS "
@@ -36,6 +37,7 @@ def _fmt_x(res: ParetoResult, v: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape pareto`; returns the exit code."""
     res = pareto(args.runs, x=args.x, peers=args.peers, out=args.out)
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -20,6 +20,7 @@ PROTOCOL_HELP = ("cheetah (default): secure against a semi-honest peer; semi2k: 
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `pi` sub-command."""
     p = sub.add_parser(
         "pi", help="secure two-party inference (SPU): measure a run, predict or calibrate costs",
         description="Measure latency and communication of secure two-party inference of a "
@@ -81,6 +82,7 @@ def _warn_semi2k(protocol: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape pi` (measure, --estimate or --calibrate); returns the exit code."""
     mode = _mode(args)
     if mode == "estimate":
         return _estimate(args)

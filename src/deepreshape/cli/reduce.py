@@ -9,6 +9,7 @@ from deepreshape.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `reduce` sub-command."""
     p = sub.add_parser(
         "reduce", help="DeepReDuce / Algorithm 2: cull, thin, reshape, ReLU-reuse (with KD)",
         description="Produce and train (KD from the baseline, init from its weights) the "
@@ -43,6 +44,7 @@ def _words(text: str | None) -> list[str] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape reduce`; returns the exit code."""
     from deepreshape.design import parse_ints
     from deepreshape.optimize.deepreduce import deepreduce
 

@@ -18,6 +18,7 @@ _WHAT = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `report` sub-command."""
     p = sub.add_parser(
         "report", help="plots and a Markdown summary of one run",
         description="Write OUT/report.md and PNG plots for a run directory: network, exact "
@@ -30,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape report`; returns the exit code."""
     res = report(args.run, out=args.out)
     if args.json:
         print_json(res.to_dict())

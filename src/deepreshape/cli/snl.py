@@ -12,6 +12,7 @@ from deepreshape.errors import UsageError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `snl` sub-command."""
     p = sub.add_parser(
         "snl", help="SNL: learn which ReLUs to keep under a ReLU budget, then fine-tune",
         description="Mask phase (Adam, CE + KD + lambda*L1 on masks, lambda x1.1 whenever the "
@@ -48,6 +49,7 @@ def parse_budget(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape snl`; returns the exit code."""
     from deepreshape.optimize.snl import snl
 
     finetune = recipe_from(args)

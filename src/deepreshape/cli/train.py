@@ -11,6 +11,7 @@ from deepreshape.train import train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `train` sub-command."""
     p = sub.add_parser("train", help="train a network (SGD + cosine, optional KD)",
                        description="Train a zoo network; writes config.json, checkpoint.pt, "
                        "metrics.jsonl and results.json under --out. Works under torchrun.")
@@ -25,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run `deepreshape train`; returns the exit code."""
     info = DATASETS.get(args.dataset.lower())
     kw = {"input_size": info.input_size, "num_classes": info.num_classes} if info else {}
     kw.update({k: getattr(args, k) for k in ("depths", "widths") if getattr(args, k) is not None})

@@ -46,6 +46,8 @@ METRIC = "C_k = (A_k - min_j A_j) * (R_k/1000)^-0.07, A_k = KD accuracy (%), R_k
 
 @dataclass(frozen=True)
 class StageResult:
+    """One stage's test: its ReLUs, accuracies with/without KD and criticality C_k."""
+
     name: str
     relus: int
     acc: float | None  # without KD (None with --no-plain)
@@ -57,19 +59,24 @@ class StageResult:
 
 @dataclass(frozen=True)
 class Criticality:
+    """Per-stage results and the criticality order they give (written as criticality.json)."""
+
     stages: tuple[StageResult, ...]
     order: tuple[int, ...]  # 1-based stage numbers, most to least critical
     info: dict = field(default_factory=dict)  # baseline, arch, dataset, recipe
 
     @property
     def order_text(self) -> str:
+        """The order as '3,2,4,1', as `deepreshape design --order` takes it."""
         return ",".join(map(str, self.order))
 
     @property
     def least_to_most(self) -> tuple[int, ...]:
+        """Stages from least to most critical, the order ReLU reduction considers them in."""
         return tuple(reversed(self.order))
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict: info, metric, stage results and the order."""
         return {**self.info, "metric": METRIC,
                 "stages": [dict(vars(s)) for s in self.stages],
                 "order": list(self.order), "order_text": self.order_text}
@@ -154,6 +161,7 @@ def stage_only(spec: NetSpec, k: int) -> NetSpec:
 
 
 def stage_relus(spec: NetSpec) -> list[int]:
+    """Exact ReLUs per stage of `spec` (stem in stage1)."""
     return [s.relus for s in count(spec).stages]
 
 

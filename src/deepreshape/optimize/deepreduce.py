@@ -114,6 +114,8 @@ def scale_feature_maps(spec: NetSpec, stride: int = 2) -> NetSpec:
 
 @dataclass(frozen=True)
 class Planned:
+    """One network of a reduction pipeline: its run label, the steps that made it and its spec."""
+
     label: str  # run directory name, e.g. "cull-s1-thin-ch0.5"
     steps: tuple[str, ...]  # e.g. ("cull stage1", "thin", "channels x0.5")
     spec: NetSpec
@@ -223,10 +225,13 @@ def _choose(values: Iterable[str] | None, valid: Sequence[str], what: str,
 
 @dataclass
 class Reduced:
+    """What `deepreduce` produced: one row per network, plus run info (reduce.json)."""
+
     rows: list[dict]  # label, steps, arch, relus, macs, params, accuracy, run, baseline
     info: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """A JSON-ready dict: run info and the network rows."""
         return {**self.info, "networks": self.rows}
 
 

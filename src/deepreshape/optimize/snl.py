@@ -64,16 +64,20 @@ class LearnableMask(nn.Module):
         self.alpha = nn.Parameter(torch.ones(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Blend ReLU and identity by the learned mask."""
         m = self.alpha.to(x.dtype)
         return x + m * (torch.relu(x) - x)
 
     def l1(self) -> torch.Tensor:
+        """L1 of the mask in ReLU units (a channel entry weighs H*W)."""
         return self.alpha.abs().sum() * self.relus_per_entry
 
     def relus(self, threshold: float) -> int:
+        """ReLUs kept if entries with |alpha| > `threshold` were binarized to 1."""
         return int((self.alpha.detach().abs() > threshold).sum()) * self.relus_per_entry
 
     def extra_repr(self) -> str:
+        """Granularity and mask shape, for `print(model)`."""
         return f"granularity={self.granularity}, shape={tuple(self.alpha.shape)}"
 
 
@@ -98,6 +102,7 @@ def attach_masks(model: nn.Module, spec: NetSpec, granularity: str = "pixel",
 
 
 def mask_l1(masks: list[LearnableMask]) -> torch.Tensor:
+    """The summed L1 penalty of all masks (the lambda term of the mask-phase loss)."""
     return torch.stack([m.l1() for m in masks]).sum()
 
 
@@ -177,6 +182,8 @@ def frozen_spec(spec: NetSpec, binary: dict[str, torch.Tensor], granularity: str
 
 @dataclass
 class SNLResult:
+    """The masked, fine-tuned network, its ReLUs and whether it met the budget."""
+
     run: Run | None
     model: nn.Module
     spec: NetSpec

@@ -131,6 +131,7 @@ def fit_nnls(rows: Sequence[Mapping[str, float]], y: Sequence[float],
 
 
 def apply(coef: Mapping[str, float], row: Mapping[str, float]) -> float:
+    """Linear prediction: sum of coefficient times feature over the row's features."""
     return float(sum(coef.get(k, 0.0) * float(v) for k, v in row.items()))
 
 
@@ -141,6 +142,7 @@ def errors(coef: Mapping[str, float], rows: Sequence[Mapping[str, float]],
 
 
 def error_summary(errs: Sequence[float]) -> dict[str, float]:
+    """Mean and max absolute error of `errs` (NaN when empty)."""
     a = np.abs(np.asarray(errs, dtype=np.float64))
     return {"mean_abs": float(a.mean()), "max_abs": float(a.max()), "n": int(len(a))} if len(a) \
         else {"mean_abs": math.nan, "max_abs": math.nan, "n": 0}
@@ -157,9 +159,11 @@ class CostModel:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def has(self, protocol: str) -> bool:
+        """True when the model has coefficients for `protocol`."""
         return protocol in self.coefficients
 
     def coef(self, protocol: str) -> dict[str, dict[str, float]]:
+        """Coefficients of `protocol` by target; UsageError naming how to calibrate if missing."""
         if protocol not in self.coefficients:
             raise UsageError(f"the cost model has no coefficients for {protocol!r} "
                              f"(it has {', '.join(sorted(self.coefficients)) or 'none'}); "
@@ -206,11 +210,13 @@ class CostModel:
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with the format tag, features and coefficients."""
         return {"format": FORMAT, "features": list(FEATURES), "coefficients": self.coefficients,
                 **self.meta}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> CostModel:
+        """Parse and validate a saved cost model; UsageError if it is not one."""
         try:
             if d.get("format") != FORMAT:
                 raise ValueError(f"format {d.get('format')!r}, expected {FORMAT}")
@@ -229,6 +235,7 @@ class CostModel:
         return cls(coefs, meta)
 
     def save(self, path: str | Path) -> Path:
+        """Write the model as JSON to `path`."""
         return write_json(path, self.to_dict())
 
 
@@ -300,14 +307,17 @@ class Network:
     slots: tuple[tuple[str, str], ...] = ()
 
     def spec(self) -> NetSpec:
+        """The network's spec with its slot changes applied."""
         s = parse(self.arch, input_size=self.input_size, num_classes=10)
         return s.with_slots(dict(self.slots)) if self.slots else s
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (stored with calibration results)."""
         return {"arch": self.arch, "input_size": self.input_size, "slots": dict(self.slots)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Network:
+        """Inverse of `to_dict`."""
         return cls(str(d["arch"]), int(d["input_size"]),
                    tuple(sorted(dict(d.get("slots", {})).items())))
 
@@ -448,6 +458,7 @@ def evaluate_records(coef: Mapping[str, Mapping[str, float]],
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Relative-error summaries of calibration rows, per target."""
     return {t: error_summary([r[f"{t}_rel_err"] for r in rows]) for t in TARGETS}
 
 

@@ -200,6 +200,7 @@ class Program:
 
     @property
     def param_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of the flattened parameters, in the order the executable takes them."""
         return _flat_shapes(self.param_spec)
 
     def fingerprint(self) -> str:
@@ -209,6 +210,7 @@ class Program:
         return h.hexdigest()
 
     def load(self) -> Any:
+        """The executable as a `libspu.Executable`, ready to run."""
         exe = _spu().libspu.Executable()
         exe.ParseFromString(self.executable)
         return exe
