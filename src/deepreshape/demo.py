@@ -147,7 +147,9 @@ def run_demo(out: str | Path = "deepreshape-demo", fast: bool = False, quiet: bo
         for frac in plan.snl_fractions:
             budget = max(1, int(total * frac))
             r = snl(trained["baseline"]["run"], budget,
-                    mask_recipe=Recipe(epochs=plan.snl_mask_epochs, batch_size=64, lr=1e-3,
+                    # Adam lr 1e-2 (SNL uses 1e-3) so masks can fall below the threshold
+                    # within the demo's few epochs.
+                    mask_recipe=Recipe(epochs=plan.snl_mask_epochs, batch_size=64, lr=1e-2,
                                        optimizer="adam", weight_decay=0.0),
                     finetune=Recipe(epochs=plan.snl_finetune_epochs, batch_size=64, lr=1e-3),
                     lam=1e-3, lam_after=1, **mkw)
