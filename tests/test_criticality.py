@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 
 from deepreshape import count, parse
 from deepreshape.cli.main import main
@@ -120,13 +119,7 @@ def zoo_name(paper_name: str) -> str:
     return f"resnet18-m{m.group(1)}-{m.group(2)}"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks train fastest on one thread, and the CI machine is shared."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- Tables 5 and 6

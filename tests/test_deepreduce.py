@@ -31,12 +31,7 @@ HRN = parse("hrn-5x7x2x", dataset="cifar100")  # stages 81,920 / 81,920 / 143,36
 R18_STEM, HRN_STEM = 64 * 32 * 32, 16 * 32 * 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def stages(spec) -> list[int]:

@@ -36,12 +36,7 @@ FAST = Recipe(epochs=1, batch_size=64, lr=0.05)
 MASK = Recipe(epochs=8, batch_size=64, lr=0.05, optimizer="adam", weight_decay=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------- masks
