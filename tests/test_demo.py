@@ -34,3 +34,19 @@ def test_demo_fast_runs_everything_and_reuses_finished_steps(tmp_path: Path, cap
     assert time.perf_counter() - t0 < 20
     err = capsys.readouterr().err
     assert err.count("reused") == 8
+
+
+@pytest.mark.parametrize("blocked", ["spu"])
+def test_demo_falls_back_to_the_cost_model_without_spu(tmp_path: Path, monkeypatch, blocked: str
+                                                       ) -> None:
+    from deepreshape.demo import _private_inference
+    from deepreshape.train import Recipe, train
+
+    train("resnet18-m4-d1,1,1,1", "digits", recipe=Recipe(epochs=1, batch_size=64),
+          out=tmp_path / "r", quiet=True)
+    monkeypatch.setitem(__import__("sys").modules, blocked, None)  # import spu -> ImportError
+    said: list[str] = []
+    res = _private_inference([str(tmp_path / "r")], 1, said.append)
+    est = res[str(tmp_path / "r")]
+    assert est["estimated"] is True and est["latency_s"] > 0 and est["bytes"] > 0
+    assert "SPU not installed" in said[0] and "estimate" in said[0]
