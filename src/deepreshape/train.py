@@ -479,8 +479,7 @@ def _load_teacher(teacher: str | Path | Run | nn.Module | None, dev: torch.devic
     return model, str(run.path)
 
 
-def _comparable(config: dict) -> dict:
-    return {k: config.get(k) for k in ("spec", "data", "recipe", "seed", "teacher", "method")}
+_IDENTITY_KEYS = ("spec", "data", "recipe", "seed", "teacher", "method")
 
 
 def _prepare_run_dir(run_dir: Path, config: dict, resume: bool, force: bool) -> dict | None:
@@ -494,12 +493,12 @@ def _prepare_run_dir(run_dir: Path, config: dict, resume: bool, force: bool) -> 
             (run_dir / name).unlink(missing_ok=True)
         return None
     old = read_json(old_cfg, "config.json")
-    if _comparable(json_roundtrip(old)) != _comparable(json_roundtrip(config)):
-        diff = [k for k in ("spec", "data", "recipe", "seed", "teacher", "method")
-                if json_roundtrip(old).get(k) != json_roundtrip(config).get(k)]
-        if not resume or diff != ["recipe"] or _recipe_core(old) != _recipe_core(config):
-            raise UsageError(f"{run_dir} holds another run (different {', '.join(diff)}); "
-                             "use another --out, or --force to start it over")
+    new = json_roundtrip(config)
+    diff = [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
+    # A resumed run may only change `epochs`.
+    if diff and (not resume or diff != ["recipe"] or _recipe_core(old) != _recipe_core(config)):
+        raise UsageError(f"{run_dir} holds another run (different {', '.join(diff)}); "
+                         "use another --out, or --force to start it over")
     if not resume:
         raise UsageError(f"{run_dir} already holds this run; use --resume to continue it "
                          "or --force to start it over")

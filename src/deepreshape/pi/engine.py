@@ -251,11 +251,19 @@ def compile_program(fn: Callable, params: Any, x: Any) -> Program:
         raise
     except Exception as e:
         raise UsageError(f"could not compile fn for SPU: {type(e).__name__}: {e}") from e
+    logits = _single_output(out)
+    return Program(exe.SerializeToString(), param_spec, tuple(x_abs.shape),
+                   tuple(int(d) for d in logits.shape))
+
+
+def _single_output(out: Any) -> Any:
+    """The one array `fn` must return (the logits)."""
+    import jax
+
     outs = jax.tree_util.tree_leaves(out)
     if len(outs) != 1:
         raise UsageError(f"fn must return one array (the logits), it returns {len(outs)}")
-    return Program(exe.SerializeToString(), param_spec, tuple(x_abs.shape),
-                   tuple(int(d) for d in outs[0].shape))
+    return outs[0]
 
 
 # --------------------------------------------------------------------------- simulator
@@ -282,10 +290,7 @@ def run_simulated(
         raise
     except Exception as e:
         raise RunFailure(f"simulated SPU run failed: {_spu_error_text(e)}") from e
-    outs = jax.tree_util.tree_leaves(out)
-    if len(outs) != 1:
-        raise UsageError(f"fn must return one array (the logits), it returns {len(outs)}")
-    return np.asarray(outs[0])
+    return np.asarray(_single_output(out))
 
 
 def plain_logits(fn: Callable, params: Any, x: Any) -> np.ndarray:
