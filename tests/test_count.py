@@ -34,6 +34,15 @@ def test_analytic_equals_hooks_and_flop_counter(name: str, size: int) -> None:
     with FlopCounterMode(display=False) as fc:
         model(torch.zeros(1, 3, size, size, device="meta"))
     assert fc.get_total_flops() == 2 * analytic.macs
+    # Each conv's geometry (input, kernel, stride, groups, output), which the PI cost
+    # model packs into ciphertexts, matches the built module's.
+    def geometry(rows):
+        return {r.name.removesuffix(".conv") if r.name.endswith("shortcut.conv") else r.name:
+                (r.in_shape, r.kernel, r.stride, r.groups, r.shape)
+                for r in rows if r.kind in ("conv", "linear")}
+
+    assert geometry(count_module(model, spec, layers=True).layers) == geometry(
+        count(spec, layers=True).layers)
 
 
 def test_resnet18_and_wrn_reference_counts() -> None:

@@ -29,6 +29,10 @@ class LayerCount:
     relus: int = 0
     macs: int = 0
     params: int = 0
+    in_shape: tuple[int, int, int] = (0, 0, 0)  # conv/linear input C, H, W
+    kernel: int = 0  # conv kernel side (square), 0 for other kinds
+    stride: int = 1
+    groups: int = 1
 
 
 @dataclass(frozen=True)
@@ -78,11 +82,14 @@ class Counts:
         return next(s for s in self.stages if s.name == name)
 
 
-def _conv(name: str, stage: str, cin: int, cout: int, k: int, res: int, groups: int = 1
-          ) -> LayerCount:
+def _conv(name: str, stage: str, cin: int, cout: int, k: int, res_in: int, stride: int = 1,
+          groups: int = 1) -> LayerCount:
+    """A k x k convolution with 'same' padding k // 2 on a res_in x res_in input."""
+    res = conv_out(res_in, k, stride, k // 2)
     return LayerCount(name, "conv", stage, (cout, res, res),
                       macs=cout * res * res * (cin // groups) * k * k,
-                      params=cout * (cin // groups) * k * k)
+                      params=cout * (cin // groups) * k * k,
+                      in_shape=(cin, res_in, res_in), kernel=k, stride=stride, groups=groups)
 
 
 def _bn(name: str, stage: str, c: int, res: int) -> LayerCount:
@@ -111,7 +118,7 @@ def layer_table(spec: NetSpec) -> list[LayerCount]:
     slots = {s.address: s for s in relu_slots(spec)}
     r0 = conv_out(spec.input_size, 3, spec.stem.stride, 1)
     m = spec.stem.width
-    rows = [_conv("stem.conv", "stage1", spec.in_channels, m, 3, r0)]
+    rows = [_conv("stem.conv", "stage1", spec.in_channels, m, 3, spec.input_size, spec.stem.stride)]
     if spec.stem.bn_relu:
         rows += [_bn("stem.bn", "stage1", m, r0)] + _slot(spec, slots["stem.relu"])
     cout = m
@@ -126,7 +133,8 @@ def layer_table(spec: NetSpec) -> list[LayerCount]:
             rows += _slot(spec, slots[f"stage{k}.post.relu"])
         cout = st.width
     n = spec.num_classes
-    rows.append(LayerCount("fc", "linear", "head", (n, 1, 1), macs=cout * n, params=cout * n + n))
+    rows.append(LayerCount("fc", "linear", "head", (n, 1, 1), macs=cout * n, params=cout * n + n,
+                           in_shape=(cout, 1, 1)))
     return rows
 
 
@@ -136,29 +144,30 @@ def _block_rows(spec: NetSpec, slots: dict[str, SlotInfo], st: Stage, p: str, st
     w = st.width
     proj = stride != 1 or cin != w
     if st.block == "basic":
-        rows = [_conv(f"{p}.conv1", stage, cin, w, 3, out), _bn(f"{p}.bn1", stage, w, out),
+        rows = [_conv(f"{p}.conv1", stage, cin, w, 3, res, stride), _bn(f"{p}.bn1", stage, w, out),
                 *_slot(spec, slots[f"{p}.relu1"]),
                 _conv(f"{p}.conv2", stage, w, w, 3, out), _bn(f"{p}.bn2", stage, w, out)]
         if proj:
-            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, out),
+            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, res, stride),
                      _bn(f"{p}.shortcut.bn", stage, w, out)]
         return rows + _slot(spec, slots[f"{p}.relu2"])
     if st.block == "bottleneck":
         i = st.inner
         rows = [_conv(f"{p}.conv1", stage, cin, i, 1, res), _bn(f"{p}.bn1", stage, i, res),
                 *_slot(spec, slots[f"{p}.relu1"]),
-                _conv(f"{p}.conv2", stage, i, i, 3, out, st.groups), _bn(f"{p}.bn2", stage, i, out),
+                _conv(f"{p}.conv2", stage, i, i, 3, res, stride, st.groups),
+                _bn(f"{p}.bn2", stage, i, out),
                 *_slot(spec, slots[f"{p}.relu2"]),
                 _conv(f"{p}.conv3", stage, i, w, 1, out), _bn(f"{p}.bn3", stage, w, out)]
         if proj:
-            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, out),
+            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, res, stride),
                      _bn(f"{p}.shortcut.bn", stage, w, out)]
         return rows + _slot(spec, slots[f"{p}.relu3"])
     rows = [_bn(f"{p}.bn1", stage, cin, res), *_slot(spec, slots[f"{p}.relu1"]),
-            _conv(f"{p}.conv1", stage, cin, w, 3, out), _bn(f"{p}.bn2", stage, w, out),
+            _conv(f"{p}.conv1", stage, cin, w, 3, res, stride), _bn(f"{p}.bn2", stage, w, out),
             *_slot(spec, slots[f"{p}.relu2"]), _conv(f"{p}.conv2", stage, w, w, 3, out)]
     if proj:
-        rows.append(_conv(f"{p}.shortcut", stage, cin, w, 1, out))
+        rows.append(_conv(f"{p}.shortcut", stage, cin, w, 1, res, stride))
     return rows
 
 
@@ -216,10 +225,13 @@ def count_module(model: nn.Module, spec: NetSpec, layers: bool = False) -> Count
             if isinstance(mod, nn.Conv2d):
                 k = mod.kernel_size[0] * mod.kernel_size[1]
                 rows.append(LayerCount(name, "conv", _stage_of(name), shape,
-                                       macs=per * inp[0].shape[1] // mod.groups * k))
+                                       macs=per * inp[0].shape[1] // mod.groups * k,
+                                       in_shape=tuple(inp[0].shape[1:]), kernel=mod.kernel_size[0],
+                                       stride=mod.stride[0], groups=mod.groups))
             elif isinstance(mod, nn.Linear):
                 rows.append(LayerCount(name, "linear", _stage_of(name), shape,
-                                       macs=mod.in_features * mod.out_features))
+                                       macs=mod.in_features * mod.out_features,
+                                       in_shape=(mod.in_features, 1, 1)))
             elif isinstance(mod, nn.ReLU):
                 rows.append(LayerCount(name, "relu", _stage_of(name), shape, relus=per))
             elif isinstance(mod, MaskedReLU):
