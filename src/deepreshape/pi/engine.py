@@ -983,6 +983,7 @@ def _death(role: str, code: int | None) -> RunFailure:
 
 def _stop(procs: dict[str, Any], grace_s: float) -> None:
     """Reap the party processes: give them `grace_s` to exit, then kill what still runs."""
+    procs = {role: p for role, p in procs.items() if p.pid is not None}  # started ones only
     end = time.monotonic() + grace_s
     for p in procs.values():
         p.join(max(0.0, end - time.monotonic()))
