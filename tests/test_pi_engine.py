@@ -167,6 +167,11 @@ def test_simulator_matches_plain_jax(protocol):
 # --------------------------------------------------------------------------- dead peers
 
 
+def test_stopping_parties_that_never_started_is_harmless():
+    ctx = multiprocessing.get_context("spawn")
+    E._stop({"server": ctx.Process(target=time.sleep, args=(0,))}, grace_s=0.0)
+
+
 def test_absent_peer_is_a_run_failure_in_bounded_time():
     _, x = make()
     t0 = time.monotonic()
@@ -274,3 +279,17 @@ def test_communication_grows_with_relus(full_run, half_run):
     relu_half = E.summarize_ops(half_run.per_op)["relu"]["bytes"]
     assert 1.6 < relu_full / relu_half < 2.5
     assert full_run.total_bytes - half_run.total_bytes > 0.5 * (relu_full - relu_half)
+
+
+@pytest.mark.slow
+def test_an_emulated_link_adds_round_trips_but_not_bytes(full_run):
+    """Through a 30 ms RTT relay the same program moves the same bytes, but each of its
+    rounds now waits for the link: the latency grows by at least a few round trips."""
+    from deepreshape.pi.link import LinkProfile
+
+    p, x = make()
+    slow = E.run_two_party(net_full, p, x, protocol="cheetah", samples=1, timeout_s=120,
+                           link=LinkProfile(None, 0.03))
+    np.testing.assert_allclose(slow.logits, full_run.logits, atol=1e-2)
+    assert abs(slow.total_bytes - full_run.total_bytes) < 0.02 * full_run.total_bytes
+    assert slow.latency_s > full_run.latency_s + 5 * 0.03

@@ -18,6 +18,7 @@ from deepreshape.errors import UsageError  # noqa: E402
 from deepreshape.pi import engine  # noqa: E402
 from deepreshape.pi import measure as M  # noqa: E402
 from deepreshape.pi.export import export_model  # noqa: E402
+from deepreshape.pi.link import LinkProfile  # noqa: E402
 from deepreshape.runs import load_run  # noqa: E402
 from deepreshape.spec import parse, relu_slots  # noqa: E402
 
@@ -76,6 +77,8 @@ def test_agreement_counts_argmax_and_error():
     ({"repeats": 1.5}, "repeats"),
     ({"parties": ["a:1", "b:2"]}, "go together"),
     ({"parties": ["a:1", "b:2"], "role": "dealer"}, "role"),
+    ({"parties": ["a:1", "b:2"], "role": "client", "link": LinkProfile(None, 0.01)},
+     "network is the real one"),
 ])
 def test_bad_arguments_are_usage_errors(kw, match):
     with pytest.raises(UsageError, match=match):
@@ -87,6 +90,8 @@ def test_cli_measure_errors_are_one_line(tmp_path, capsys):
     assert "no such run directory" in capsys.readouterr().err
     assert main(["pi", str(tmp_path), "--parties", "127.0.0.1:1", "--role", "client"]) == 2
     assert "HOST:PORT,HOST:PORT" in capsys.readouterr().err
+    assert main(["pi", str(tmp_path), "--link", "fast"]) == 2
+    assert "expected lan, wan or RATE:RTT" in capsys.readouterr().err
 
 
 def test_machine_info_names_the_machine():

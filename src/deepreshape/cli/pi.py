@@ -1,6 +1,6 @@
 """`deepreshape pi`: measure, predict or calibrate the cost of secure two-party inference.
 
-    deepreshape pi RUN [--protocol cheetah|semi2k] [--samples N] [--json]
+    deepreshape pi RUN [--protocol cheetah|semi2k] [--samples N] [--link lan|wan|RATE:RTT] [--json]
     deepreshape pi RUN --role server|client --parties HOST:PORT,HOST:PORT   (one party per host)
     deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--json]
     deepreshape pi --calibrate [--protocol P] [--out costmodel.json]
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from deepreshape.cli.common import add_shape_args, fmt_int, print_json, spec_kwargs, table
@@ -40,6 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="server and client addresses, to run one party per host (with --role)")
     p.add_argument("--role", choices=("server", "client"), default=None,
                    help="the party this process is (with --parties)")
+    p.add_argument("--link", default=None, metavar="lan|wan|RATE:RTT",
+                   help="put an emulated network between the two local parties: lan (3 Gbit/s, "
+                        "0.3 ms RTT), wan (400 Mbit/s, 40 ms RTT) or e.g. 100mbit:10ms")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds before an absent or silent peer is an error (default 900)")
     p.add_argument("--fxp-bits", type=int, default=18,
@@ -58,8 +62,8 @@ def _mode(args: argparse.Namespace) -> str:
                              ("calibrate", args.calibrate)) if on]
     if len(modes) != 1:
         raise UsageError("give exactly one of RUN, --estimate NAME or --calibrate")
-    if modes[0] != "measure" and (args.parties or args.role):
-        raise UsageError("--parties and --role apply only to measuring a RUN")
+    if modes[0] != "measure" and (args.parties or args.role or args.link):
+        raise UsageError("--parties, --role and --link apply only to measuring a RUN")
     if modes[0] != "estimate" and any(getattr(args, k) is not None
                                       for k in ("dataset", "input_size", "num_classes")):
         raise UsageError("--dataset, --input-size and --num-classes apply only to --estimate")
@@ -135,8 +139,11 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
+    cache = Path(args.out).with_suffix(".measurements.jsonl")
+    if say:
+        say(f"measurements go to {cache} as they complete; rerun the same command to resume")
     model = costmodel.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
-                                progress=say)
+                                progress=say, cache=cache)
     path = model.save(args.out)
     if args.json:
         print_json(model.to_dict())
@@ -155,14 +162,16 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
+    from deepreshape.pi.link import LinkProfile
     from deepreshape.pi.measure import measure_run
 
     protocol = args.protocol or "cheetah"
+    link = LinkProfile.parse(args.link) if args.link else None
     _warn_semi2k(protocol)
     rec = measure_run(args.run, protocol=protocol, samples=args.samples,
                       repeats=args.repeats or 1, data_dir=args.data_dir,
                       parties=_parties(args.parties), role=args.role, timeout_s=args.timeout,
-                      fxp_fraction_bits=args.fxp_bits, cost_model=args.cost_model)
+                      fxp_fraction_bits=args.fxp_bits, cost_model=args.cost_model, link=link)
     if rec is None:  # the server learns nothing
         print(f"server: served {args.samples} image(s) to the client at "
               f"{_parties(args.parties)[1]}; the client writes pi.json")
@@ -181,7 +190,9 @@ def _mb(n: float | None) -> str:
 def _measure_text(rec: dict[str, Any]) -> str:
     lines = [
         f"{rec['arch']} on {rec['dataset']}, {rec['protocol']} ({rec['security']}), "
-        f"{rec['field']} with {rec['fxp_fraction_bits']} fraction bits, {rec['deployment']['mode']}",
+        f"{rec['field']} with {rec['fxp_fraction_bits']} fraction bits, {rec['deployment']['mode']}"
+        + (f" over an emulated link ({rec['deployment']['link']['describe']})"
+           if rec["deployment"].get("link") else ""),
         f"  online latency {rec['latency_s']:.3f} s per query (warm, median of {rec['repeats']}); "
         f"one-time setup {rec['setup_s']:.2f} s (cold run {rec['cold_latency_s']:.2f} s)",
         f"  communication {_mb(rec['total_bytes'])} MB per query (client sent "

@@ -5,24 +5,27 @@ layers (`count.layer_table`) plus a constant per inference. Its features:
 
 - ``relus`` and ``macs``: the usual proxies;
 - ``relu_layers`` (layers with >0 ReLUs) and ``linear_layers`` (conv/linear): what a
-  count misses: under Cheetah every convolution pays homomorphic-encryption overhead
-  (ciphertexts, NTTs, about 1 MB) whatever its size, every ReLU layer protocol rounds;
+  count misses: every ReLU layer costs protocol rounds, every linear layer a fixed
+  overhead;
+- ``he_sent``, ``he_outputs``, ``he_response``, ``he_automorphisms``, ``he_muls``: what
+  Cheetah's HE matrix products really do (`deepreshape.pi.cheetah`): ciphertexts sent,
+  computed and returned, Galois automorphisms to pack results, ciphertext-plaintext
+  products. Under Cheetah a layer's cost follows these, not its MACs;
 - ``params`` and ``activations`` (weights and outputs of conv/linear layers): the
   weights are secret-shared too, so SEMI2K opens Beaver-masked weights and inputs
-  (bytes proportional to both, not to MACs) and Cheetah encrypts one or the other;
-- ``masked_relus``: ReLUs of partially masked SNL slots, which the export computes by a
-  static gather and scatter that SPU 0.9.5 runs as a loop (about 0.3-0.7 ms per kept
-  position, see docs/pi-costs.md).
+  (bytes proportional to both, not to MACs);
+- ``masked_relus``: ReLUs of partially masked SNL slots, which the export runs as
+  gathers around a ReLU on the kept positions only (see docs/pi-costs.md).
 
 Coefficients are fit by non-negative least squares on *relative* residuals (each
 network's row divided by its measured value, so a 2 s and a 20 s network weigh the
-same). Which feature columns a target uses is chosen by leave-one-out error on the
-calibration set alone (`FEATURE_SETS`, smallest first), since the calibration set is
-small; networks left out of the fit entirely give the held-out error. Calibration
-measures real two-party runs of small randomly initialized networks (costs do not depend
-on weight values). The shipped fit is `resources/costmodel.json`, measured on this
-project's 2-core machine; refit with `calibrate` (``deepreshape pi --calibrate``) for
-another machine or network link.
+same), one part of SPU's profile at a time (`COMPONENTS`). Which feature columns a part
+uses is chosen by leave-one-out error on the calibration set alone (smallest set first),
+since the calibration set is small; networks left out of the fit entirely give the
+held-out error. Calibration measures real two-party runs of small randomly initialized
+networks (costs do not depend on weight values). The shipped fit is
+`resources/costmodel.json`, measured on this project's 2-core machine; refit with
+`calibrate` (``deepreshape pi --calibrate``) for another machine or network link.
 
 `literature` is a second, independent estimate: Delphi-style HE + garbled circuits with
 the per-ReLU and per-MAC constants that Garimella et al. (ASPLOS 2023) measured, labelled
@@ -43,27 +46,49 @@ import numpy as np
 
 from deepreshape.count import layer_table
 from deepreshape.errors import UsageError
-from deepreshape.io import write_json
+from deepreshape.io import append_jsonl, write_json
+from deepreshape.pi.cheetah import HE_COUNTS, layer_counts
 from deepreshape.spec import NetSpec, parse, relu_slots
 
 STAGE_FEATURES = ("relus", "macs", "relu_layers", "linear_layers", "params", "activations",
-                  "masked_relus")
+                  "masked_relus", *HE_COUNTS)
 """Per-stage features (see the module docstring)."""
 FEATURES = (*STAGE_FEATURES, "fixed")
 """Model columns: the stage features summed over the network, plus 1 per inference."""
 TARGETS = ("latency_s", "bytes")
 RELU_FEATURES = ("relus", "relu_layers", "masked_relus")
-LINEAR_FEATURES = ("macs", "linear_layers", "params", "activations")
+LINEAR_FEATURES = ("macs", "linear_layers", "params", "activations", *HE_COUNTS)
 _CONV = ("macs", "linear_layers")
+_HE = ("he_sent", "he_response")
+_MAC_SETS = (_CONV, (*_CONV, "params"), (*_CONV, "activations"), (*_CONV, "params", "activations"))
+_HE_SETS = (_HE, (*_HE, "activations"), (*_HE, "he_automorphisms"),
+            (*_HE, "he_automorphisms", "he_muls"), (*_HE, "activations", "linear_layers"),
+            (*_HE, "he_automorphisms", "he_muls", "activations"),
+            (*_HE, "he_automorphisms", "he_muls", "he_outputs"),
+            (*_HE, "he_automorphisms", "he_muls", "he_outputs", "activations"),
+            (*_HE, "he_automorphisms", "he_muls", "he_outputs", "activations", "linear_layers"))
 COMPONENTS: dict[str, tuple[tuple[str, ...], ...]] = {
     "relu": (("relus", "relu_layers"),),
-    "conv": (_CONV, (*_CONV, "params"), (*_CONV, "activations"), (*_CONV, "params", "activations")),
+    "conv": _MAC_SETS,
     "rest": (("relus", "fixed"), ("relus", "masked_relus", "fixed"),
              ("relus", "masked_relus", "activations", "fixed")),
 }
 """Parts of a measured cost, each fit on its own columns (candidate sets, smallest first):
 the profile's ReLU ops (comparisons), its convolutions/matmuls, and the rest (the
-multiply by the comparison bit, masked-slot gathers, layout ops, per-run overhead)."""
+multiply by the comparison bit, masked-slot gathers, layout ops, per-run overhead). The
+conv part's sets depend on the protocol (`candidates_for`)."""
+CONV_SETS = {"cheetah": _HE_SETS, "semi2k": _MAC_SETS}
+"""Conv-part candidates per protocol: SEMI2K's products are local arithmetic plus
+Beaver openings (costs follow MACs, weights and outputs); Cheetah's are HE products
+(costs follow its ciphertexts; ``activations`` pays the truncation after each
+fixed-point product, which SPU books under the convolution)."""
+
+
+def candidates_for(protocol: str | None = None) -> dict[str, tuple[tuple[str, ...], ...]]:
+    """`COMPONENTS` with the conv candidates of `protocol` (the MAC sets if unknown)."""
+    return {**COMPONENTS, "conv": CONV_SETS.get(protocol or "", COMPONENTS["conv"])}
+
+
 FORMAT = 1
 TARGET_REL_ERR = 0.15
 
@@ -87,6 +112,8 @@ def stage_features(spec: NetSpec) -> dict[str, dict[str, float]]:
             f["linear_layers"] += 1
             f["params"] += row.params
             f["activations"] += c * h * w
+            for k, v in layer_counts(row).items():
+                f[k] += v
     return out
 
 
@@ -345,16 +372,20 @@ CALIBRATION: tuple[Network, ...] = (
     _net("hrn-4x4x2x-m4-d1,1,1,1", 32),
     _net("resnet18-m4", 32, **{"stage3.*": "identity", "stage4.*": "identity"}),
     _net("resnet18-m16-d1,1,1,1", 32),
+    _net("resnet18-m24-d1,1,1,1", 32),
     _net("resnet18-m16", 16),
     _net("hrn-2x2x2x-m8-d1,1,1,1", 32),
     _masked("resnet18-m4-d1,1,1,1", 32, 1024),
     _net("hrn-2x5x2x-m8-d1,1,1,1", 32),
     _net("hrn-4x4x4x-m4-d1,1,1,1", 32),
     _net("hrn-5x7x2x-m4-d1,1,1,1", 32),
+    _net("hrn-5x7x2x-m8-d1,1,1,1", 32),
+    _net("hrn-7x7x7x-m4-d1,1,1,1", 32),
 )
-"""Different mixes of ReLUs and MACs: base widths 4-16 (stages up to 280 channels),
+"""Different mixes of ReLUs and MACs: base widths 4-24 (stages up to 1372 channels),
 16x16 and 32x32, culled stages and SNL-masked slots (ReLUs without their layers' MACs),
-so the coefficients separate."""
+and wide late stages whose HE products have many inner blocks (many ciphertext products
+per result), so the coefficients separate."""
 
 HELDOUT: tuple[Network, ...] = (
     _net("resnet18-m12-d1,1,1,1", 16),
@@ -417,12 +448,12 @@ def select_and_fit(rows: Sequence[Mapping[str, float]], y: Sequence[float],
                             for c, sc in zip(candidates, scores, strict=True)]})
 
 
-def fit_records(records: Sequence[Mapping[str, Any]]
+def fit_records(records: Sequence[Mapping[str, Any]], protocol: str | None = None
                 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Coefficients per target from measurement records (with ``features`` and
     ``per_kind``), and per part of the profile how it was fit.
 
-    Each part (`COMPONENTS`) is fit on its own columns, relative to the network's total,
+    Each part (`candidates_for(protocol)`) is fit on its own columns, relative to the total,
     and the model is their sum: a ReLU's cost comes from the ReLU ops alone and cannot
     be traded against a correlated convolution feature, so the coefficients keep their
     meaning (per ReLU, per MAC, per layer).
@@ -434,7 +465,7 @@ def fit_records(records: Sequence[Mapping[str, Any]]
         totals = [_targets(r)[t] for r in records]
         coefs[t] = dict.fromkeys(FEATURES, 0.0)
         how[t] = {}
-        for part, candidates in COMPONENTS.items():
+        for part, candidates in candidates_for(protocol).items():
             y = [components(r, t)[part] for r in records]
             coef, how[t][part] = select_and_fit(rows, y, candidates, totals)
             how[t][part]["coefficients"] = {k: v for k, v in coef.items() if v}
@@ -471,12 +502,16 @@ def calibrate(
     timeout_s: float = 900,
     measure: Measure | None = None,
     progress: Callable[[str], None] | None = None,
+    cache: str | Path | None = None,
 ) -> CostModel:
     """Measure every network under each protocol, fit, and evaluate on `heldout`.
 
     `measure(spec, protocol)` returns a record with ``latency_s``, ``total_bytes`` and
     ``per_kind`` (default: `measure.measure_spec`, a real two-party run on loopback with
-    random weights, the median of `repeats` warm runs).
+    random weights, the median of `repeats` warm runs). With `cache` (a JSONL file), each
+    measurement is appended there as it completes and a later call with the same cache
+    reuses the ones it finds (same protocol, network and repeats), so an interrupted
+    calibration resumes instead of starting over.
     """
     from deepreshape.pi import measure as pim
 
@@ -485,19 +520,28 @@ def calibrate(
             return pim.measure_spec(spec, protocol, repeats=repeats, timeout_s=timeout_s)
 
     say = progress or (lambda _msg: None)
+    done = _read_cache(cache)
     measured: dict[str, list[dict[str, Any]]] = {}
     for protocol in protocols:
         measured[protocol] = []
         for part, nets in (("calibration", networks), ("heldout", heldout)):
             for i, net in enumerate(nets, 1):
                 spec = net.spec()
-                rec = dict(measure(spec, protocol))
-                row = {k: rec[k] for k in _KEEP if k in rec}
-                row.update(network=net.to_dict(), part=part, arch=spec.describe(),
-                           input_size=spec.input_size)
-                measured[protocol].append(row)
+                key = _cache_key(protocol, net, repeats)
+                row = done.get(key)
+                if row is None:
+                    rec = dict(measure(spec, protocol))
+                    row = {k: rec[k] for k in _KEEP if k in rec}
+                    row.update(network=net.to_dict(), arch=spec.describe(),
+                               input_size=spec.input_size)
+                    if cache is not None:
+                        append_jsonl(cache, {"key": key, "record": row})
+                    how = "measured"
+                else:
+                    how = "cached"
+                measured[protocol].append({**row, "part": part})
                 say(f"{protocol} {part} {i}/{len(nets)} {spec.describe()} @{spec.input_size}: "
-                    f"{rec['latency_s']:.3f} s, {rec['total_bytes'] / 1e6:.2f} MB")
+                    f"{row['latency_s']:.3f} s, {row['total_bytes'] / 1e6:.2f} MB ({how})")
     from deepreshape.pi.measure import _now, machine_info
 
     mach = machine_info()
@@ -520,6 +564,27 @@ def calibrate(
     return fit_measurements(measured, meta)
 
 
+def _cache_key(protocol: str, net: Network, repeats: int) -> str:
+    return json.dumps([protocol, net.to_dict(), repeats], sort_keys=True)
+
+
+def _read_cache(path: str | Path | None) -> dict[str, dict[str, Any]]:
+    """Measurements stored by an earlier `calibrate` with the same cache file."""
+    if path is None or not Path(path).exists():
+        return {}
+    out = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            out[str(item["key"])] = dict(item["record"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise UsageError(f"{path}:{n}: not a calibration cache line; delete the file to "
+                             "measure again") from None
+    return out
+
+
 _KEEP = ("relus", "macs", "latency_s", "warm_latencies_s", "total_bytes", "bytes_sent",
          "bytes_recv", "setup_s", "cold_latency_s", "setup_bytes", "per_kind")
 
@@ -537,7 +602,7 @@ def fit_measurements(measured: Mapping[str, Sequence[Mapping[str, Any]]],
         recs = [{**r, "features": features(Network.from_dict(r["network"]).spec())} for r in rows]
         cal = [r for r in recs if r["part"] == "calibration"]
         held = [r for r in recs if r["part"] == "heldout"]
-        coefs[protocol], selection = fit_records(cal)
+        coefs[protocol], selection = fit_records(cal, protocol)
         fit_rows = evaluate_records(coefs[protocol], cal)
         held_rows = evaluate_records(coefs[protocol], held)
         report[protocol] = {"fit_error": summarize(fit_rows), "heldout_error": summarize(held_rows),

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from deepreshape.errors import DeepReshapeError, RunFailure, UsageError
+from deepreshape.pi.link import LinkProfile, Relay
 
 PROTOCOLS: dict[str, str] = {"cheetah": "CHEETAH", "semi2k": "SEMI2K"}
 """Protocol name -> `spu.libspu.ProtocolKind` member. semi2k: not secure, for debugging:
@@ -1031,6 +1032,7 @@ def run_two_party(
     samples: int = 1,
     timeout_s: float = 300,
     base_port: int | None = None,
+    link: LinkProfile | None = None,
     **cfg: Any,
 ) -> SecureResult:
     """Secure inference with server and client as two real processes on 127.0.0.1.
@@ -1039,8 +1041,10 @@ def run_two_party(
     and returns the client's `SecureResult` with `max_abs_err` against plain JAX and each
     party's peak RSS. `timeout_s` bounds the whole run (process start included): past it,
     or when a party fails or dies, both are killed and `RunFailure` is raised. Ports are
-    `base_port` and `base_port + 1`, or free ones. `protocol` "semi2k" is not secure, for
-    debugging: party 0 is the trusted dealer.
+    `base_port` and `base_port + 1`, or free ones. With `link`, each party reaches the
+    other through a `deepreshape.pi.link.Relay` that emulates that bandwidth and
+    round-trip time. `protocol` "semi2k" is not secure, for debugging: party 0 is the
+    trusted dealer.
     """
     import jax
 
@@ -1053,9 +1057,15 @@ def run_two_party(
     program = compile_program(fn, params32, x32)
     ports = [base_port, base_port + 1] if base_port else _free_ports(2)
     parties = [f"127.0.0.1:{p}" for p in ports]
-    common = (parties, protocol, samples, float(timeout_s), cfg)
-    got = _spawn({"server": (program, params32, *common), "client": (program, x32, *common)},
-                 max(1.0, deadline - time.monotonic()))
+    common = (protocol, samples, float(timeout_s), cfg)
+    with contextlib.ExitStack() as stack:
+        views = {"server": parties, "client": parties}
+        if link is not None:  # each party listens on its own port, reaches the peer's relay
+            fronts = stack.enter_context(Relay(parties, link))
+            views = {"server": [parties[0], fronts[1]], "client": [fronts[0], parties[1]]}
+        got = _spawn({"server": (program, params32, views["server"], *common),
+                      "client": (program, x32, views["client"], *common)},
+                     max(1.0, deadline - time.monotonic()))
     (res, client_rss), (_, server_rss) = got["client"], got["server"]
     plain = plain_logits(fn, params32, x32)
     err = float(np.max(np.abs(res.logits - plain))) if plain.shape == res.logits.shape else None

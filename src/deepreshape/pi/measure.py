@@ -33,6 +33,7 @@ from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.io import write_json
 from deepreshape.pi import engine
+from deepreshape.pi.link import LinkProfile
 from deepreshape.spec import NetSpec
 
 PI_JSON = "pi.json"
@@ -160,12 +161,15 @@ def random_network(spec: NetSpec, seed: int = 0) -> tuple[Callable, dict[str, np
 
 def measure_spec(spec: NetSpec, protocol: str = "cheetah", repeats: int = 3,
                  timeout_s: float = 900, seed: int = 0,
-                 fxp_fraction_bits: int = DEFAULT_FXP_BITS) -> dict[str, Any]:
-    """Costs of one query (batch 1) of `spec` with random weights, both parties on loopback."""
+                 fxp_fraction_bits: int = DEFAULT_FXP_BITS,
+                 link: LinkProfile | None = None) -> dict[str, Any]:
+    """Costs of one query (batch 1) of `spec` with random weights, both parties on loopback
+    (through an emulated `link` if given)."""
     fn, params, x = random_network(spec, seed)
     res = engine.run_two_party(fn, params, x, protocol, samples=repeats, timeout_s=timeout_s,
-                               fxp_fraction_bits=fxp_fraction_bits)
-    return {**_counts(spec), **cost_record(res), "max_abs_err_jax": res.max_abs_err}
+                               link=link, fxp_fraction_bits=fxp_fraction_bits)
+    return {**_counts(spec), **cost_record(res), "max_abs_err_jax": res.max_abs_err,
+            "link": link.to_dict() if link else None}
 
 
 # --------------------------------------------------------------------------- runs
@@ -217,6 +221,7 @@ def measure_run(
     fxp_fraction_bits: int = DEFAULT_FXP_BITS,
     cost_model: Any = None,
     write: bool = True,
+    link: LinkProfile | None = None,
 ) -> dict[str, Any] | None:
     """Measure secure inference of the run at `path`; returns (and writes) ``pi.json``.
 
@@ -228,12 +233,16 @@ def measure_run(
     the run directory supplies the architecture and the public SNL mask positions (the
     compiled program must match the server's) and the plaintext reference; its weights
     never enter the secure computation. `cost_model` is a `CostModel`, a path, or None
-    for the shipped coefficients.
+    for the shipped coefficients. `link` (local runs only) puts an emulated network
+    between the two processes (`deepreshape.pi.link`).
     """
     from deepreshape.pi.export import export_model
     from deepreshape.runs import load_run
 
     _check_args(protocol, samples, repeats, parties, role)
+    if link is not None and role is not None:
+        raise UsageError("--link emulates a network between two local parties; with --parties "
+                         "and --role the network is the real one")
     run = load_run(path)
     spec = run.spec
     model = run.model()
@@ -260,7 +269,7 @@ def measure_run(
             return engine.run_party("client", fn, params, xs, parties, protocol, reps, timeout_s,
                                     isolate=True, **cfg)
         return engine.run_two_party(fn, params, xs, protocol, samples=reps, timeout_s=timeout_s,
-                                    **cfg)
+                                    link=link, **cfg)
 
     cost = session(x[:1], repeats)
     check = session(x, 1) if samples > 1 else cost
@@ -273,7 +282,8 @@ def measure_run(
         "field": FIELD, "fxp_fraction_bits": fxp_fraction_bits, "fixed_point": FXP_NOTE,
         "batch": 1, "repeats": repeats,
         "deployment": {"mode": "two hosts" if role else "loopback, two local processes",
-                       "role": role or "both", "parties": parties},
+                       "role": role or "both", "parties": parties,
+                       "link": link.to_dict() if link else None},
         **agree,
         "check_session": None if check is cost else {
             "images": samples, "latency_s": check.latency_s, "total_bytes": check.total_bytes},
