@@ -14,6 +14,7 @@ from deepreshape.count import count  # noqa: E402
 from deepreshape.errors import UsageError  # noqa: E402
 from deepreshape.pi import cheetah  # noqa: E402
 from deepreshape.pi import costmodel as C  # noqa: E402
+from deepreshape.pi.link import LinkProfile  # noqa: E402
 from deepreshape.spec import parse  # noqa: E402
 
 TRUE = {  # plausible Cheetah-like costs, to be recovered from synthetic measurements
@@ -219,6 +220,11 @@ def test_calibrate_resumes_from_its_cache_and_rejects_a_broken_one(tmp_path):
     calls.clear()
     C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache, repeats=5)
     assert len(calls) == len(nets) + len(held)  # other settings measure again
+    calls.clear()
+    wan = C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache,
+                      link=LinkProfile(400e6, 0.04))
+    assert len(calls) == len(nets) + len(held)  # and so does another link
+    assert wan.meta["link"]["rtt_s"] == 0.04 and "emulated link" in wan.meta["machine_summary"]
     cache.write_text(cache.read_text() + "{not json\n")
     with pytest.raises(UsageError, match="not a calibration cache line"):
         C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache)
@@ -329,8 +335,9 @@ def test_cli_estimate_with_the_shipped_model(capsys):
     (["pi", "--estimate", "resnet19"], "unknown architecture"),
     (["pi"], "exactly one of"),
     (["pi", "some_run", "--estimate", "resnet18"], "exactly one of"),
-    (["pi", "--estimate", "resnet18", "--role", "client"], "--parties, --role and --link"),
-    (["pi", "--estimate", "resnet18", "--link", "wan"], "apply only to measuring a RUN"),
+    (["pi", "--estimate", "resnet18", "--role", "client"], "--parties and --role"),
+    (["pi", "--estimate", "resnet18", "--link", "wan"], "calibrate one with --link"),
+    (["pi", "--calibrate", "--link", "fast"], "expected lan, wan or RATE:RTT"),
     (["pi", "--estimate", "resnet18", "--cost-model", "/nonexistent/cm.json"], "no such"),
 ])
 def test_cli_errors_are_one_line_with_exit_2(argv, match, capsys):

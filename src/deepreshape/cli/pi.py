@@ -3,7 +3,7 @@
     deepreshape pi RUN [--protocol cheetah|semi2k] [--samples N] [--link lan|wan|RATE:RTT] [--json]
     deepreshape pi RUN --role server|client --parties HOST:PORT,HOST:PORT   (one party per host)
     deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--json]
-    deepreshape pi --calibrate [--protocol P] [--out costmodel.json]
+    deepreshape pi --calibrate [--protocol P] [--link L] [--out costmodel.json]
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--role", choices=("server", "client"), default=None,
                    help="the party this process is (with --parties)")
     p.add_argument("--link", default=None, metavar="lan|wan|RATE:RTT",
-                   help="put an emulated network between the two local parties: lan (3 Gbit/s, "
-                        "0.3 ms RTT), wan (400 Mbit/s, 40 ms RTT) or e.g. 100mbit:10ms")
+                   help="put an emulated network between the two local parties (measuring or "
+                        "--calibrate): lan (3 Gbit/s, 0.3 ms RTT), wan (400 Mbit/s, 40 ms RTT) "
+                        "or e.g. 100mbit:10ms")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds before an absent or silent peer is an error (default 900)")
     p.add_argument("--fxp-bits", type=int, default=18,
@@ -62,8 +63,11 @@ def _mode(args: argparse.Namespace) -> str:
                              ("calibrate", args.calibrate)) if on]
     if len(modes) != 1:
         raise UsageError("give exactly one of RUN, --estimate NAME or --calibrate")
-    if modes[0] != "measure" and (args.parties or args.role or args.link):
-        raise UsageError("--parties, --role and --link apply only to measuring a RUN")
+    if modes[0] != "measure" and (args.parties or args.role):
+        raise UsageError("--parties and --role apply only to measuring a RUN")
+    if modes[0] == "estimate" and args.link:
+        raise UsageError("--link applies to measuring a RUN or to --calibrate; an estimate "
+                         "uses the cost model's own link (calibrate one with --link)")
     if modes[0] != "estimate" and any(getattr(args, k) is not None
                                       for k in ("dataset", "input_size", "num_classes")):
         raise UsageError("--dataset, --input-size and --num-classes apply only to --estimate")
@@ -136,14 +140,16 @@ def _stage_table(pred: dict[str, Any]) -> str:
 
 def _calibrate(args: argparse.Namespace) -> int:
     from deepreshape.pi import costmodel
+    from deepreshape.pi.link import LinkProfile
 
     protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
+    link = LinkProfile.parse(args.link) if args.link else None
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     cache = Path(args.out).with_suffix(".measurements.jsonl")
     if say:
         say(f"measurements go to {cache} as they complete; rerun the same command to resume")
     model = costmodel.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
-                                progress=say, cache=cache)
+                                progress=say, cache=cache, link=link)
     path = model.save(args.out)
     if args.json:
         print_json(model.to_dict())

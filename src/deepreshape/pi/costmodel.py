@@ -48,6 +48,7 @@ from deepreshape.count import layer_table
 from deepreshape.errors import UsageError
 from deepreshape.io import append_jsonl, write_json
 from deepreshape.pi.cheetah import HE_COUNTS, layer_counts
+from deepreshape.pi.link import LinkProfile
 from deepreshape.spec import NetSpec, parse, relu_slots
 
 STAGE_FEATURES = ("relus", "macs", "relu_layers", "linear_layers", "params", "activations",
@@ -503,6 +504,7 @@ def calibrate(
     measure: Measure | None = None,
     progress: Callable[[str], None] | None = None,
     cache: str | Path | None = None,
+    link: LinkProfile | None = None,
 ) -> CostModel:
     """Measure every network under each protocol, fit, and evaluate on `heldout`.
 
@@ -511,13 +513,15 @@ def calibrate(
     random weights, the median of `repeats` warm runs). With `cache` (a JSONL file), each
     measurement is appended there as it completes and a later call with the same cache
     reuses the ones it finds (same protocol, network and repeats), so an interrupted
-    calibration resumes instead of starting over.
+    calibration resumes instead of starting over. With `link`, the default measurement
+    runs through that emulated network (`deepreshape.pi.link`), so the fit predicts it.
     """
     from deepreshape.pi import measure as pim
 
     if measure is None:
         def measure(spec: NetSpec, protocol: str) -> dict[str, Any]:
-            return pim.measure_spec(spec, protocol, repeats=repeats, timeout_s=timeout_s)
+            return pim.measure_spec(spec, protocol, repeats=repeats, timeout_s=timeout_s,
+                                    link=link)
 
     say = progress or (lambda _msg: None)
     done = _read_cache(cache)
@@ -527,7 +531,7 @@ def calibrate(
         for part, nets in (("calibration", networks), ("heldout", heldout)):
             for i, net in enumerate(nets, 1):
                 spec = net.spec()
-                key = _cache_key(protocol, net, repeats)
+                key = _cache_key(protocol, net, repeats, link)
                 row = done.get(key)
                 if row is None:
                     rec = dict(measure(spec, protocol))
@@ -549,7 +553,9 @@ def calibrate(
         "date": _now(),
         "machine": mach,
         "machine_summary": f"{mach.get('cpu_count')} CPU cores ({mach.get('cpu', '?')}), "
-                           "both parties on one host over loopback",
+                           "both parties on one host over "
+                           + (f"an emulated link ({link.describe()})" if link else "loopback"),
+        "link": link.to_dict() if link else None,
         "method": (f"two real SPU parties (spu {mach.get('spu', '?')}) in two processes over "
                    "brpc on 127.0.0.1 sharing the machine's cores; FM64, 18 fraction bits; "
                    "batch 1; randomly initialized weights; per network one cold run then "
@@ -564,8 +570,9 @@ def calibrate(
     return fit_measurements(measured, meta)
 
 
-def _cache_key(protocol: str, net: Network, repeats: int) -> str:
-    return json.dumps([protocol, net.to_dict(), repeats], sort_keys=True)
+def _cache_key(protocol: str, net: Network, repeats: int, link: LinkProfile | None) -> str:
+    where = [link.rate_bps, link.rtt_s] if link else "loopback"
+    return json.dumps([protocol, net.to_dict(), repeats, where], sort_keys=True)
 
 
 def _read_cache(path: str | Path | None) -> dict[str, dict[str, Any]]:
