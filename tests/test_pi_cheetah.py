@@ -107,3 +107,31 @@ def test_spu_chooses_the_same_blocks(cin, cout, size, k, stride, capfd):
     for got in logged:
         assert tuple(map(int, got[:3])) == dims
         assert tuple(map(int, got[3:])) == cheetah.blocking(*dims).block
+
+
+@pytest.mark.slow
+def test_grouped_convs_run_under_spu_as_one_product_per_group(capfd):
+    """RegNet-X's grouped convs: SPU 0.9.5 rejects JAX's grouped lowering, so the export
+    writes one conv per group; SPU then logs exactly the products the cost model counts."""
+    pytest.importorskip("spu")
+    import numpy as np
+
+    from deepreshape.count import LayerCount
+    from deepreshape.pi import engine
+    from deepreshape.pi.export import conv2d
+
+    rng = np.random.default_rng(0)
+    groups, cin, cout, size = 4, 16, 16, 8
+    w = rng.normal(size=(cout, cin // groups, 3, 3)).astype(np.float32)
+    x = rng.normal(size=(1, cin, size, size)).astype(np.float32)
+
+    def fn(p, x):
+        return conv2d(x, p["w"], None, 1, groups)
+
+    secure = engine.run_simulated(fn, {"w": w}, x, "cheetah")
+    np.testing.assert_allclose(secure, engine.plain_logits(fn, {"w": w}, x), atol=1e-3)
+    logged = re.findall(r"1@(\d+)x(\d+)x(\d+) => ", capfd.readouterr().out)
+    row = LayerCount("c", "conv", "stage1", (cout, size, size), in_shape=(cin, size, size),
+                     kernel=3, stride=1, groups=groups)
+    per_direction = cheetah.layer_products(row)
+    assert sorted(tuple(map(int, g)) for g in logged) == sorted(per_direction * 2)

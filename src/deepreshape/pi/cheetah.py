@@ -89,8 +89,8 @@ def blocking(m: int, k: int, n: int, poly_degree: int = POLY_DEGREE) -> Blocking
 def layer_products(row: LayerCount) -> list[tuple[int, int, int]]:
     """The matrix products (m, k, n) of a conv or linear layer under Cheetah, batch 1.
 
-    A grouped conv counts as one product per group (an approximation: no calibration
-    network has grouped convolutions). Other layers have none.
+    A grouped conv is one product per group (the export writes it as one conv per group,
+    and SPU logs one product each). Other layers have none.
     """
     if row.kind == "linear":
         return [(1, row.in_shape[0], row.shape[0])]

@@ -66,11 +66,25 @@ def relu_on(x: jax.Array, kept_idx: np.ndarray) -> jax.Array:
 
 
 def conv2d(x: jax.Array, w: jax.Array, b: jax.Array | None, stride: int, groups: int = 1) -> jax.Array:
-    """Torch-style conv: NCHW/OIHW, padding k//2 (1 for 3x3, 0 for 1x1), optional bias."""
+    """Torch-style conv: NCHW/OIHW, padding k//2 (1 for 3x3, 0 for 1x1), optional bias.
+
+    A grouped conv is written as one conv per group, concatenated: JAX lowers
+    ``feature_group_count`` to a convolution with a third spatial dimension, which SPU
+    0.9.5 rejects ("Convolution with 3 spatial dimensions is not supported").
+    """
     pad = w.shape[-1] // 2
-    y = jax.lax.conv_general_dilated(
-        x, w, (stride, stride), [(pad, pad), (pad, pad)], dimension_numbers=_NCHW,
-        feature_group_count=groups, precision=_HIGHEST)
+
+    def conv(xg: jax.Array, wg: jax.Array) -> jax.Array:
+        return jax.lax.conv_general_dilated(
+            xg, wg, (stride, stride), [(pad, pad), (pad, pad)], dimension_numbers=_NCHW,
+            precision=_HIGHEST)
+
+    if groups == 1:
+        y = conv(x, w)
+    else:
+        y = jnp.concatenate([conv(xg, wg) for xg, wg in zip(jnp.split(x, groups, axis=1),
+                                                            jnp.split(w, groups, axis=0),
+                                                            strict=True)], axis=1)
     return y if b is None else y + b[None, :, None, None]
 
 
