@@ -120,7 +120,9 @@ def test_cli_pi_writes_pi_json_with_agreement_and_costs(run_dir, capsys):
     assert main(["pi", str(run_dir), "--samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "argmax agrees on 2/2" in out and "online latency" in out
+    assert "calibrated over loopback" in out
     rec = json.loads((run_dir / "pi.json").read_text())
+    assert rec["deployment"]["link"] is None
     assert rec["protocol"] == "cheetah" and rec["field"] == "FM64" and rec["fxp_fraction_bits"] == 18
     assert rec["images"] == 2 and rec["argmax_agree"] == 1.0 and rec["max_abs_err"] < 1e-2
     assert rec["latency_s"] > 0 and rec["cold_latency_s"] > rec["latency_s"]

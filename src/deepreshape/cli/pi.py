@@ -211,8 +211,9 @@ def _measure_text(rec: dict[str, Any]) -> str:
     lines += ["  " + ln for ln in table(["kind", "time s", "share", "MB", "share"], rows).split("\n")]
     pred = (rec.get("predicted") or {}).get("spu")
     if pred:
-        lines.append(f"  predicted by the cost model: {pred['latency_s']:.3f} s, "
-                     f"{pred['bytes'] / 1e6:.2f} MB")
+        over = (pred.get("link") or {}).get("describe", "loopback")
+        lines.append(f"  predicted by the cost model (calibrated over {over}): "
+                     f"{pred['latency_s']:.3f} s, {pred['bytes'] / 1e6:.2f} MB")
     lines.append(f"  secure vs plaintext on {rec['images']} test image(s): argmax agrees on "
                  f"{rec['argmax_agree_count']}/{rec['images']}, max abs error "
                  f"{rec['max_abs_err']:.2e}")

@@ -233,6 +233,7 @@ class CostModel:
             out[f"linear_share_{t}"] = lin / total if total else 0.0
         out["per_stage"] = rows
         out["heldout_error"] = self.meta.get("report", {}).get(protocol, {}).get("heldout_error")
+        out["link"] = self.meta.get("link")  # None: calibrated on loopback
         out["source"] = (f"SPU {protocol} cost model fit on this toolkit's measurements "
                          f"({self.meta.get('machine_summary', 'see costmodel.json')})")
         return out
