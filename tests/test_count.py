@@ -155,3 +155,18 @@ def test_to_dict_json_shape() -> None:
                       "stem_relus", "stages"}
     assert [s["name"] for s in d["stages"]] == ["stage1", "stage2", "stage3", "stage4"]
     assert sum(s["relus"] for s in d["stages"]) == d["relus"]
+
+
+def test_counting_from_the_command_line_does_not_import_torch():
+    """`deepreshape count` answers in a fraction of a second: only the count command and
+    the spec are loaded, not torch or the training stack."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from deepreshape.cli.main import main; "
+            "rc = main(['count', 'hrn-5x7x2x', '--dataset', 'cifar100']); "
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "0 False"
+    relus = count(parse("hrn-5x7x2x", dataset="cifar100")).relus
+    assert f"{relus:,}" in out.stdout

@@ -224,7 +224,9 @@ def test_hrn_pipeline_end_to_end(baseline: Path, tmp_path: Path) -> None:
 
 
 def test_init_from_baseline_weights(baseline: Path, tmp_path: Path, monkeypatch) -> None:
-    import deepreshape.train as tr
+    import importlib
+
+    tr = importlib.import_module("deepreshape.train")  # dr.train is the function
 
     seen = {}
     real = tr.train

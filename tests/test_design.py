@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import time
@@ -14,7 +15,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import deepreshape.design as dm
 from deepreshape.cli.main import main
 from deepreshape.design import (
     design,
@@ -25,6 +25,8 @@ from deepreshape.design import (
     solve,
 )
 from deepreshape.errors import UsageError
+
+dm = importlib.import_module("deepreshape.design")  # `deepreshape.design` is the function
 
 HRN_3241 = {(7, 5, 2), (5, 5, 3), (6, 6, 2), (5, 7, 2)}  # paper, Sec. 3 / App. B.1
 HRN_3421 = {(5, 9, 2), (5, 6, 3)}  # paper, App. D.6

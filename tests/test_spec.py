@@ -148,3 +148,17 @@ def test_stem_stride_suffix_is_part_of_the_name() -> None:
     assert count(spec).relus * 4 == count(parse("hrn-5x7x2x")).relus
     with pytest.raises(UsageError):
         parse("hrn-5x7x2x-s9")
+
+
+def test_package_functions_stay_functions_when_their_modules_load():
+    """`dr.build`, `dr.design` and `dr.train` share names with their modules; importing
+    a module (directly or through another) must not replace the function."""
+    import importlib
+
+    import deepreshape as dr
+
+    for name in ("build", "create_model", "design", "train", "Recipe", "load_run"):
+        first = getattr(dr, name)
+        importlib.import_module(dr._LAZY[name])
+        assert getattr(dr, name) is first and callable(first), name
+    assert dr.design((3, 2, 4, 1)) and dr.design((3, 2, 4, 1))  # twice: still the function

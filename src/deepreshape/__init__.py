@@ -12,9 +12,10 @@ Python API (the CLI is a thin layer over these)::
 
 from __future__ import annotations
 
+import sys
+import types
 from typing import Any
 
-from deepreshape.build import build, create_model
 from deepreshape.count import Counts, count, count_module
 from deepreshape.errors import DeepReshapeError, UsageError
 from deepreshape.spec import NetSpec, list_models, parse
@@ -26,8 +27,10 @@ __all__ = [
     "create_model", "design", "list_models", "load_run", "parse", "Recipe", "train",
 ]
 
-# Heavier parts are imported on first use so `import deepreshape` stays fast.
-_LAZY = {"design": "deepreshape.design", "train": "deepreshape.train", "Recipe": "deepreshape.train",
+# Heavier parts (torch) are imported on first use so `import deepreshape` (and with it
+# `deepreshape count`) stays fast.
+_LAZY = {"build": "deepreshape.build", "create_model": "deepreshape.build",
+         "design": "deepreshape.design", "train": "deepreshape.train", "Recipe": "deepreshape.train",
          "load_run": "deepreshape.runs"}
 
 
@@ -35,5 +38,20 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'deepreshape' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """Keeps `deepreshape.build` the function: importing the submodule of the same name
+    would otherwise set the package attribute to the module."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -11,11 +11,13 @@ weights, not running statistics. The linear classifier is reported as `head`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from deepreshape.spec import NetSpec, SlotInfo, Stage, conv_out, relu_slots, reuse_split, stage_io
+
+if TYPE_CHECKING:  # torch is imported by `count_module` only: counting from a spec needs none
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -214,6 +216,9 @@ def count_module(model: nn.Module, spec: NetSpec, layers: bool = False) -> Count
     non-zero mask entries of a masked slot), MACs come from each conv/linear call's
     actual input and output shapes, parameters from `model.named_parameters()`.
     """
+    import torch
+    from torch import nn
+
     from deepreshape.build import MaskedReLU
 
     rows: list[LayerCount] = []

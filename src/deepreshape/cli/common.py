@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from deepreshape.spec import DATASET_SHAPES
-from deepreshape.train import Recipe
+
+if TYPE_CHECKING:
+    from deepreshape.train import Recipe
 
 
 def add_shape_args(p: argparse.ArgumentParser) -> None:
@@ -65,11 +68,12 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
 
 # --------------------------------------------------------------------------- recipes
 
-_R = Recipe()
+def add_recipe_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
+    """Recipe options; every method that trains takes the same ones (default: `Recipe`'s)."""
+    from deepreshape.train import Recipe  # torch: only for the commands that train
 
-
-def add_recipe_args(p: argparse.ArgumentParser, epochs: int = _R.epochs) -> None:
-    """Recipe options; every method that trains takes the same ones."""
+    _R = Recipe()  # noqa: N806
+    epochs = _R.epochs if epochs is None else epochs
     p.add_argument("--dataset", default="digits",
                    help=f"one of {', '.join(DATASET_SHAPES)} (default: digits, embedded, offline)")
     p.add_argument("--data-dir", default=None, help="data root (default: $DEEPRESHAPE_DATA "
@@ -93,6 +97,8 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int = _R.epochs) -> None
 
 def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
     """The training `Recipe` from the recipe options; `overrides` win."""
+    from deepreshape.train import Recipe
+
     kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               weight_decay=args.weight_decay, momentum=args.momentum,
               warmup_epochs=args.warmup_epochs, kd_temperature=args.kd_temperature,
@@ -104,7 +110,7 @@ def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
 def add_method_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
     """Recipe options for a method that trains from a baseline run. The data set is the
     baseline's, so --dataset defaults to it (and may only repeat it)."""
-    add_recipe_args(p, **({"epochs": epochs} if epochs is not None else {}))
+    add_recipe_args(p, epochs)
     for action in p._actions:
         if action.dest == "dataset":
             action.help = "the baseline's data set (default; another one is an error)"

@@ -20,19 +20,27 @@ _ORDER = ["list", "count", "design", "train", "eval", "criticality", "reduce", "
           "pareto", "report", "demo"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser, with every `deepreshape.cli` module's sub-command registered."""
+def command_names() -> list[str]:
+    """The sub-commands (modules of `deepreshape.cli`), in `deepreshape --help` order."""
+    import deepreshape.cli as pkg
+
+    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in ("main", "common")]
+    return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser with every sub-command registered, or just `only`.
+
+    Registering one command imports only its module, so `deepreshape count` does not
+    pay for torch and the training stack.
+    """
     parser = argparse.ArgumentParser(
         prog="deepreshape",
         description="Design, count, train and privately run networks for private inference.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    import deepreshape.cli as pkg
-
-    names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in ("main",)]
-    names = sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
-    for name in names:
+    for name in [only] if only else command_names():
         module = importlib.import_module(f"deepreshape.cli.{name}")
         if hasattr(module, "register"):
             module.register(sub)
@@ -48,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--debug" not in argv:
         warnings.formatwarning = _one_line_warning
-    parser = build_parser()
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first if first in command_names() else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
