@@ -216,7 +216,7 @@ def _check_final(res, budget: int, granularity: str) -> None:
     assert 0 <= res.final_acc <= 100 and run.results["final_acc"] == pytest.approx(res.final_acc)
     assert run.config["method"]["name"] == "snl" and run.config["method"]["budget"] == budget
     # The checkpoint carries the binarized masks of the mask phase, not the spec's default.
-    phase = torch.load(run.path / "mask_phase.pt", weights_only=False)
+    phase = torch.load(run.path / "mask_phase.pt", weights_only=True)
     model = run.model()
     for name, mod in model.named_modules():
         if isinstance(mod, MaskedReLU):

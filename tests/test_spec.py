@@ -162,3 +162,31 @@ def test_package_functions_stay_functions_when_their_modules_load():
         importlib.import_module(dr._LAZY[name])
         assert getattr(dr, name) is first and callable(first), name
     assert dr.design((3, 2, 4, 1)) and dr.design((3, 2, 4, 1))  # twice: still the function
+
+
+@pytest.mark.parametrize("suffix, keyword", [
+    ("-d0,2,2,2", {"depths": [0, 2, 2, 2]}),
+    ("-d1001,1,1,1", {"depths": [1001, 1, 1, 1]}),
+    ("-w16,32,64,65537", {"widths": [16, 32, 64, 65537]}),
+    ("-m65537", {"base_width": 65537}),
+    ("-1025x2x2x", {"multipliers": [1025, 2, 2]}),
+])
+def test_suffixes_and_overrides_share_one_check(suffix: str, keyword: dict) -> None:
+    """The same value is refused the same way as a name suffix and as an option."""
+    with pytest.raises(UsageError, match=r"every value must be an integer in 1\.\.") as by_name:
+        parse("resnet18" + suffix)
+    with pytest.raises(UsageError, match=r"every value must be an integer in 1\.\.") as by_kw:
+        parse("resnet18", **keyword)
+    assert str(by_name.value).split(":")[1] == str(by_kw.value).split(":")[1]
+
+
+def test_limits_hold_for_products_and_stored_specs() -> None:
+    """Values inside the per-value limits that multiply into an absurd network are refused
+    before anything is built, also when they come from a stored config."""
+    with pytest.raises(UsageError, match="weights, above the limit"):
+        parse("resnet18", depths=[1000] * 4, widths=[65536] * 4)
+    spec = parse("resnet18").to_dict()
+    spec["stages"][0]["depth"] = 10**9
+    with pytest.raises(UsageError, match="every value must be an integer"):
+        NetSpec.from_dict(spec)
+    assert parse("resnet18", depths=[1000, 1, 1, 1]).depths == (1000, 1, 1, 1)  # at the limit

@@ -358,7 +358,7 @@ def _read_tinyimagenet(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     val_files, val_y = _parse_val(ann_bytes, ann_path, base / "val" / "images", wnids)
     key = _cache_key(wnids_bytes, ann_bytes, _count_images(base, wnids))
     cache = base / _TINY_CACHE
-    cached = _load_cache(cache, key)
+    cached = _load_cache(cache, key, (len(train_files), len(val_files)), len(wnids))
     if cached is not None:
         return cached
     arrays = (_decode_all(train_files), train_y, _decode_all(val_files), val_y)
@@ -443,17 +443,26 @@ def _cache_key(wnids: bytes, annotations: bytes, count: int) -> str:
     return f"{h.hexdigest()}-{count}"
 
 
-def _load_cache(cache: Path, key: str) -> tuple[np.ndarray, ...] | None:
-    """The cached arrays if the cache exists, is readable and matches `key`; else None."""
+def _load_cache(cache: Path, key: str, sizes: tuple[int, int], classes: int
+                ) -> tuple[np.ndarray, ...] | None:
+    """The cached arrays if the cache exists, is readable, matches `key` and holds what the
+    JPEG tree does (`sizes` train/val images, labels below `classes`); else None, and the
+    caller decodes the tree again and rewrites the cache."""
     if not cache.is_file():
         return None
     try:
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) != key:
                 return None
-            return tuple(z[k] for k in ("train_x", "train_y", "test_x", "test_y"))
-    except (OSError, ValueError, KeyError, zlib.error):  # our own file, half-gone: rebuild it
+            arrays = tuple(z[k] for k in ("train_x", "train_y", "test_x", "test_y"))
+    except Exception:  # noqa: BLE001  truncated, bit-flipped (CRC), foreign: rebuild it
         return None
+    shape = (3, _TINY_SIZE, _TINY_SIZE)
+    for x, y, n in ((arrays[0], arrays[1], sizes[0]), (arrays[2], arrays[3], sizes[1])):
+        if (x.dtype != np.uint8 or x.shape != (n, *shape) or y.shape != (n,)
+                or y.dtype.kind not in "iu" or (n and not 0 <= y.min() <= y.max() < classes)):
+            return None
+    return arrays
 
 
 def _decode_all(files: list[Path]) -> np.ndarray:

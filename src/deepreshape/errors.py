@@ -23,6 +23,10 @@ class CheckpointError(UsageError):
     """A run directory or checkpoint that is missing, broken, or for another network."""
 
 
+class UnsafeFileError(CheckpointError):
+    """A file that asks to run code or build objects other than tensors and plain data."""
+
+
 class RunFailure(DeepReshapeError, RuntimeError):
     """Something that failed while running (NaN loss, a dead peer, a timeout)."""
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from deepreshape import io
 from deepreshape.count import Counts, count, normalized_stagewise
-from deepreshape.errors import UsageError
+from deepreshape.errors import CheckpointError, UsageError
 from deepreshape.runs import CONFIG, RESULTS, Run, load_run
 
 PI_JSON, CRITICALITY_JSON, SNL_JSON, REDUCE_JSON = "pi.json", "criticality.json", "snl.json", "reduce.json"
@@ -732,10 +732,19 @@ def report(run: str | os.PathLike | Run, out: str | os.PathLike | None = None) -
     return res
 
 
+def _not_what_it_says(data: Any, summary: Any, path: Path, maker: str) -> str | None:
+    """A note for a file that is valid JSON but not the result `maker` writes (so the report
+    names the real problem instead of calling it missing)."""
+    if data is None or summary:
+        return None
+    return (f"{path}: present but not a {maker} result (a {type(data).__name__} without its "
+            "fields); left out, rerun the command to rewrite it")
+
+
 def _metrics(run: Run, res: ReportResult) -> list[dict]:
     try:
         return [m for m in run.metrics if isinstance(m, dict)]
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except CheckpointError:  # a broken line
         res.notes.append(f"{run.path / 'metrics.jsonl'}: broken line(s); no training curves")
         return []
 
@@ -769,6 +778,7 @@ def _optional_sections(run: Run, res: ReportResult) -> list[str]:
     md: list[str] = []
     data, bad = read_optional(run.path / CRITICALITY_JSON)
     crit = criticality_summary(data)
+    bad = bad or _not_what_it_says(data, crit, run.path / CRITICALITY_JSON, "criticality")
     if crit:
         png = _add_plot(res, "criticality", lambda p: _plot_criticality(crit, p))
         md += ["## Stagewise criticality", _criticality_md(crit), _image("Criticality", png)]
@@ -777,6 +787,7 @@ def _optional_sections(run: Run, res: ReportResult) -> list[str]:
         res.notes.append(bad or "no criticality.json (`deepreshape criticality` adds C_k per stage)")
     data, bad = read_optional(run.path / PI_JSON)
     pi = pi_summary(data)
+    bad = bad or _not_what_it_says(data, pi, run.path / PI_JSON, "deepreshape pi")
     if pi:
         md += ["## Secure inference", _pi_md(pi)]
         res.summary["pi"] = {k: pi[k] for k in ("protocol", "latency_s", "bytes")}

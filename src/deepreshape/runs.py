@@ -8,18 +8,27 @@ A run directory holds ``config.json`` (spec, data set, recipe, seed, versions),
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import itertools
 import json
+import os
 import platform
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from deepreshape.errors import CheckpointError
+from deepreshape import io
+from deepreshape.errors import CheckpointError, RunFailure, UsageError
+from deepreshape.io import load_torch
 from deepreshape.spec import NetSpec
 
 CONFIG, CHECKPOINT, METRICS, RESULTS = "config.json", "checkpoint.pt", "metrics.jsonl", "results.json"
+LOCK = ".lock"
 
 
 def versions() -> dict[str, str]:
@@ -54,7 +63,13 @@ class Run:
     def results(self) -> dict:
         """results.json, or {} while the run has not finished."""
         p = self.path / RESULTS
-        return read_json(p, "results.json") if p.exists() else {}
+        if not p.exists():
+            return {}
+        results = read_json(p, "results.json")
+        if not isinstance(results, dict):
+            raise CheckpointError(f"{p}: broken results.json (a {type(results).__name__}, not the "
+                                  "object `deepreshape train` writes); rerun or delete it")
+        return results
 
     @property
     def metrics(self) -> list[dict]:
@@ -62,7 +77,10 @@ class Run:
         p = self.path / METRICS
         if not p.exists():
             return []
-        return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        try:
+            return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{p}: broken metrics.jsonl ({e.__class__.__name__})") from None
 
     @property
     def dataset(self) -> str:
@@ -89,9 +107,44 @@ def load_run(path: str | Path) -> Run:
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run directory")
     config = read_json(path / CONFIG, "config.json")
-    if not isinstance(config, dict) or "spec" not in config:
-        raise CheckpointError(f"{path / CONFIG}: not a deepreshape run config (no 'spec')")
-    return Run(path, config, NetSpec.from_dict(config["spec"]))
+    check_config(config, path / CONFIG)
+    try:
+        spec = NetSpec.from_dict(config["spec"])
+    except UsageError as e:
+        raise CheckpointError(f"{path / CONFIG}: {e}") from None
+    return Run(path, config, spec)
+
+
+# The fields of config.json this version writes and reads.
+CONFIG_FIELDS = ("spec", "arch", "data", "recipe", "seed", "teacher", "method", "versions",
+                 "world_size", "device")
+
+
+def check_config(config: Any, where: Path) -> None:
+    """A run config has its spec and data sections; one written by a newer deepreshape is
+    read with a warning that names the fields this version ignores."""
+    if not isinstance(config, dict) or not isinstance(config.get("spec"), dict):
+        raise CheckpointError(f"{where}: not a deepreshape run config (no 'spec' section)")
+    data = config.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("dataset"), str):
+        raise CheckpointError(f"{where}: the config has no 'data' section naming its data set "
+                              "(a deepreshape run config has spec, data and recipe)")
+    from deepreshape import __version__
+
+    written = str((config.get("versions") or {}).get("deepreshape", "0"))
+    if _version_tuple(written) > _version_tuple(__version__):
+        extra = [k for k in config if k not in CONFIG_FIELDS]
+        ignored = f"; ignoring the fields it added: {', '.join(extra)}" if extra else ""
+        warnings.warn(f"{where}: written by deepreshape {written}, newer than this {__version__}"
+                      f"{ignored}", stacklevel=3)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in text.split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, p))
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
 
 
 def load_checkpoint(path: Path, spec: NetSpec | None = None,
@@ -99,12 +152,14 @@ def load_checkpoint(path: Path, spec: NetSpec | None = None,
     """Load a checkpoint dict; CheckpointError if missing, broken or for another network."""
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint (train the run first)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises many types for truncated/corrupt files
-        raise CheckpointError(f"{path}: broken checkpoint ({e.__class__.__name__})") from None
+    ckpt = load_torch(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a deepreshape checkpoint (no model weights)")
+    state = ckpt["model"]
+    if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(f"{path}: not a deepreshape checkpoint ('model' is not a state dict "
+                              "of named tensors)")
     if spec is not None and ckpt.get("arch") not in (None, spec.describe()):
         raise CheckpointError(
             f"{path}: checkpoint is for {ckpt.get('arch')}, but the run is {spec.describe()}")
@@ -133,3 +188,77 @@ def load_matching(model: torch.nn.Module, state: dict) -> list[str]:
     fit = {k: v for k, v in state.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(fit, strict=False)
     return [k for k in own if k not in fit]
+
+
+_held: dict[Path, list] = {}  # run directory -> [fd, depth] for the locks this process holds
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: str | Path) -> Iterator[Path]:
+    """Hold the run directory's exclusive writer lock (`flock` on RUN/.lock) for the block.
+
+    A second writer, in another process, is refused at once with RunFailure naming the
+    holder. The lock is re-entrant within a process (a method that locks its run directory
+    may call `train()` on it) and is released on every exit path, a kill included (the
+    kernel drops it with the process). A directory this call created is removed again if
+    the block leaves nothing in it but the lock file.
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        _held[run_dir][1] += 1
+        try:
+            yield run_dir
+        finally:
+            _held[run_dir][1] -= 1
+        return
+    created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        os.close(fd)
+        raise RunFailure(f"{run_dir} is being written by another deepreshape process"
+                         f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to "
+                         "finish, or use another --out") from None
+    _held[run_dir] = [fd, 1]
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield run_dir
+    finally:
+        del _held[run_dir]
+        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:
+            (run_dir / LOCK).unlink()
+            for p in created:  # innermost first
+                with contextlib.suppress(OSError):
+                    p.rmdir()
+        os.close(fd)
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Delete the temporary files that a killed atomic write left behind (call under the lock)."""
+    left = sorted(run_dir.glob(".*.tmp"))
+    for p in left:
+        p.unlink(missing_ok=True)
+    return left
+
+
+def truncate_metrics(run_dir: Path, epochs: int) -> None:
+    """Keep only metrics.jsonl's records of the first `epochs` epochs (a resume continues
+    from its checkpoint's epoch; a kill after the metrics write left later lines)."""
+    p = run_dir / METRICS
+    if not p.exists():
+        return
+    lines = [line for line in p.read_text().splitlines() if line.strip()]
+    keep = []
+    for line in lines:
+        try:
+            if int(json.loads(line).get("epoch", 0)) > epochs:
+                continue
+        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
+            continue  # a torn or foreign line: not kept
+        keep.append(line)
+    if keep != lines:
+        io.write_text(p, "".join(f"{line}\n" for line in keep))

@@ -36,6 +36,14 @@ DATASET_SHAPES: dict[str, tuple[int, int]] = {
 }
 DEFAULT_DATASET = "cifar100"
 
+# What a spec may hold, checked before anything is counted or built: far above any real
+# network (ResNet-152 has 36 blocks in a stage and 2,048 channels; WRN-40-10 56M weights,
+# ResNet-18 at 224x224 2.3M activations), low enough that no name or option can ask for
+# terabytes.
+LIMITS = {"depth": 1_000, "width": 65_536, "multiplier": 1_024, "stem stride": 4,
+          "input size": 4_096, "classes": 1_000_000, "stages": 8,
+          "weights": 100_000_000_000, "activations": 10_000_000_000}
+
 
 # --------------------------------------------------------------------------- slot kinds
 
@@ -216,7 +224,7 @@ class NetSpec:
     def from_dict(cls, d: Mapping) -> NetSpec:
         """Rebuild a spec from `to_dict` output; UsageError if it is not one."""
         try:
-            return cls(
+            spec = cls(
                 name=d["name"],
                 family=d["family"],
                 input_size=int(d["input_size"]),
@@ -229,6 +237,12 @@ class NetSpec:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"not a valid network spec: {e}") from None
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise UsageError(f"network spec has fields this version does not know ({', '.join(unknown)}); "
+                             "it was written by a newer deepreshape: upgrade to use it")
+        _validate(spec)
+        return spec
 
 
 def _intify(x: float) -> float:
@@ -399,8 +413,26 @@ def _ints(text: str, what: str, name: str) -> tuple[int, ...]:
         vals = tuple(int(v) for v in text.split(","))
     except ValueError:
         raise UsageError(f"bad {what} {text!r} in {name!r}: expected integers like 2,2,2,2") from None
-    if not vals or any(v < 1 for v in vals):
-        raise UsageError(f"bad {what} in {name!r}: every value must be a positive integer")
+    return check_ints(vals, what, f"in {name!r}")
+
+
+_LIMIT_OF = {"base channels": "width", "multipliers": "multiplier", "depths": "depth",
+             "widths": "width", "stem stride": "stem stride"}
+
+
+def check_ints(values, what: str, where: str) -> tuple[int, ...]:
+    """The one check of per-stage integers, for name suffixes and keyword/CLI overrides alike:
+    a non-empty sequence of integers in 1..LIMITS[...]; UsageError naming `where` otherwise."""
+    top = LIMITS[_LIMIT_OF[what]]
+    try:
+        vals = tuple(values)
+        ok = bool(vals) and all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+    except TypeError:
+        vals, ok = (values,), False
+    if not ok or any(not 1 <= v <= top for v in vals):
+        shown = ",".join(map(str, vals))
+        raise UsageError(f"bad {what} {shown!r} {where}: every value must be an integer in "
+                         f"1..{top:,}")
     return vals
 
 
@@ -462,15 +494,15 @@ def parse(
         raise UsageError(_unknown(raw, f"unexpected {rest!r}"))
     ov = _parse_suffix(rest, raw)
     if base_width is not None:
-        ov.m = int(base_width)
+        ov.m = check_ints([base_width], "base channels", "(base width)")[0]
     if multipliers is not None:
-        ov.mults = tuple(int(v) for v in multipliers)
+        ov.mults = check_ints(multipliers, "multipliers", "(--multipliers)")
     if depths is not None:
-        ov.depths = tuple(int(v) for v in depths)
+        ov.depths = check_ints(depths, "depths", "(--depths)")
     if widths is not None:
-        ov.widths = tuple(int(v) for v in widths)
+        ov.widths = check_ints(widths, "widths", "(--widths)")
     if stem_stride is not None:
-        ov.stem_stride = int(stem_stride)
+        ov.stem_stride = check_ints([stem_stride], "stem stride", "(stem stride)")[0]
     size, classes = _shape(dataset, input_size, num_classes)
     if m.group("resnet") or m.group("hrn"):
         spec = _resnet_like(m, ov, raw)
@@ -495,8 +527,9 @@ def _shape(dataset: str | None, input_size: int | None, num_classes: int | None)
     size, classes = DATASET_SHAPES[ds]
     size = int(input_size) if input_size is not None else size
     classes = int(num_classes) if num_classes is not None else classes
-    if size < 4 or classes < 1:
-        raise UsageError(f"input size must be >= 4 and classes >= 1, got {size} and {classes}")
+    if not (4 <= size <= LIMITS["input size"] and 1 <= classes <= LIMITS["classes"]):
+        raise UsageError(f"input size must be in 4..{LIMITS['input size']:,} and classes in "
+                         f"1..{LIMITS['classes']:,}, got {size} and {classes}")
     return size, classes
 
 
@@ -596,15 +629,33 @@ def _regnetx(key: str, ov: _Overrides, raw: str) -> NetSpec:
 
 
 def _validate(spec: NetSpec) -> None:
-    res = spec.input_size
+    """Check a spec against BLOCKS and LIMITS before anything counts or builds it."""
+    if not spec.stages or len(spec.stages) > LIMITS["stages"]:
+        raise UsageError(f"{spec.name}: 1..{LIMITS['stages']} stages are supported")
+    _shape(DEFAULT_DATASET, spec.input_size, spec.num_classes)
+    if not 1 <= spec.in_channels <= 64:
+        raise UsageError(f"{spec.name}: input channels must be in 1..64, got {spec.in_channels}")
+    check_ints([spec.stem.width], "widths", f"in {spec.name!r} (stem)")
+    check_ints([spec.stem.stride], "stem stride", f"in {spec.name!r}")
+    res = conv_out(spec.input_size, 3, spec.stem.stride, 1)
+    weights, acts = 0, spec.stem.width * res * res
     for st in spec.stages:
         if st.block not in BLOCKS:
             raise UsageError(f"unknown block {st.block!r}; valid: {', '.join(BLOCKS)}")
+        check_ints([st.depth], "depths", f"in {spec.name!r}")
+        check_ints([st.inner or st.width, st.groups, st.stride], "widths", f"in {spec.name!r}")
+        if st.width > 4 * LIMITS["width"]:  # a bottleneck's output is 4x its inner width
+            check_ints([st.width], "widths", f"in {spec.name!r}")
+        weights += st.depth * (2 * st.inner * st.width + 9 * st.inner ** 2 // st.groups
+                               if st.inner else 18 * st.width ** 2)
+        acts += st.depth * 3 * st.width * res * res
         res = conv_out(res, 3, st.stride, 1)
     if res < 1 or conv_out(spec.input_size, 3, spec.stem.stride, 1) < 1:
         raise UsageError(f"{spec.name}: input {spec.input_size}x{spec.input_size} is too small")
-    if len(spec.stages) > 8:
-        raise UsageError(f"{spec.name}: at most 8 stages are supported")
+    for what, n in (("weights", weights), ("activations", acts)):
+        if n > LIMITS[what]:
+            raise UsageError(f"{spec.name}: about {n:.2e} {what}, above the limit of "
+                             f"{LIMITS[what]:.0e}; no real network comes near it")
 
 
 def list_models() -> dict[str, str]:

@@ -9,6 +9,7 @@ torch.compile) and many processes under `torchrun` (DDP; gloo on CPU, nccl on GP
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -29,19 +30,23 @@ from deepreshape import io
 from deepreshape.build import build
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, Dataset, load_dataset
-from deepreshape.errors import RunFailure, UsageError
+from deepreshape.errors import CheckpointError, RunFailure, UsageError
 from deepreshape.runs import (
     CHECKPOINT,
     CONFIG,
     METRICS,
     RESULTS,
     Run,
+    check_config,
     load_checkpoint,
     load_matching,
     load_run,
     load_state,
     read_json,
+    remove_temp_files,
+    truncate_metrics,
     versions,
+    writer_lock,
 )
 from deepreshape.spec import NetSpec, parse
 
@@ -62,15 +67,29 @@ class Recipe:
     augment: bool = True
 
     def validate(self) -> None:
-        """Raise UsageError on hyper-parameters training cannot use."""
-        if self.epochs < 1 or self.batch_size < 1:
-            raise UsageError("epochs and batch size must be positive integers")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UsageError(f"learning rate must be a positive number, got {self.lr}")
+        """Raise UsageError (one line, naming the option) on hyper-parameters training cannot use."""
+        def number(value: object, option: str, ok: bool, want: str) -> None:
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not math.isfinite(value) or not ok:
+                raise UsageError(f"{option} must be {want}, got {value!r}")
+
+        for value, option, top in ((self.epochs, "--epochs", MAX_EPOCHS),
+                                   (self.batch_size, "--batch-size", MAX_BATCH)):
+            number(value, option, isinstance(value, int) and 1 <= value <= top,
+                   f"an integer in 1..{top:,}")
+        number(self.lr, "--lr", self.lr > 0, "a positive number")
+        number(self.momentum, "--momentum", 0 <= self.momentum < 1, "in [0, 1)")
+        number(self.weight_decay, "--weight-decay", self.weight_decay >= 0, "a number >= 0")
+        number(self.warmup_epochs, "--warmup-epochs",
+               isinstance(self.warmup_epochs, int) and 0 <= self.warmup_epochs <= self.epochs,
+               f"an integer in 0..{self.epochs} (the epochs)")
+        number(self.kd_temperature, "--kd-temperature", self.kd_temperature > 0, "a positive number")
+        number(self.kd_weight, "--kd-weight", 0 <= self.kd_weight <= 1, "in [0, 1]")
         if self.optimizer not in ("sgd", "adam"):
             raise UsageError(f"optimizer must be sgd or adam, got {self.optimizer!r}")
-        if not 0 <= self.kd_weight <= 1 or self.kd_temperature <= 0:
-            raise UsageError("KD weight must be in [0, 1] and temperature positive")
+
+
+MAX_EPOCHS, MAX_BATCH = 100_000, 1_000_000  # far above any real recipe
 
 
 def kd_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
@@ -175,15 +194,28 @@ def seed_everything(seed: int) -> None:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-            "python": random.getstate(),
+    """Every RNG's state as tensors and plain Python values, so a checkpoint loads with
+    `weights_only=True` and no allowed globals."""
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {"torch": torch.get_rng_state(),
+            "numpy": {"bit_generator": name, "key": torch.from_numpy(key.astype(np.int64)),
+                      "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+            "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(s: dict) -> None:
+    """Restore `_rng_state()`; also reads the pickled NumPy/Python states of older checkpoints."""
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    npy, py = s["numpy"], s["python"]
+    if isinstance(npy, dict):
+        npy = (npy["bit_generator"], npy["key"].numpy().astype(np.uint32), npy["pos"],
+               npy["has_gauss"], npy["cached_gaussian"])
+    np.random.set_state(npy)
+    if isinstance(py, dict):
+        py = (py["version"], tuple(py["state"]), py["gauss_next"])
+    random.setstate(py)
     if s.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
 
@@ -305,6 +337,10 @@ def train(
     """
     recipe = recipe or Recipe()
     recipe.validate()
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be an integer in 0..2**63-1, got {seed!r}")
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise UsageError(f"--out {out} is a file, not a run directory; name a folder")
     dev = resolve_device(device)
     dist = init_distributed(dev)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
@@ -315,35 +351,6 @@ def train(
     if recipe.batch_size % dist.world_size:
         raise UsageError(f"batch size {recipe.batch_size} must divide by {dist.world_size} processes")
 
-    teacher_model, teacher_ref = _load_teacher(teacher, dev)
-    config = {
-        "spec": spec.to_dict(), "arch": spec.describe(),
-        "data": {"dataset": data.name, "input_size": data.input_size, "num_classes": data.num_classes,
-                 "train_size": len(data.train_y), "test_size": len(data.test_y)},
-        "recipe": dataclasses.asdict(recipe), "seed": seed, "teacher": teacher_ref,
-        "method": tag or {"name": "baseline"},
-    }
-    run_dir = Path(out) if out is not None else None
-    ckpt = _prepare_run_dir(run_dir, config, resume, force) if run_dir is not None else None
-    if dist.world_size > 1:  # every rank has read the old state before rank 0 rewrites it
-        import torch.distributed as tdist
-
-        tdist.barrier()
-    if run_dir is not None and dist.main:
-        io.write_json(run_dir / CONFIG, {**config, "versions": versions(),
-                                         "world_size": dist.world_size, "device": dev.type})
-
-    seed_everything(seed)
-    net = model if model is not None else build(spec)
-    if init_from is not None and ckpt is None:
-        state = init_from if isinstance(init_from, dict) else load_run(init_from).load_checkpoint()["model"]
-        load_matching(net, state)
-    net = net.to(dev)
-    if dev.type == "cuda":
-        net = net.to(memory_format=torch.channels_last)
-    if dist.world_size > 1:
-        net = _sync_batchnorm(net, dev)
-    optimizer = make_optimizer(net, recipe)
     train_loader = BatchLoader(data.train_x, data.train_y, recipe.batch_size // dist.world_size,
                                mean=data.mean, std=data.std, train=True, augment=recipe.augment,
                                seed=seed, rank=dist.rank, world_size=dist.world_size, device=dev,
@@ -354,6 +361,57 @@ def train(
     test_loader = BatchLoader(data.test_x, data.test_y, max(256, recipe.batch_size // dist.world_size),
                               mean=data.mean, std=data.std, train=False, rank=dist.rank,
                               world_size=dist.world_size, device=dev, channels_last=dev.type == "cuda")
+    teacher_model, teacher_ref = _load_teacher(teacher, dev, spec)
+    init_state = None
+    if init_from is not None:
+        init_state = init_from if isinstance(init_from, dict) else \
+            load_run(init_from).load_checkpoint()["model"]
+    config = {
+        "spec": spec.to_dict(), "arch": spec.describe(),
+        "data": {"dataset": data.name, "input_size": data.input_size, "num_classes": data.num_classes,
+                 "train_size": len(data.train_y), "test_size": len(data.test_y)},
+        "recipe": dataclasses.asdict(recipe), "seed": seed, "teacher": teacher_ref,
+        "method": tag or {"name": "baseline"},
+    }
+    # Everything above only reads; from here on the run directory is written, by one writer.
+    run_dir = Path(out) if out is not None else None
+    with contextlib.ExitStack() as held:
+        if run_dir is not None and dist.main:
+            held.enter_context(writer_lock(run_dir))
+        return _train_locked(spec, data, recipe, config, run_dir, resume, force, dev, dist,
+                             model, init_state, train_loader, test_loader, teacher_model,
+                             extra_loss, on_epoch_end, seed, compile, quiet)
+
+
+def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
+                  run_dir: Path | None, resume: bool, force: bool, dev: torch.device, dist: Dist,
+                  model: nn.Module | None, init_state: dict | None, train_loader: BatchLoader,
+                  test_loader: BatchLoader, teacher_model: nn.Module | None,
+                  extra_loss: LossHook | None, on_epoch_end: EpochHook | None, seed: int,
+                  compile: bool, quiet: bool) -> TrainResult:
+    """The training run proper, under the run directory's writer lock (when there is one)."""
+    ckpt = _prepare_run_dir(run_dir, config, resume, force) if run_dir is not None else None
+    if run_dir is not None and dist.main:
+        remove_temp_files(run_dir)
+        truncate_metrics(run_dir, ckpt["epoch"] if ckpt is not None else 0)
+    if dist.world_size > 1:  # every rank has read the old state before rank 0 rewrites it
+        import torch.distributed as tdist
+
+        tdist.barrier()
+    if run_dir is not None and dist.main:
+        io.write_json(run_dir / CONFIG, {**config, "versions": versions(),
+                                         "world_size": dist.world_size, "device": dev.type})
+
+    seed_everything(seed)
+    net = model if model is not None else build(spec)
+    if init_state is not None and ckpt is None:
+        load_matching(net, init_state)
+    net = net.to(dev)
+    if dev.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    if dist.world_size > 1:
+        net = _sync_batchnorm(net, dev)
+    optimizer = make_optimizer(net, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe, len(train_loader)))
     start_epoch, best, wall0 = 0, 0.0, 0.0
     if ckpt is not None:
@@ -466,13 +524,23 @@ def _check_finite(loss_sum: torch.Tensor, epoch: int, run_dir: Path | None) -> N
         raise RunFailure(f"loss became NaN/inf in epoch {epoch + 1} (try a lower --lr){kept}")
 
 
-def _load_teacher(teacher: str | Path | Run | nn.Module | None, dev: torch.device
-                  ) -> tuple[nn.Module | None, str | None]:
+def _load_teacher(teacher: str | Path | Run | nn.Module | None, dev: torch.device,
+                  student: NetSpec) -> tuple[nn.Module | None, str | None]:
+    """The frozen KD teacher, refused (UsageError) unless it sees the student's inputs and
+    predicts the student's classes."""
     if teacher is None:
         return None, None
     if isinstance(teacher, nn.Module):
         return teacher.to(dev).eval(), "module"
     run = teacher if isinstance(teacher, Run) else load_run(teacher)
+    t = run.spec
+    want = (student.in_channels, student.input_size, student.num_classes)
+    have = (t.in_channels, t.input_size, t.num_classes)
+    if have != want:
+        raise UsageError(
+            f"teacher {run.path} takes {have[0]}x{have[1]}x{have[1]} inputs and predicts {have[2]} "
+            f"classes, but the student takes {want[0]}x{want[1]}x{want[1]} and predicts {want[2]}; "
+            "use a teacher trained on the same data set and input size")
     model = run.model().to(dev).eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -493,6 +561,7 @@ def _prepare_run_dir(run_dir: Path, config: dict, resume: bool, force: bool) -> 
             (run_dir / name).unlink(missing_ok=True)
         return None
     old = read_json(old_cfg, "config.json")
+    check_config(old, old_cfg)
     new = json_roundtrip(config)
     diff = [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
     # A resumed run may only change `epochs`.
@@ -504,7 +573,13 @@ def _prepare_run_dir(run_dir: Path, config: dict, resume: bool, force: bool) -> 
                          "or --force to start it over")
     if not (run_dir / CHECKPOINT).exists():
         return None
-    return load_checkpoint(run_dir / CHECKPOINT, NetSpec.from_dict(config["spec"]))
+    ckpt = load_checkpoint(run_dir / CHECKPOINT, NetSpec.from_dict(config["spec"]))
+    missing = [k for k in ("optimizer", "scheduler", "epoch", "rng") if k not in ckpt]
+    if missing:
+        raise CheckpointError(
+            f"{run_dir / CHECKPOINT}: cannot resume, the checkpoint has no {', '.join(missing)} "
+            "(weights only); --force starts the run over, or train elsewhere from its weights")
+    return ckpt
 
 
 def _recipe_core(config: dict) -> dict:

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from deepreshape.errors import UsageError
 from deepreshape.spec import DATASET_SHAPES
 
 if TYPE_CHECKING:
@@ -104,7 +105,14 @@ def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
               warmup_epochs=args.warmup_epochs, kd_temperature=args.kd_temperature,
               kd_weight=args.kd_weight, augment=not args.no_augment)
     kw.update(overrides)
-    return Recipe(**kw)
+    recipe = Recipe(**kw)
+    recipe.validate()  # before any command writes anything
+    limit, seed = getattr(args, "limit", None), getattr(args, "seed", 0)
+    if limit is not None and limit < 1:
+        raise UsageError(f"--limit must be a positive number of images, got {limit}")
+    if not 0 <= seed < 2**63:
+        raise UsageError(f"--seed must be an integer in 0..2**63-1, got {seed}")
+    return recipe
 
 
 def add_method_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:

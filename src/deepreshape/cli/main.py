@@ -8,12 +8,16 @@ where `run(args) -> int | None`.
 from __future__ import annotations
 
 import argparse
+import difflib
+import errno
 import importlib
+import os
 import pkgutil
+import re
 import sys
 import warnings
 
-from deepreshape.errors import DeepReshapeError
+from deepreshape.errors import DeepReshapeError, UsageError
 
 # Order in `deepreshape --help`; modules not listed come after, alphabetically.
 _ORDER = ["list", "count", "design", "train", "eval", "criticality", "reduce", "snl", "pi",
@@ -28,13 +32,42 @@ def command_names() -> list[str]:
     return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (UsageError) with the closest valid form,
+    not argparse's usage block and exit."""
+
+    def error(self, message: str):  # noqa: D102 (argparse's hook)
+        command = self.prog.removeprefix("deepreshape").strip()
+        raise UsageError(f"{command + ': ' if command else ''}{message}{self._hint(message)}")
+
+    def _hint(self, message: str) -> str:
+        parsers = [self] + [p for a in self._actions if isinstance(a, argparse._SubParsersAction)
+                            for p in a.choices.values()]  # a sub-command's flags reach us here
+        flags = sorted({o for p in parsers for a in p._actions for o in a.option_strings})
+        if m := re.search(r"unrecognized arguments: (.+)", message):
+            words = m.group(1).split()
+            flag = next((w.split("=")[0] for w in words if w.startswith("-")), None)
+            if flag:
+                close = difflib.get_close_matches(flag, flags, n=1, cutoff=0.5)
+                return (f"; did you mean {close[0]}?" if close else
+                        f"; valid options: {', '.join(f for f in flags if f.startswith('--'))}")
+            return f"; see `{self.prog} --help`"
+        if m := re.search(r"invalid choice: '([^']*)' \(choose from (.+)\)", message):
+            choices = re.findall(r"'?([\w.:-]+)'?", m.group(2))
+            close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.6)
+            return f"; did you mean {close[0]}?" if close else ""
+        if "required" in message or "expected one argument" in message:
+            return f"; see `{self.prog} --help`"
+        return ""
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The top-level parser with every sub-command registered, or just `only`.
 
     Registering one command imports only its module, so `deepreshape count` does not
     pay for torch and the training stack.
     """
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="deepreshape",
         description="Design, count, train and privately run networks for private inference.",
     )
@@ -57,15 +90,16 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" not in argv:
         warnings.formatwarning = _one_line_warning
     first = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(first if first in command_names() else None)
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    debug = "--debug" in argv
     try:
+        parser = build_parser(first if first in command_names() else None)
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         code = args.func(args)
     except DeepReshapeError as e:
-        if args.debug:
+        if debug:
             raise
         print(f"deepreshape: error: {e}", file=sys.stderr)
         return e.exit_code
@@ -73,11 +107,38 @@ def main(argv: list[str] | None = None) -> int:
         print("deepreshape: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and closed early
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a path that cannot be read or written: say which and why
+        if debug:
+            raise
+        print(f"deepreshape: error: {os_error_line(e)}", file=sys.stderr)
+        return 2 if e.errno in _USER_ERRNOS else 1
     return int(code or 0)
+
+
+# Path problems the user can fix by naming another path; the others (disk full, I/O
+# errors) are failures at run time.
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR,
+                errno.EEXIST, errno.ENAMETOOLONG, errno.ELOOP}
+_ERRNO_HINTS = {
+    errno.EACCES: "check its permissions or use another path",
+    errno.EPERM: "check its permissions or use another path",
+    errno.EROFS: "the file system is read-only; use another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder; name a file",
+    errno.EEXIST: "a file is in the way; use another path",
+    errno.ENOSPC: "the disk is full; files completed before this one are kept",
+    errno.EDQUOT: "the disk quota is used up; files completed before this one are kept",
+}
+
+
+def os_error_line(e: OSError) -> str:
+    """One line naming the path of an OSError, the reason and what would help."""
+    where = e.filename if e.filename is not None else "a file"
+    reason = e.strerror or e.__class__.__name__
+    hint = _ERRNO_HINTS.get(e.errno)
+    return f"{where}: {reason}" + (f" ({hint})" if hint else "")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def run(args: argparse.Namespace) -> int:
     kw.update({k: getattr(args, k) for k in ("depths", "widths") if getattr(args, k) is not None})
     spec = parse(args.name, **kw)
     out = args.out or f"runs/{spec.name}"
-    data = load_dataset(args.dataset, args.data_dir, limit=args.limit) if args.limit else args.dataset
+    data = load_dataset(args.dataset, args.data_dir, limit=args.limit) if args.limit is not None \
+        else args.dataset
     res = train(spec, data, recipe=recipe_from(args), out=out, teacher=args.teacher,
                 seed=args.seed, device=args.device, data_dir=args.data_dir, resume=args.resume,
                 force=args.force, compile=args.compile, quiet=args.quiet)

@@ -51,11 +51,15 @@ def __getattr__(name: str) -> Any:
 
 
 def load_baseline(run: str | Path | Run) -> Run:
-    """A trained baseline: a run directory that has its checkpoint (methods need weights)."""
+    """A trained baseline: a run directory that has its checkpoint (methods need weights).
+
+    The checkpoint is loaded (and checked) once here, before a method writes anything.
+    """
     r = run if isinstance(run, Run) else load_run(run)
     if not (r.path / CHECKPOINT).exists():
         raise CheckpointError(f"{r.path}: no checkpoint.pt; train the baseline first "
                               "(deepreshape train NAME --out DIR)")
+    r.load_checkpoint()
     return r
 
 

@@ -42,8 +42,8 @@ from torch import nn
 
 from deepreshape import io
 from deepreshape.count import count, count_module
-from deepreshape.errors import UsageError
-from deepreshape.runs import CONFIG, Run
+from deepreshape.errors import CheckpointError, UnsafeFileError, UsageError
+from deepreshape.runs import CONFIG, Run, writer_lock
 from deepreshape.spec import NetSpec, SlotInfo, relu_slots
 from deepreshape.train import Recipe
 
@@ -261,53 +261,54 @@ def snl(
     mask_recipe.validate()
     finetune.validate()
     root = Path(out) if out is not None else base.path / "snl" / f"{granularity}-{budget}"
-    if (root / CONFIG).exists() and not (resume or force):
-        raise UsageError(f"{root} already holds an SNL run; use --resume to continue it, "
-                         "--force to start it over, or another --out")
     data = baseline_data(base, data_dir, dataset, limit)
-    settings = {"budget": budget, "granularity": granularity, "include_stem": include_stem,
-                "threshold": threshold, "lambda": lam, "lambda_factor": lam_factor,
-                "lambda_after": lam_after, "mask_recipe": vars(mask_recipe).copy()}
-    saved = _load_phase(root / MASK_PHASE, settings) if resume else None
-    if saved is None:
-        model = base.model()
-        masks = attach_masks(model, base.spec, granularity, include_stem)
-        sched = LambdaSchedule(budget - fixed, lambda: soft_relus(masks, threshold), lam,
-                               lam_factor, lam_after)
-        res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
-                    extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=sched,
-                    seed=seed, device=device, data_dir=data_dir, compile=compile, quiet=quiet)
-        reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
-        if not reached:
-            msg = (f"SNL: the mask phase ended after {res.epochs_run} epochs with "
-                   f"{soft_relus(masks, threshold) + fixed:,} ReLUs above the threshold, over the "
-                   f"budget {budget:,}; binarizing to the budget anyway (raise --mask-epochs "
-                   "or --lambda to get there by training)")
-            warnings.warn(msg, stacklevel=2)
-        binary = binarize(masks, budget - fixed, granularity)
-        spec = frozen_spec(base.spec, binary, granularity)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()
-                 if not k.endswith(".alpha")}
-        state.update({f"{a}.mask": b for a, b in binary.items()
-                      if spec.slot_kind(a).kind == "mask"})
-        phase = {"epochs_run": res.epochs_run, "budget_reached": reached,
-                 "final_lambda": sched.lam, "history": sched.history}
-        saved = {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
-        io.save_torch(root / MASK_PHASE, saved)
-    spec = NetSpec.from_dict(saved["spec"])
-    out_res = train(spec, data, recipe=finetune, out=root, teacher=str(base.path),
-                    init_from=saved["state"], seed=seed, device=device, data_dir=data_dir,
-                    resume=resume, force=force, compile=compile, quiet=quiet,
-                    tag={"name": "snl", "baseline": str(base.path), **settings})
-    relus = count_module(out_res.model, spec).relus
-    if relus > budget or (granularity == "pixel" and relus != budget):
-        raise AssertionError(f"SNL produced {relus} ReLUs for a budget of {budget}")  # a bug
-    info = {"baseline": str(base.path), "arch": spec.describe(), **settings,
-            "fixed_relus": fixed, "relus": relus, "relus_analytic": count(spec).relus,
-            "final_acc": out_res.final_acc, "mask_phase": saved["phase"]}
-    io.write_json(root / SNL_JSON, info)
-    return SNLResult(out_res.run, out_res.model, spec, out_res.final_acc, relus, budget,
-                     saved["phase"]["budget_reached"], info)
+    with writer_lock(root):  # one writer for the mask phase and the fine-tuning
+        if (root / CONFIG).exists() and not (resume or force):
+            raise UsageError(f"{root} already holds an SNL run; use --resume to continue it, "
+                             "--force to start it over, or another --out")
+        settings = {"budget": budget, "granularity": granularity, "include_stem": include_stem,
+                    "threshold": threshold, "lambda": lam, "lambda_factor": lam_factor,
+                    "lambda_after": lam_after, "mask_recipe": vars(mask_recipe).copy()}
+        saved = _load_phase(root / MASK_PHASE, settings) if resume else None
+        if saved is None:
+            model = base.model()
+            masks = attach_masks(model, base.spec, granularity, include_stem)
+            sched = LambdaSchedule(budget - fixed, lambda: soft_relus(masks, threshold), lam,
+                                   lam_factor, lam_after)
+            res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
+                        extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=sched,
+                        seed=seed, device=device, data_dir=data_dir, compile=compile, quiet=quiet)
+            reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
+            if not reached:
+                msg = (f"SNL: the mask phase ended after {res.epochs_run} epochs with "
+                       f"{soft_relus(masks, threshold) + fixed:,} ReLUs above the threshold, over the "
+                       f"budget {budget:,}; binarizing to the budget anyway (raise --mask-epochs "
+                       "or --lambda to get there by training)")
+                warnings.warn(msg, stacklevel=2)
+            binary = binarize(masks, budget - fixed, granularity)
+            spec = frozen_spec(base.spec, binary, granularity)
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()
+                     if not k.endswith(".alpha")}
+            state.update({f"{a}.mask": b for a, b in binary.items()
+                          if spec.slot_kind(a).kind == "mask"})
+            phase = {"epochs_run": res.epochs_run, "budget_reached": reached,
+                     "final_lambda": sched.lam, "history": sched.history}
+            saved = {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
+            io.save_torch(root / MASK_PHASE, saved)
+        spec = NetSpec.from_dict(saved["spec"])
+        out_res = train(spec, data, recipe=finetune, out=root, teacher=str(base.path),
+                        init_from=saved["state"], seed=seed, device=device, data_dir=data_dir,
+                        resume=resume, force=force, compile=compile, quiet=quiet,
+                        tag={"name": "snl", "baseline": str(base.path), **settings})
+        relus = count_module(out_res.model, spec).relus
+        if relus > budget or (granularity == "pixel" and relus != budget):
+            raise AssertionError(f"SNL produced {relus} ReLUs for a budget of {budget}")  # a bug
+        info = {"baseline": str(base.path), "arch": spec.describe(), **settings,
+                "fixed_relus": fixed, "relus": relus, "relus_analytic": count(spec).relus,
+                "final_acc": out_res.final_acc, "mask_phase": saved["phase"]}
+        io.write_json(root / SNL_JSON, info)
+        return SNLResult(out_res.run, out_res.model, spec, out_res.final_acc, relus, budget,
+                         saved["phase"]["budget_reached"], info)
 
 
 def _load_phase(path: Path, settings: dict) -> dict | None:
@@ -315,7 +316,9 @@ def _load_phase(path: Path, settings: dict) -> dict | None:
     if not path.exists():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a truncated or foreign file: redo the phase
+        saved = io.load_torch(path, "SNL mask phase")
+    except UnsafeFileError:
+        raise
+    except CheckpointError:  # a truncated or foreign file: redo the phase
         return None
     return saved if isinstance(saved, dict) and saved.get("settings") == settings else None

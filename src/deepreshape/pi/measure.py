@@ -292,5 +292,26 @@ def measure_run(
         "created": _now(),
     }
     if write:
-        write_json(run.path / PI_JSON, record)
+        save_measurement(run.path / PI_JSON, record)
     return record
+
+
+def save_measurement(path: Path, record: dict[str, Any]) -> None:
+    """Write pi.json; if that fails (disk full, read-only), keep the secure measurement in a
+    file under the temporary folder and say where, rather than lose minutes of 2PC work."""
+    try:
+        write_json(path, record)
+    except OSError as e:
+        import tempfile
+
+        from deepreshape.errors import RunFailure
+
+        fd, spare = tempfile.mkstemp(prefix="deepreshape-pi-", suffix=".json")
+        os.close(fd)
+        try:
+            write_json(spare, record)
+        except OSError:
+            raise RunFailure(f"could not write {path} ({e.strerror}) nor a copy in {spare}; the "
+                             "measurement is lost") from None
+        raise RunFailure(f"could not write {path} ({e.strerror}); the measurement is saved in "
+                         f"{spare}") from None
