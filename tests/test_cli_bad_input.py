@@ -149,7 +149,8 @@ def argv_for(command: str, w: dict[str, Path]) -> st.SearchStrategy[list[str]]:
             _flag_with(["0", "-5", "nan"], "--timeout").map(lambda m: ["pi", run, *m]),
             _flag_with(["moon", "0:0", "-1:5"], "--link").map(lambda m: ["pi", run, *m]),
             st.just(["pi"]), st.just(["pi", run, "--estimate", "resnet18"]))
-    if command == "pareto":
+    if command == "pareto":  # (a file stands for its folder there, as RUN/results.json does)
+        bad_run = st.sampled_from([p for p in paths if p != str(w["file"])])
         return _one_of(bad_run.map(lambda r: ["pareto", r, "--out", str(w["root"] / "p.png")]),
                        _flag_with(["moon", ""], "--x").map(
                            lambda m: ["pareto", run, "--out", str(w["root"] / "p.png"), *m]),
