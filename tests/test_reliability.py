@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import importlib.util
 import json
 import os
 import pickle
@@ -85,6 +86,11 @@ def test_planted_checkpoint_is_refused_and_never_runs(base: Path, tmp_path: Path
         "reduce": ["reduce", str(evil), *SMALL, "--out", str(tmp_path / "r")],
         "snl": ["snl", str(evil), "--budget", "1000", *SMALL, "--out", str(tmp_path / "s")],
     }[command]
+    if command == "pi" and importlib.util.find_spec("jax") is None:  # no `pi` extra here:
+        with pytest.raises(UnsafeFileError, match="refused"):  # the load `pi RUN` does first
+            load_run(evil).model()
+        assert not marker.exists()
+        return
     _refused(argv, marker, capsys)
 
 
