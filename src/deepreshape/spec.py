@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import fnmatch
 import math
+import operator
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -426,9 +427,10 @@ def check_ints(values, what: str, where: str) -> tuple[int, ...]:
     top = LIMITS[_LIMIT_OF[what]]
     try:
         vals = tuple(values)
-        ok = bool(vals) and all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+        ok = bool(vals) and not any(isinstance(v, bool) for v in vals)
+        vals = tuple(operator.index(v) for v in vals)  # ints, NumPy ints too; not 2.5 or "2"
     except TypeError:
-        vals, ok = (values,), False
+        vals, ok = tuple(values) if isinstance(values, list | tuple) else (values,), False
     if not ok or any(not 1 <= v <= top for v in vals):
         shown = ",".join(map(str, vals))
         raise UsageError(f"bad {what} {shown!r} {where}: every value must be an integer in "
