@@ -354,6 +354,20 @@ def test_cli_missing_run(capsys) -> None:
     assert "pass --order" in err and err.count("\n") == 1
 
 
+def test_cli_thinning_option(capsys) -> None:
+    args = ["reduce", "resnet18", "--order", "3,2,4,1", "--steps", "thin", "--dry-run", "--json"]
+    assert main(args) == 0
+    default = json.loads(capsys.readouterr().out)
+    assert main([*args, "--thin", "relu1"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert default["thinning"] == "relu2" and other["thinning"] == "relu1"
+    assert [n["label"] for n in other["networks"]] == ["resnet18", "thin-relu1"]
+    # Same counts (C x H x W of both basic-block slots), different networks.
+    assert default["networks"][1]["relus"] == other["networks"][1]["relus"] == 65_536 + 245_760
+    assert "stage1.*.relu2=identity" in default["networks"][1]["arch"]
+    assert "stage1.*.relu1=identity" in other["networks"][1]["arch"]
+
+
 def test_dry_run_reads_no_checkpoint(baseline: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     from deepreshape.runs import Run
 

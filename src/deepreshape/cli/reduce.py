@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="only list the networks with their exact counts")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     add_method_args(p)
+    for action in p._actions:
+        if action.dest == "dataset":
+            action.help = ("the baseline's data set (default; another one is an error); for a "
+                           "network name with --dry-run, its input size and classes "
+                           "(default cifar100)")
     p.set_defaults(func=run)
 
 
