@@ -156,7 +156,8 @@ def scale_depths(spec: NetSpec, depths: Sequence[int]) -> NetSpec:
 
 def apply_reshapes(spec: NetSpec, kinds: Iterable[str], *, scale: float = 0.5,
                    depths: Sequence[int] | None = None) -> NetSpec:
-    """Apply the reshapes `kinds` (depth, channel, fmap) together, in that order."""
+    """One network with all the reshapes `kinds` (depth, channel, fmap) applied, in the
+    order given (`plan` passes them in `RESHAPES` order; counts do not depend on it)."""
     for kind in kinds:
         if kind == "depth":
             if depths is None:
