@@ -340,6 +340,11 @@ _RESNETS: dict[str, tuple[str, tuple[int, ...]]] = {
 }
 _CONVNEXT_DEPTHS = (3, 3, 9, 3)
 _CONVNEXT_WIDTH = 96
+# The seed paper's ConvNeXt-ified ResNets change the stages (depths 3:3:9:3, widths from 96),
+# not the stem, which keeps ResNet's 64 channels: only then do its Section 4 Stage3 shares
+# come out (ResNet34 30.2%, ResNet50 31%; a 96-channel stem gives 29.5% and 30.7%). Other
+# stage widths (-mM, -w, channel scaling) keep the stem in the same 64:96 ratio.
+_CONVNEXT_STEM = (64, 96)
 
 # RegNet-X published parameters: depth, w0, wa, wm, group width (stem 32, bottleneck 1.0).
 REGNETX: dict[str, tuple[int, int, float, float, int]] = {
@@ -361,8 +366,8 @@ ZOO: dict[str, str] = {
     "wrn22x8": "WideResNet-Q-k, pre-activation (also wrn16x8, wrn28x10, wrn40x2, ...)",
     **{f"regnetx-{k}": f"RegNet-X {k.upper()}: depth {v[0]}, w0 {v[1]}, wa {v[2]}, wm {v[3]}, "
        f"group width {v[4]}; CIFAR stem 32" for k, v in REGNETX.items()},
-    "resnet34-convnext": "ConvNeXt-ified ResNet34: depths [3,3,9,3], m=96, basic blocks",
-    "resnet50-convnext": "ConvNeXt-ified ResNet50: depths [3,3,9,3], m=96, bottlenecks",
+    "resnet34-convnext": "ConvNeXt-ified ResNet34: depths [3,3,9,3], m=96, stem 64, basic blocks",
+    "resnet50-convnext": "ConvNeXt-ified ResNet50: depths [3,3,9,3], m=96, stem 64, bottlenecks",
 }
 OVERRIDE_FORMS = ("suffixes: -mM (base channels), -AxBxCx (multipliers), -dA,B,C,D (depths), "
                   "-wA,B,C,D (widths), -s2 (stem stride)")
@@ -577,8 +582,10 @@ def _resnet_like(match: re.Match, ov: _Overrides, raw: str) -> NetSpec:
         parts.append("d" + ",".join(map(str, depths)))
     if ov.widths:
         parts.append("w" + ",".join(map(str, widths)))
-    stem = Stem(widths[0] if ov.widths else m)
-    return NetSpec("-".join(parts), family, 0, 0, stem, stages)
+    stem = widths[0]
+    if family == "convnext":
+        stem = max(1, round(stem * _CONVNEXT_STEM[0] / _CONVNEXT_STEM[1]))
+    return NetSpec("-".join(parts), family, 0, 0, Stem(stem), stages)
 
 
 def _wrn(q: int, k: int, ov: _Overrides, raw: str) -> NetSpec:

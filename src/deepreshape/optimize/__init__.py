@@ -24,8 +24,9 @@ from deepreshape.errors import CheckpointError, UsageError
 from deepreshape.runs import CHECKPOINT, Run, load_run
 
 __all__ = [
-    "baseline_data", "criticality", "cull", "deepreduce", "load_baseline", "plan", "reuse",
-    "scale_channels", "scale_feature_maps", "score", "snl", "thin",
+    "alternate_slots", "baseline_data", "check_dataset", "criticality", "cull", "deepreduce",
+    "load_baseline", "plan", "reuse", "scale_channels", "scale_depths", "scale_feature_maps",
+    "score", "snl", "thin",
 ]
 
 _LAZY = {
@@ -33,6 +34,8 @@ _LAZY = {
     "score": "deepreshape.optimize.criticality",
     "deepreduce": "deepreshape.optimize.deepreduce",
     "plan": "deepreshape.optimize.deepreduce",
+    "alternate_slots": "deepreshape.optimize.deepreduce",
+    "scale_depths": "deepreshape.optimize.deepreduce",
     "cull": "deepreshape.optimize.deepreduce",
     "thin": "deepreshape.optimize.deepreduce",
     "reuse": "deepreshape.optimize.deepreduce",
@@ -67,11 +70,17 @@ def baseline_data(run: Run, data_dir: str | None = None, dataset: str | None = N
                   limit: int | None = None) -> Dataset:
     """The baseline's data set at its input size: a method's networks and their KD teacher
     must see the same classes and resolution as the baseline did (`limit`: smoke runs)."""
-    data = run.config.get("data", {})
-    name = data.get("dataset")
+    name = check_dataset(run, dataset)
+    return load_dataset(name, data_dir, input_size=run.config["data"].get("input_size"),
+                        limit=limit)
+
+
+def check_dataset(run: Run, dataset: str | None = None) -> str:
+    """The baseline's data set; UsageError if `dataset` names another one."""
+    name = run.config.get("data", {}).get("dataset")
     if not name:
         raise CheckpointError(f"{run.path}: config.json names no data set")
     if dataset is not None and dataset.strip().lower() != name:
         raise UsageError(f"the baseline {run.path} was trained on {name}, not {dataset}; "
                          "methods train on the baseline's data set (leave out --dataset)")
-    return load_dataset(name, data_dir, input_size=data.get("input_size"), limit=limit)
+    return name
