@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import threading
 import time
 
@@ -189,7 +190,9 @@ def test_peer_dying_mid_session_is_a_run_failure_in_bounded_time(tmp_path):
     parties, log = _parties(), tmp_path / "server.log"
     ctx = multiprocessing.get_context("spawn")
     reports = ctx.Queue()  # must outlive the child's start
-    args = ("server", program, p, parties, "cheetah", 50, 30.0, {}, str(log), reports)
+    job = tmp_path / "server.job"
+    job.write_bytes(pickle.dumps((program, p, parties, "cheetah", 50, 30.0, {})))
+    args = ("server", str(job), str(log), reports)
     server = ctx.Process(target=E._party_entry, args=args, daemon=True)
     server.start()
 

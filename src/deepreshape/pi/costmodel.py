@@ -47,7 +47,7 @@ import numpy as np
 from deepreshape.count import layer_table
 from deepreshape.errors import UsageError
 from deepreshape.io import append_jsonl, write_json
-from deepreshape.pi.cheetah import HE_COUNTS, layer_counts
+from deepreshape.pi.cheetah import HE_COUNTS, directions, layer_counts
 from deepreshape.pi.link import LinkProfile
 from deepreshape.spec import NetSpec, parse, relu_slots
 
@@ -94,11 +94,38 @@ FORMAT = 1
 TARGET_REL_ERR = 0.15
 
 
+def default_weights(protocol: str) -> str:
+    """The weights mode a protocol runs with unless told otherwise (`engine.default_weights`)."""
+    return "owned" if protocol == "cheetah" else "shared"
+
+
+def setting(protocol: str, weights: str | None = None) -> str:
+    """The model's key for a protocol and weights mode: the protocol's name for its default
+    mode (``cheetah`` = owned weights), else e.g. ``cheetah/shared-weights``."""
+    weights = weights or default_weights(protocol)
+    directions(weights)  # validates
+    return protocol if weights == default_weights(protocol) else f"{protocol}/{weights}-weights"
+
+
+def split_setting(key: str) -> tuple[str, str]:
+    """Inverse of `setting`: (protocol, weights)."""
+    protocol, _, rest = key.partition("/")
+    return protocol, rest.removesuffix("-weights") if rest else default_weights(protocol)
+
+
+def _directions(key: str) -> int:
+    """HE products per matrix product under a model key (1 with owned weights, else 2)."""
+    return directions(split_setting(key)[1])
+
+
 # --------------------------------------------------------------------------- features
 
 
-def stage_features(spec: NetSpec) -> dict[str, dict[str, float]]:
-    """Features per stage (stage1..stageD, head), from the analytic layer table."""
+def stage_features(spec: NetSpec, he_directions: int = 2) -> dict[str, dict[str, float]]:
+    """Features per stage (stage1..stageD, head), from the analytic layer table.
+
+    `he_directions`: HE products per matrix product (`cheetah.directions`: 2 with shared
+    weights, 1 with server-owned weights)."""
     out: dict[str, dict[str, float]] = {}
     for row in layer_table(spec):
         f = out.setdefault(row.stage, dict.fromkeys(STAGE_FEATURES, 0.0))
@@ -113,15 +140,15 @@ def stage_features(spec: NetSpec) -> dict[str, dict[str, float]]:
             f["linear_layers"] += 1
             f["params"] += row.params
             f["activations"] += c * h * w
-            for k, v in layer_counts(row).items():
+            for k, v in layer_counts(row, he_directions).items():
                 f[k] += v
     return out
 
 
-def features(spec: NetSpec) -> dict[str, float]:
+def features(spec: NetSpec, he_directions: int = 2) -> dict[str, float]:
     """The network's model row: stage features summed, plus ``fixed`` = 1."""
     total = dict.fromkeys(FEATURES, 0.0)
-    for f in stage_features(spec).values():
+    for f in stage_features(spec, he_directions).values():
         for k, v in f.items():
             total[k] += v
     total["fixed"] = 1.0
@@ -183,33 +210,38 @@ def error_summary(errs: Sequence[float]) -> dict[str, float]:
 class CostModel:
     """Coefficients per protocol and target, with how they were obtained (`meta`)."""
 
-    coefficients: dict[str, dict[str, dict[str, float]]]  # protocol -> target -> feature -> c
+    coefficients: dict[str, dict[str, dict[str, float]]]  # `setting` -> target -> feature -> c
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def has(self, protocol: str) -> bool:
-        """True when the model has coefficients for `protocol`."""
-        return protocol in self.coefficients
+    def has(self, protocol: str, weights: str | None = None) -> bool:
+        """True when the model has coefficients for `protocol` with `weights` (`setting`)."""
+        return setting(protocol, weights) in self.coefficients
 
-    def coef(self, protocol: str) -> dict[str, dict[str, float]]:
-        """Coefficients of `protocol` by target; UsageError naming how to calibrate if missing."""
-        if protocol not in self.coefficients:
-            raise UsageError(f"the cost model has no coefficients for {protocol!r} "
+    def coef(self, protocol: str, weights: str | None = None) -> dict[str, dict[str, float]]:
+        """Coefficients by target; UsageError naming how to calibrate if missing."""
+        key = setting(protocol, weights)
+        if key not in self.coefficients:
+            how = f" --weights {split_setting(key)[1]}" if "/" in key else ""
+            raise UsageError(f"the cost model has no coefficients for {key!r} "
                              f"(it has {', '.join(sorted(self.coefficients)) or 'none'}); "
-                             "run `deepreshape pi --calibrate`")
-        return self.coefficients[protocol]
+                             f"run `deepreshape pi --calibrate --protocol {protocol}{how}`")
+        return self.coefficients[key]
 
-    def predict(self, spec: NetSpec, protocol: str = "cheetah") -> dict[str, Any]:
+    def predict(self, spec: NetSpec, protocol: str = "cheetah",
+                weights: str | None = None) -> dict[str, Any]:
         """Latency (s) and bytes (both directions) of one query, in total and per stage.
 
         Each stage row splits into its ReLU part (ReLUs, ReLU layers, masked ReLUs) and
         its linear part (MACs, conv/linear layers, weights, outputs); the per-inference
         constant is the row ``fixed``. The rows of `per_stage` sum to the totals.
         `heldout_error` is the model's own error on networks it was not fit on: read the
-        prediction with that error bar.
+        prediction with that error bar. `weights` is the weights mode (`setting`; default
+        the protocol's own).
         """
-        c = self.coef(protocol)
+        c = self.coef(protocol, weights)
+        key = setting(protocol, weights)
         rows = []
-        for stage, f in stage_features(spec).items():
+        for stage, f in stage_features(spec, _directions(key)).items():
             row: dict[str, Any] = {"stage": stage, "relus": int(f["relus"]), "macs": int(f["macs"])}
             for t in TARGETS:
                 relu = sum(c[t].get(k, 0.0) * f[k] for k in RELU_FEATURES)
@@ -221,7 +253,7 @@ class CostModel:
             fixed.update({t: c[t].get("fixed", 0.0), f"relu_{t}": 0.0, f"linear_{t}": 0.0})
         rows.append(fixed)
         out: dict[str, Any] = {"arch": spec.describe(), "input_size": spec.input_size,
-                               "protocol": protocol,
+                               "protocol": protocol, "weights": split_setting(key)[1],
                                "relus": sum(r["relus"] for r in rows),
                                "macs": sum(r["macs"] for r in rows)}
         for t in TARGETS:
@@ -232,7 +264,7 @@ class CostModel:
             out[f"relu_share_{t}"] = relu / total if total else 0.0
             out[f"linear_share_{t}"] = lin / total if total else 0.0
         out["per_stage"] = rows
-        out["heldout_error"] = self.meta.get("report", {}).get(protocol, {}).get("heldout_error")
+        out["heldout_error"] = self.meta.get("report", {}).get(key, {}).get("heldout_error")
         out["link"] = self.meta.get("link")  # None: calibrated on loopback
         out["source"] = (f"SPU {protocol} cost model fit on this toolkit's measurements "
                          f"({self.meta.get('machine_summary', 'see costmodel.json')})")
@@ -282,11 +314,11 @@ def load(path: str | Path | None = None) -> CostModel:
         raise UsageError(f"{path}: broken cost model file ({e})") from None
 
 
-def predict(spec: NetSpec, protocol: str = "cheetah", model: CostModel | str | Path | None = None
-            ) -> dict[str, Any]:
+def predict(spec: NetSpec, protocol: str = "cheetah", model: CostModel | str | Path | None = None,
+            weights: str | None = None) -> dict[str, Any]:
     """`CostModel.predict` with the shipped (or given) coefficients."""
     m = model if isinstance(model, CostModel) else load(model)
-    return m.predict(spec, protocol)
+    return m.predict(spec, protocol, weights)
 
 
 # --------------------------------------------------------------------------- literature
@@ -506,6 +538,7 @@ def calibrate(
     progress: Callable[[str], None] | None = None,
     cache: str | Path | None = None,
     link: LinkProfile | None = None,
+    weights: str | None = None,
 ) -> CostModel:
     """Measure every network under each protocol, fit, and evaluate on `heldout`.
 
@@ -516,36 +549,40 @@ def calibrate(
     reuses the ones it finds (same protocol, network and repeats), so an interrupted
     calibration resumes instead of starting over. With `link`, the default measurement
     runs through that emulated network (`deepreshape.pi.link`), so the fit predicts it.
+    `weights` is the weights mode of every protocol measured (default: each protocol's
+    own, `default_weights`); the model keys its coefficients by `setting`.
     """
     from deepreshape.pi import measure as pim
 
     if measure is None:
         def measure(spec: NetSpec, protocol: str) -> dict[str, Any]:
             return pim.measure_spec(spec, protocol, repeats=repeats, timeout_s=timeout_s,
-                                    link=link)
+                                    link=link, weights=weights or default_weights(protocol))
 
     say = progress or (lambda _msg: None)
     done = _read_cache(cache)
     measured: dict[str, list[dict[str, Any]]] = {}
     for protocol in protocols:
-        measured[protocol] = []
+        mode = weights or default_weights(protocol)
+        name = setting(protocol, mode)
+        measured[name] = []
         for part, nets in (("calibration", networks), ("heldout", heldout)):
             for i, net in enumerate(nets, 1):
                 spec = net.spec()
-                key = _cache_key(protocol, net, repeats, link)
+                key = _cache_key(protocol, net, repeats, link, mode)
                 row = done.get(key)
                 if row is None:
                     rec = dict(measure(spec, protocol))
                     row = {k: rec[k] for k in _KEEP if k in rec}
                     row.update(network=net.to_dict(), arch=spec.describe(),
-                               input_size=spec.input_size)
+                               input_size=spec.input_size, weights=mode)
                     if cache is not None:
                         append_jsonl(cache, {"key": key, "record": row})
                     how = "measured"
                 else:
                     how = "cached"
-                measured[protocol].append({**row, "part": part})
-                say(f"{protocol} {part} {i}/{len(nets)} {spec.describe()} @{spec.input_size}: "
+                measured[name].append({**row, "part": part})
+                say(f"{name} {part} {i}/{len(nets)} {spec.describe()} @{spec.input_size}: "
                     f"{row['latency_s']:.3f} s, {row['total_bytes'] / 1e6:.2f} MB ({how})")
     from deepreshape.pi.measure import _now, machine_info
 
@@ -559,7 +596,9 @@ def calibrate(
         "link": link.to_dict() if link else None,
         "method": (f"two real SPU parties (spu {mach.get('spu', '?')}) in two processes over "
                    "brpc on 127.0.0.1 sharing the machine's cores; FM64, 18 fraction bits; "
-                   "batch 1; randomly initialized weights; per network one cold run then "
+                   "batch 1; randomly initialized weights, owned by the server (one HE product "
+                   "per matrix product) or secret-shared (two) as the key of the coefficients "
+                   "says (`setting`); per network one cold run then "
                    f"{repeats} warm runs, latency = median warm run, bytes = both directions "
                    "of one warm run incl. input/output shares; each part of SPU's profile "
                    "(ReLU ops, convolutions, the rest) fit by NNLS relative to the total, "
@@ -571,9 +610,10 @@ def calibrate(
     return fit_measurements(measured, meta)
 
 
-def _cache_key(protocol: str, net: Network, repeats: int, link: LinkProfile | None) -> str:
+def _cache_key(protocol: str, net: Network, repeats: int, link: LinkProfile | None,
+               weights: str) -> str:
     where = [link.rate_bps, link.rtt_s] if link else "loopback"
-    return json.dumps([protocol, net.to_dict(), repeats, where], sort_keys=True)
+    return json.dumps([protocol, net.to_dict(), repeats, where, weights], sort_keys=True)
 
 
 def _read_cache(path: str | Path | None) -> dict[str, dict[str, Any]]:
@@ -606,15 +646,17 @@ def fit_measurements(measured: Mapping[str, Sequence[Mapping[str, Any]]],
     """
     coefs: dict[str, dict[str, dict[str, float]]] = {}
     report: dict[str, Any] = {}
-    for protocol, rows in measured.items():
-        recs = [{**r, "features": features(Network.from_dict(r["network"]).spec())} for r in rows]
+    for key, rows in measured.items():
+        protocol, _ = split_setting(key)
+        recs = [{**r, "features": features(Network.from_dict(r["network"]).spec(),
+                                           _directions(key))} for r in rows]
         cal = [r for r in recs if r["part"] == "calibration"]
         held = [r for r in recs if r["part"] == "heldout"]
-        coefs[protocol], selection = fit_records(cal, protocol)
-        fit_rows = evaluate_records(coefs[protocol], cal)
-        held_rows = evaluate_records(coefs[protocol], held)
-        report[protocol] = {"fit_error": summarize(fit_rows), "heldout_error": summarize(held_rows),
-                            "calibration": fit_rows, "heldout": held_rows, "selection": selection}
+        coefs[key], selection = fit_records(cal, protocol)
+        fit_rows = evaluate_records(coefs[key], cal)
+        held_rows = evaluate_records(coefs[key], held)
+        report[key] = {"fit_error": summarize(fit_rows), "heldout_error": summarize(held_rows),
+                       "calibration": fit_rows, "heldout": held_rows, "selection": selection}
     return CostModel(coefs, {**meta, "report": report, "measurements": dict(measured)})
 
 

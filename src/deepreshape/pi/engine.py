@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import math
 import multiprocessing
 import os
+import pickle
 import queue as queue_mod
 import re
 import resource
@@ -40,6 +42,7 @@ import signal
 import socket
 import struct
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,6 +66,26 @@ SECURITY_NOTE: dict[str, str] = {
 }
 
 ROLES: dict[str, int] = {"server": 0, "client": 1}
+
+WEIGHTS: dict[str, str] = {
+    "owned": "the server's weights enter SPU as a secret it owns (SPU's experimental colocated "
+    "optimization): each product with them is one HE product, its other operand's share "
+    "encrypted by the client; the client's share of the weights is all zeros",
+    "shared": "the server's weights are secret-shared like the input: each product with them "
+    "is two HE products, one per direction of the cross terms",
+}
+"""How the server's weights enter the secure computation (`--weights`); see docs/pi-costs.md."""
+
+
+def default_weights(protocol: str) -> str:
+    """Owned weights for Cheetah (its own setting: the server holds its model in the
+    clear); shared for semi2k, the debugging mode."""
+    return "owned" if protocol == "cheetah" else "shared"
+
+
+def _check_weights(weights: str) -> None:
+    if weights not in WEIGHTS:
+        raise UsageError(f"unknown weights mode {weights!r}; choose from {sorted(WEIGHTS)}")
 FXP_BITS_RANGE = (8, 26)
 """Fraction bits allowed in the 64-bit ring: below 8 the resolution ruins the logits,
 above 26 a product (2x the fraction bits before truncation) leaves too little headroom."""
@@ -103,10 +126,16 @@ def _check_protocol(protocol: str) -> None:
         raise UsageError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
 
 
+def _checked(protocol: str) -> str:
+    _check_protocol(protocol)
+    return protocol
+
+
 def runtime_config(
     protocol: str = "cheetah",
     fxp_fraction_bits: int = 18,
     profile: bool = False,
+    weights: str | None = None,
     **overrides: Any,
 ) -> Any:
     """SPU runtime config: two-party `protocol` over the 64-bit ring (FM64).
@@ -118,9 +147,13 @@ def runtime_config(
     room for a product at useful precision, and FM128 would double all communication.
 
     `profile` turns on SPU's per-op profile (needed for bytes and per-op times);
-    `overrides` set other `RuntimeConfig` fields by name.
+    `weights` "owned" (default for cheetah, `default_weights`) turns on SPU's colocated
+    optimization, which lets a secret have an owner; `overrides` set other `RuntimeConfig`
+    fields by name.
     """
     _check_protocol(protocol)
+    weights = weights or default_weights(protocol)
+    _check_weights(weights)
     lo, hi = FXP_BITS_RANGE
     if isinstance(fxp_fraction_bits, bool) or not isinstance(fxp_fraction_bits, int) or not (
         lo <= fxp_fraction_bits <= hi
@@ -133,6 +166,7 @@ def runtime_config(
     )
     cfg.fxp_fraction_bits = fxp_fraction_bits
     cfg.enable_pphlo_profile = bool(profile)
+    cfg.experimental_enable_colocated_optimization = weights == "owned"
     for name, value in overrides.items():
         if name.startswith("_") or not hasattr(cfg, name):
             raise UsageError(f"unknown SPU runtime option {name!r}")
@@ -448,6 +482,7 @@ class SecureResult:
     io_bytes: int = 0  # input share sent + output share received, per inference
     weight_share_bytes: int = 0  # the server's share of params, once per session
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    weights: str = "shared"  # how the weights entered: "owned" or "shared" (`WEIGHTS`)
 
     @property
     def total_bytes(self) -> int | None:
@@ -597,13 +632,34 @@ def _connect(parties: list[str], rank: int, timeout_s: float) -> Any:
     for name, addr in zip(ROLES, parties, strict=True):
         desc.add_party(name, addr)
     peer = 1 - rank
+    _check_port_free(parties[rank], rank)
     try:
         return lib.link.create_brpc(desc, rank)
     except RuntimeError as e:
+        text = _spu_error_text(e)
+        if "server failed start" in text:
+            _check_port_free(parties[rank], rank)
+            raise RunFailure(f"the {_role_name(rank)} could not listen on {parties[rank]} "
+                             f"(its own address): {text}") from e
         raise RunFailure(
             f"could not connect to the {_role_name(peer)} at {parties[peer]} within about "
-            f"{timeout_s:g} s: {_spu_error_text(e)}"
+            f"{timeout_s:g} s: {text}"
         ) from e
+
+
+def _check_port_free(addr: str, rank: int) -> None:
+    """RunFailure naming the port when another program already listens on this party's own
+    port (brpc would only say that its server failed to start)."""
+    port = int(addr.rpartition(":")[2])
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no conflict
+        try:
+            s.bind(("", port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise RunFailure(
+                    f"the {_role_name(rank)}'s port {port} ({addr}) is already in use by "
+                    "another program: stop it or give this party another port") from None
 
 
 def _role_name(rank: int) -> str:
@@ -642,6 +698,8 @@ class _Party:
     samples: int
     timeout_s: float
     deadline: float
+    weights: str = "shared"
+    settings: dict[str, Any] = field(default_factory=dict)
     lctx: Any = None
     phase: str = "connecting"
 
@@ -657,26 +715,39 @@ class _Party:
         if time.monotonic() > self.deadline:
             raise RunFailure(f"{self.role}: gave up after {self.timeout_s:g} s ({self.phase})")
 
-    def handshake(self, own_spec: Any) -> dict:
-        """Exchange shapes and settings; both must agree before anything secret moves."""
+    def handshake(self, own_spec: Any, check: Callable[[dict], None] | None = None) -> dict:
+        """Exchange shapes and settings; both must agree before anything secret moves.
+
+        Each side checks the peer's hello (settings, then `check` on its shapes) and the
+        two swap verdicts, so a mismatch found by either side ends both at once, each
+        with the reason.
+        """
         self.phase = "handshake"
         digest = hashlib.sha256(self.config.SerializeToString()).hexdigest()
         hello = {"v": _HANDSHAKE_VERSION, "role": self.role, "protocol": self.protocol,
-                 "config": digest, "samples": self.samples, "spec": own_spec}
+                 "weights": self.weights, "settings": self.settings, "config": digest,
+                 "samples": self.samples, "spec": own_spec}
         try:
             peer = json.loads(_exchange(self.lctx, json.dumps(hello).encode()))
         except (ValueError, UnicodeDecodeError) as e:
             raise RunFailure(f"{self.role}: unreadable handshake from the peer") from e
         if not isinstance(peer, dict) or peer.get("v") != _HANDSHAKE_VERSION:
             raise RunFailure(f"{self.role}: the peer speaks another handshake version")
-        for key, what in (("protocol", "protocol"), ("config", "SPU runtime config"),
-                          ("samples", "number of samples")):
-            if peer.get(key) != hello[key]:
-                raise RunFailure(f"{self.role}: the peer uses another {what} "
-                                 f"({peer.get(key)!r} vs {hello[key]!r})")
-        if peer.get("role") != self.peer_role:
-            raise RunFailure(f"{self.role}: the peer says it is {peer.get('role')!r}, "
-                             f"expected the {self.peer_role}")
+        problem = _mismatch(hello, peer, self.peer_role)
+        if problem is None and check is not None:
+            try:
+                check(peer)
+            except (RunFailure, KeyError, TypeError, ValueError) as e:
+                problem = f"bad shapes from the {self.peer_role}: {e}"
+        verdict = _exchange(self.lctx, json.dumps({"refused": problem}).encode())
+        if problem is not None:
+            raise RunFailure(f"{self.role}: refused the {self.peer_role}: {problem}")
+        try:
+            theirs = json.loads(verdict).get("refused")
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            theirs = "unreadable verdict"
+        if theirs is not None:
+            raise RunFailure(f"{self.role}: the {self.peer_role} refused this party: {theirs}")
         return peer
 
     def agree_on(self, program: Program) -> None:
@@ -687,17 +758,31 @@ class _Party:
                              "(different fn, shapes or SPU version)")
 
     def share_inputs(self, rt: Any, program: Program, own: list[np.ndarray]) -> tuple[int, int]:
-        """Secret-share own inputs, keep own share, swap the peer's; returns (sent, recvd) bytes."""
+        """Secret-share own inputs, keep own share, swap the peer's; returns (sent, recvd) bytes.
+
+        With owned weights the server's weights are a secret it owns: its share is the
+        value and the client's is all zeros, which the client makes itself, so only the
+        client's input share crosses the link.
+        """
         self.phase = "sharing inputs"
         spu = _spu()
         io = spu.Io(2, self.config)
-        names = _param_names(len(program.param_shapes)) if self.rank == 0 else [_X_NAME]
-        peer_names = [_X_NAME] if self.rank == 0 else _param_names(len(program.param_shapes))
+        secret = spu.libspu.Visibility.VIS_SECRET
+        params = _param_names(len(program.param_shapes))
+        owned = self.weights == "owned"
+        names = params if self.rank == 0 else [_X_NAME]
+        peer_names = [_X_NAME] if self.rank == 0 else ([] if owned else params)
         to_peer = []
         for name, a in zip(names, own, strict=True):
-            shares = io.make_shares(a, spu.libspu.Visibility.VIS_SECRET)
+            if owned and self.rank == 0:
+                rt.set_var(name, io.make_shares(a, secret, 0)[0])
+                continue
+            shares = io.make_shares(a, secret)
             rt.set_var(name, shares[self.rank])
             to_peer.append(shares[1 - self.rank])
+        if owned and self.rank == 1:
+            for name, shape in zip(params, program.param_shapes, strict=True):
+                rt.set_var(name, io.make_shares(np.zeros(shape, np.float32), secret, 0)[1])
         msg = _pack_shares(to_peer)
         del to_peer
         reply = _exchange(self.lctx, msg)
@@ -742,6 +827,27 @@ class _Party:
         return np.asarray(logits), len(reply)
 
 
+_HELLO_KEYS = (("protocol", "protocol"), ("weights", "weights mode (--weights)"),
+               ("samples", "number of warm runs"), ("settings", "settings"),
+               ("config", "SPU runtime config"))
+
+
+def _mismatch(mine: dict, peer: dict, peer_role: str) -> str | None:
+    """What differs between two hellos, in words, or None when they agree."""
+    if peer.get("role") != peer_role:
+        return f"the peer says it is {peer.get('role')!r}, expected the {peer_role}"
+    for key, what in _HELLO_KEYS:
+        ours, theirs = mine.get(key), peer.get(key)
+        if key == "settings" and isinstance(theirs, dict) and isinstance(ours, dict):
+            for k in sorted(set(ours) | set(theirs)):
+                if ours.get(k) != theirs.get(k):
+                    return (f"the {peer_role} uses {k} {theirs.get(k)!r}, this party "
+                            f"{ours.get(k)!r}")
+        elif theirs != ours:
+            return f"the {peer_role} uses another {what} ({theirs!r} vs {ours!r} here)"
+    return None
+
+
 def _own_inputs(role: str, program: Program, params: Any, x: Any) -> list[np.ndarray]:
     """This party's secret inputs, flattened as the program expects."""
     import jax
@@ -765,20 +871,20 @@ def _program_for(party: _Party, fn: Callable | Program, params: Any, x: Any) -> 
         own_spec = fn.param_spec if party.rank == 0 else list(fn.x_shape)
     else:
         own_spec = _encode_spec(params) if party.rank == 0 else [int(d) for d in x.shape]
-    peer = party.handshake(own_spec)
-    try:
+
+    def check(peer: dict) -> None:
         if party.rank == 0:
             peer_x = peer["spec"]
             if not (isinstance(peer_x, list) and all(
                     isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in peer_x)):
                 raise ValueError("malformed input shape")
             _check_hint(x, tuple(peer_x), "x")
-            peer_params = None
         else:
-            peer_params = _decode_spec(peer["spec"])
+            _decode_spec(peer["spec"])
             _check_hint(params, tuple(_flat_shapes(peer["spec"])), "params")
-    except (KeyError, ValueError) as e:
-        raise RunFailure(f"{party.role}: bad shapes from the peer: {e}") from e
+
+    peer = party.handshake(own_spec, check)
+    peer_params = None if party.rank == 0 else _decode_spec(peer["spec"])
     if isinstance(fn, Program):
         return fn
     party.phase = "compiling"
@@ -798,16 +904,26 @@ def _check_hint(hint: Any, peer: tuple, what: str) -> None:
     mine = (tuple(hint.shape) if what == "x"
             else tuple(tuple(a.shape) for a in jax.tree_util.tree_leaves(hint)))
     if mine != peer:
-        raise RunFailure(f"the peer's {what} have shapes {peer}, this party expected {mine}")
+        raise RunFailure(f"the peer's {what} have shapes {peer}, this party expects {mine}")
 
 
 def _check_run_args(protocol: str, samples: int, timeout_s: float, cfg: dict) -> None:
     _check_protocol(protocol)
-    runtime_config(protocol, **cfg)  # validates the options
+    runtime_config(protocol, **cfg)  # validates the options, `weights` among them
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise UsageError(f"samples must be a positive integer, got {samples!r}")
     if not (isinstance(timeout_s, int | float) and math.isfinite(timeout_s) and timeout_s > 0):
         raise UsageError(f"timeout_s must be a positive number, got {timeout_s!r}")
+
+
+def _json_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
+    """`settings` as the handshake sends them: a dict of JSON values by name."""
+    if settings is None:
+        return {}
+    try:
+        return json.loads(json.dumps(dict(settings), sort_keys=True))
+    except (TypeError, ValueError) as e:
+        raise UsageError(f"settings must be JSON values by name: {e}") from None
 
 
 def _local_program(role: str, fn: Callable | Program, params: Any, x: Any) -> Program:
@@ -833,6 +949,8 @@ def run_party(
     *,
     isolate: bool = False,
     log_path: str | os.PathLike | None = None,
+    weights: str | None = None,
+    settings: dict[str, Any] | None = None,
     **cfg: Any,
 ) -> SecureResult | None:
     """One party of a two-host deployment over SPU's brpc link.
@@ -851,10 +969,15 @@ def run_party(
     session in a spawned child, kills it after `timeout_s`, and turns its death into a
     `RunFailure`. A child cannot be sent a closure, so `isolate` needs `fn` to be a
     `Program` or the peer's shapes given here. `log_path` keeps SPU's log (the profile is
-    parsed from it) instead of a temporary file.
+    parsed from it) instead of a temporary file. `weights` is "owned" or "shared"
+    (`WEIGHTS`; default `default_weights(protocol)`), the same on both hosts. `settings`
+    (JSON values by name) are what else both hosts must agree on, such as how many
+    images a measurement checks: the handshake refuses a peer with other settings.
     """
     if role not in ROLES:
         raise UsageError(f"role must be 'server' or 'client', got {role!r}")
+    weights = weights or default_weights(_checked(protocol))
+    cfg = {**cfg, "weights": weights}
     _check_run_args(protocol, samples, timeout_s, cfg)
     addrs = [f"{h}:{p}" for h, p in _parse_parties(parties)]
     if role == "client" and x_or_none is not None:
@@ -863,15 +986,17 @@ def run_party(
     if own is None:
         raise UsageError(f"the {role} must be given its input "
                          f"({'params' if role == 'server' else 'x'})")
+    settings = _json_settings(settings)
     if isolate:
         program = _local_program(role, fn, params_or_none, x_or_none)
-        job = (program, own, addrs, protocol, samples, float(timeout_s), cfg)
+        job = (program, own, addrs, protocol, samples, float(timeout_s),
+               {**cfg, "settings": settings})
         res, rss = _spawn({role: job}, float(timeout_s), log_path)[role]
         return None if res is None else dataclasses.replace(res, peak_rss_mb={role: rss})
     config = runtime_config(protocol, **{**cfg, "profile": True})
     party = _Party(role, protocol, config, samples, float(timeout_s),
-                   time.monotonic() + float(timeout_s))
-    tmp = None if log_path else Path(tempfile.mkdtemp(prefix="deepreshape-spu-"))
+                   time.monotonic() + float(timeout_s), weights, settings)
+    tmp = None if log_path else _temp_dir()
     log = _SpuLog(Path(log_path) if log_path else tmp / f"{role}.log")
     try:
         return _session(party, fn, params_or_none, x_or_none, addrs, log)
@@ -904,8 +1029,10 @@ def _session(party: _Party, fn: Callable | Program, params: Any, x: Any,
     _stop_link(party.lctx)
     if party.rank == 0:
         return None
-    return _client_result(party.protocol, logits, times, profiles,
-                          io_sent=sent, io_recv=out_bytes, weight_bytes=recvd)
+    return dataclasses.replace(
+        _client_result(party.protocol, logits, times, profiles,
+                       io_sent=sent, io_recv=out_bytes, weight_bytes=recvd),
+        weights=party.weights)
 
 
 def _stop_link(lctx: Any) -> None:
@@ -930,11 +1057,20 @@ def _free_ports(n: int = 2) -> list[int]:
             s.close()
 
 
-def _party_entry(role: str, program: Program, own: Any, parties: list[str], protocol: str,
-                 samples: int, timeout_s: float, cfg: dict, log_path: Any, results: Any) -> None:
-    """Body of a spawned party process: run it and report (result or error) on the queue."""
+def _party_entry(role: str, job_path: str, log_path: str, results: Any) -> None:
+    """Body of a spawned party process: run it and report (result or error) on the queue.
+
+    The job (program, own input, addresses, settings) comes in a file the parent wrote
+    into its private temporary folder, not through the start-up pipe: the parent writes
+    that pipe before the child reads it, and a child that dies first would leave the
+    parent blocked on a full pipe (tens of kB fill it; the weights are megabytes).
+    """
+    _die_with_parent()
     try:
+        with open(job_path, "rb") as f:
+            program, own, parties, protocol, samples, timeout_s, cfg = pickle.load(f)
         params, x = (own, None) if role == "server" else (None, own)
+        del own
         res = run_party(role, program, params, x, parties, protocol, samples, timeout_s,
                         log_path=log_path, **cfg)
         results.put(("ok", role, res, _peak_rss_mb()))
@@ -943,32 +1079,95 @@ def _party_entry(role: str, program: Program, own: Any, parties: list[str], prot
         results.put(("error", role, kind, f"{type(e).__name__}: {e}", _peak_rss_mb()))
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel kill this party if its parent dies (even by SIGKILL), so no
+    party outlives the run that started it. Best effort elsewhere."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before prctl
+            os._exit(1)
+
+
+_TEMP_PREFIX = "deepreshape-spu-"
+
+
+def _temp_dir() -> Path:
+    """A private temporary folder named after this process; folders left by processes that
+    no longer exist (killed with SIGKILL, which no cleanup survives) are removed first."""
+    root = Path(tempfile.gettempdir())
+    with contextlib.suppress(OSError):
+        for d in root.glob(f"{_TEMP_PREFIX}*-*"):
+            pid = d.name[len(_TEMP_PREFIX):].split("-", 1)[0]
+            if pid.isdigit() and not _alive(int(pid)) and d.stat().st_uid == os.getuid():
+                shutil.rmtree(d, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}{os.getpid()}-"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+@contextlib.contextmanager
+def _terminations_raise() -> Any:
+    """SIGTERM and SIGHUP raise `RunFailure` here (main thread only), so a run killed that
+    way still stops its parties and removes its temporary folder on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: Any) -> None:
+        raise RunFailure(f"stopped by {signal.Signals(signum).name}")
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
 def _spawn(jobs: dict[str, tuple], timeout_s: float,
            log_path: str | os.PathLike | None = None) -> dict[str, tuple]:
     """Run each role's `_party_entry` in its own spawned process; wait at most `timeout_s`.
 
     Returns role -> (SecureResult or None, peak RSS in MiB). Any failure, death or the
-    deadline kills all of them and raises. The parties' SPU logs go to `log_path` (one
-    party) or to a temporary folder owned here, so a killed party leaves nothing behind.
+    deadline kills all of them and raises. Every wait here is bounded: a process start
+    writes only a few hundred bytes to the child (its job is a file), and the parties'
+    reports are awaited against the deadline. The parties' jobs and SPU logs go to a
+    temporary folder owned here (the log to `log_path` if given, one party), removed on
+    every way out, SIGTERM included; the parties die with this process.
     """
     deadline = time.monotonic() + timeout_s
-    tmp = Path(tempfile.mkdtemp(prefix="deepreshape-spu-"))
     ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    procs = {
-        role: ctx.Process(target=_party_entry, name=f"deepreshape-pi-{role}", daemon=True,
-                          args=(role, *job, str(log_path or tmp / f"{role}.log"), results))
-        for role, job in jobs.items()
-    }
     got = None
-    try:
-        for p in procs.values():
-            p.start()
-        got = _collect(procs, results, deadline, timeout_s)
-    finally:
-        _stop(procs, grace_s=10.0 if got is not None else 0.0)
-        results.close()
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _terminations_raise():
+        tmp = _temp_dir()
+        results = ctx.Queue()
+        procs: dict[str, Any] = {}
+        try:
+            for role, job in jobs.items():
+                job_path = tmp / f"{role}.job"
+                with open(job_path, "wb") as f:
+                    pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+                procs[role] = ctx.Process(
+                    target=_party_entry, name=f"deepreshape-pi-{role}", daemon=True,
+                    args=(role, str(job_path), str(log_path or tmp / f"{role}.log"), results))
+            for p in procs.values():
+                p.start()
+            got = _collect(procs, results, deadline, timeout_s)
+        finally:
+            _stop(procs, grace_s=min(10.0, timeout_s) if got is not None else 0.0)
+            results.close()
+            shutil.rmtree(tmp, ignore_errors=True)
     return got
 
 
@@ -1033,6 +1232,7 @@ def run_two_party(
     timeout_s: float = 300,
     base_port: int | None = None,
     link: LinkProfile | None = None,
+    weights: str | None = None,
     **cfg: Any,
 ) -> SecureResult:
     """Secure inference with server and client as two real processes on 127.0.0.1.
@@ -1044,10 +1244,11 @@ def run_two_party(
     `base_port` and `base_port + 1`, or free ones. With `link`, each party reaches the
     other through a `deepreshape.pi.link.Relay` that emulates that bandwidth and
     round-trip time. `protocol` "semi2k" is not secure, for debugging: party 0 is the
-    trusted dealer.
+    trusted dealer. `weights`: "owned" or "shared" (`WEIGHTS`, default per protocol).
     """
     import jax
 
+    cfg = {**cfg, "weights": weights or default_weights(_checked(protocol))}
     _check_run_args(protocol, samples, timeout_s, cfg)
     if base_port is not None and not (isinstance(base_port, int) and 1024 <= base_port < 65535):
         raise UsageError(f"base_port must be in [1024, 65534], got {base_port!r}")
