@@ -42,6 +42,7 @@ import numpy as np
 
 from deepreshape.cli.common import table
 from deepreshape.pi import costmodel, engine
+from deepreshape.pi.channel import free_ports
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
 from deepreshape.spec import NetSpec, parse, relu_slots
@@ -183,7 +184,7 @@ def bare_spu(fn: Any, params: dict, x: np.ndarray, protocol: str, repeats: int,
     for a in [*leaves, np.asarray(x, np.float32)]:
         for rank, s in enumerate(io.make_shares(a, libspu.Visibility.VIS_SECRET)):
             per_party[rank].append(pickle.dumps(s))
-    addrs = [f"127.0.0.1:{p}" for p in engine._free_ports(2)]
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(2)]
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     procs = [ctx.Process(target=_bare_party, daemon=True,

@@ -15,7 +15,10 @@ pytest.importorskip("jax")
 
 from deepreshape.cli.main import main  # noqa: E402
 from deepreshape.errors import UsageError  # noqa: E402
-from deepreshape.pi import engine  # noqa: E402
+from deepreshape.pi import (
+    channel,  # noqa: E402
+    engine,  # noqa: E402
+)
 from deepreshape.pi import measure as M  # noqa: E402
 from deepreshape.pi.export import export_model  # noqa: E402
 from deepreshape.pi.link import LinkProfile  # noqa: E402
@@ -152,7 +155,7 @@ def test_snl_masks_cut_relu_communication():
 @pytest.mark.slow
 def test_two_roles_on_loopback_and_an_absent_peer(run_dir, tmp_path):
     """--role/--parties as two hosts would run them; then a server that never comes."""
-    parties = [f"127.0.0.1:{p}" for p in engine._free_ports(2)]
+    parties = [f"127.0.0.1:{p}" for p in channel.free_ports(2)]
     errors = []
 
     def server():
@@ -170,7 +173,7 @@ def test_two_roles_on_loopback_and_an_absent_peer(run_dir, tmp_path):
     assert rec["argmax_agree"] == 1.0 and rec["total_bytes"] > 0
 
     t0 = time.monotonic()
-    lonely = [f"127.0.0.1:{p}" for p in engine._free_ports(2)]
+    lonely = [f"127.0.0.1:{p}" for p in channel.free_ports(2)]
     code = main(["pi", str(run_dir), "--samples", "1", "--role", "client",
                  "--parties", ",".join(lonely), "--timeout", "4"])
     assert code == 1 and time.monotonic() - t0 < 60

@@ -144,7 +144,7 @@ def _stage_table(pred: dict[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from deepreshape.pi import costmodel
+    from deepreshape.pi import calibration
     from deepreshape.pi.link import LinkProfile
 
     protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
@@ -153,8 +153,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     cache = Path(args.out).with_suffix(".measurements.jsonl")
     if say:
         say(f"measurements go to {cache} as they complete; rerun the same command to resume")
-    model = costmodel.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
-                                progress=say, cache=cache, link=link, weights=args.weights)
+    model = calibration.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
+                                  progress=say, cache=cache, link=link, weights=args.weights)
     path = model.save(args.out)
     if args.json:
         print_json(model.to_dict())

@@ -32,7 +32,7 @@ import numpy as np
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.io import write_json
-from deepreshape.pi import engine
+from deepreshape.pi import costmodel, engine
 from deepreshape.pi.link import LinkProfile
 from deepreshape.spec import NetSpec
 
@@ -73,7 +73,8 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _now() -> str:
+def now() -> str:
+    """The current UTC time, to the second, ISO 8601."""
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
@@ -134,8 +135,6 @@ def _counts(spec: NetSpec) -> dict[str, Any]:
 
 def _predicted(spec: NetSpec, protocol: str, cost_model: Any,
                weights: str | None = None) -> dict[str, Any] | None:
-    from deepreshape.pi import costmodel
-
     try:
         model = cost_model if isinstance(cost_model, costmodel.CostModel) else costmodel.load(cost_model)
         out = model.predict(spec, protocol, weights) if model.has(protocol, weights) else None
@@ -298,7 +297,7 @@ def measure_run(
             "images": samples, "latency_s": check.latency_s, "total_bytes": check.total_bytes},
         "predicted": _predicted(spec, protocol, cost_model, weights),
         "machine": machine_info(),
-        "created": _now(),
+        "created": now(),
     }
     if write:
         write_json(run.path / PI_JSON, record)
