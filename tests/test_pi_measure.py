@@ -127,6 +127,7 @@ def test_cli_pi_writes_pi_json_with_agreement_and_costs(run_dir, capsys):
     rec = json.loads((run_dir / "pi.json").read_text())
     assert rec["deployment"]["link"] is None
     assert rec["protocol"] == "cheetah" and rec["field"] == "FM64" and rec["fxp_fraction_bits"] == 18
+    assert rec["weights"] == "owned" and rec["weight_share_bytes"] < 64  # nothing sent
     assert rec["images"] == 2 and rec["argmax_agree"] == 1.0 and rec["max_abs_err"] < 1e-2
     assert rec["latency_s"] > 0 and rec["cold_latency_s"] > rec["latency_s"]
     assert rec["bytes_sent"] > 0 and rec["bytes_recv"] > 0 and rec["setup_bytes"] > 0

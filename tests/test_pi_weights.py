@@ -165,3 +165,28 @@ def test_with_owned_weights_the_clients_share_is_all_zeros_and_outputs_equal_pla
     assert np.max(np.abs(res.logits - plain)) < 1e-2
     assert (np.argmax(res.logits, 1) == np.argmax(plain, 1)).all()
     assert res.weights == "owned" and res.weight_share_bytes < 64
+
+
+def test_owned_coefficients_transferred_from_shared_ones_use_the_owned_counts():
+    coef = {"latency_s": {"relus": 1e-5, "he_sent": 0.01, "he_automorphisms": 5e-4, "fixed": 0.05},
+            "bytes": {"relus": 100.0, "he_sent": 1.8e5, "he_response": 2.2e5, "fixed": 1e4}}
+    nets = [costmodel.Network("resnet18-m4-d1,1,1,1", 16), costmodel.Network("hrn-2x2x2x-m4", 32)]
+    records = []
+    for n in nets:  # owned-mode "measurements" that follow the same per-operation costs
+        f = costmodel.features(n.spec(), 1)
+        records.append({"network": n.to_dict(), "latency_s": costmodel.apply(coef["latency_s"], f),
+                        "total_bytes": costmodel.apply(coef["bytes"], f)})
+    shared = costmodel.CostModel({"cheetah/shared-weights": coef}, {"measurements": {}})
+    model = costmodel.transfer(shared, "cheetah/shared-weights", "cheetah", records,
+                               targets=("bytes",), note="synthetic")
+    spec = parse("resnet18-m8", input_size=32, num_classes=10)
+    owned, old = model.predict(spec), model.predict(spec, "cheetah", "shared")
+    assert owned["weights"] == "owned" and old["weights"] == "shared"
+    assert owned["bytes"] == pytest.approx(costmodel.apply(coef["bytes"], costmodel.features(spec, 1)))
+    assert owned["bytes"] < old["bytes"] and owned["latency_s"] < old["latency_s"]
+    rep = model.meta["report"]["cheetah"]
+    assert rep["derived_from"] == "cheetah/shared-weights" and set(rep["heldout_error"]) == {"bytes"}
+    assert rep["heldout_error"]["bytes"]["max_abs"] < 1e-9 and rep["heldout_error"]["bytes"]["n"] == 2
+    assert owned["heldout_error"] == rep["heldout_error"]
+    with pytest.raises(UsageError, match="no coefficients"):
+        costmodel.transfer(shared, "semi2k", "semi2k/owned-weights")

@@ -493,10 +493,45 @@ def fit_measurements(measured: Mapping[str, Sequence[Mapping[str, Any]]],
     return CostModel(coefs, {**meta, "report": report, "measurements": dict(measured)})
 
 
+def transfer(model: CostModel, source: str, target: str,
+             records: Sequence[Mapping[str, Any]] = (), targets: Sequence[str] = TARGETS,
+             note: str = "") -> CostModel:
+    """`model` with `target`'s coefficients copied from `source` (both `setting` keys).
+
+    The per-operation costs stay, the counts are `target`'s own: with owned weights SPU
+    runs one of the two HE products that shared weights run per layer, with the same
+    blocks, so the shared-weights coefficients applied to the owner-aware counts predict
+    the owned mode before (or without) a calibration of its own. `records` (measurements
+    of `target`: ``network``, ``latency_s``, ``total_bytes``) give its error, reported as
+    its held-out error for the `targets` measured reliably; `note` says why and how.
+    """
+    if source not in model.coefficients:
+        raise UsageError(f"the cost model has no coefficients for {source!r}")
+    specs = [Network.from_dict(r["network"]).spec() for r in records]
+    rows = [{**r, "arch": spec.describe(), "input_size": spec.input_size,
+             "features": features(spec, _directions(target))}
+            for r, spec in zip(records, specs, strict=True)]
+    checked = evaluate_records(model.coefficients[source], rows)
+    report = {"derived_from": source, "note": note, "targets": list(targets),
+              "checked_on": checked,
+              "heldout_error": {t: error_summary([r[f"{t}_rel_err"] for r in checked])
+                                for t in targets}}
+    meta = {**model.meta, "report": {**model.meta.get("report", {}), target: report},
+            "derived_measurements": {**model.meta.get("derived_measurements", {}),
+                                     target: [dict(r) for r in records]}}
+    return CostModel({**model.coefficients, target: dict(model.coefficients[source])}, meta)
+
+
 def refit(model: CostModel | str | Path | None = None) -> CostModel:
     """Refit a saved model (default: the shipped one) from the measurements it stores."""
     m = model if isinstance(model, CostModel) else load(model)
     if "measurements" not in m.meta:
         raise UsageError("this cost model stores no measurements to refit from")
     meta = {k: v for k, v in m.meta.items() if k not in ("report", "measurements")}
-    return fit_measurements(m.meta["measurements"], meta)
+    out = fit_measurements(m.meta["measurements"], meta)
+    for key, rep in m.meta.get("report", {}).items():  # derived ones again, from their source
+        if "derived_from" in rep and key not in out.coefficients:
+            out = transfer(out, rep["derived_from"], key,
+                           m.meta.get("derived_measurements", {}).get(key, []),
+                           rep.get("targets", TARGETS), rep.get("note", ""))
+    return out

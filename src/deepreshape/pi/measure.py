@@ -169,7 +169,9 @@ def measure_spec(spec: NetSpec, protocol: str = "cheetah", repeats: int = 3,
     fn, params, x = random_network(spec, seed)
     res = engine.run_two_party(fn, params, x, protocol, samples=repeats, timeout_s=timeout_s,
                                link=link, fxp_fraction_bits=fxp_fraction_bits, weights=weights)
+    plain = engine.plain_logits(fn, params, x)
     return {**_counts(spec), **cost_record(res), "max_abs_err_jax": res.max_abs_err,
+            "argmax_equal_jax": bool(np.array_equal(np.argmax(res.logits, 1), np.argmax(plain, 1))),
             "link": link.to_dict() if link else None}
 
 
