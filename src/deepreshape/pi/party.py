@@ -301,7 +301,6 @@ def _steps(party: _Party, fn: Callable | Program, params: Any, x: Any,
         weights=party.weights)
 
 
-
 def run_session(role: str, fn: Callable | Program, params: Any, x: Any, addrs: list[str],
                 protocol: str, samples: int, timeout_s: float, *, log_path: str | os.PathLike,
                 weights: str, settings: dict[str, Any] | None = None, **cfg: Any
