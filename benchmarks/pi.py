@@ -16,6 +16,11 @@ spu.Io shares, spu.Runtime.run with profiling off, two processes over brpc, noth
 else) against the toolkit's `run_two_party`, alternating, in the same invocation;
 overhead = toolkit / bare - 1 on the median warm latency.
 
+Weights (`--weights owned shared`): measures each network with the server owning its
+weights (one HE product per layer, the default for Cheetah) and with them secret-shared
+(two), alternating network by network in the same invocation, and prints the speedup
+and the bytes saved.
+
 Emulated links (`--link lan wan`, or RATE:RTT such as 100mbit:10ms): reruns the table
 with the two parties talking through `deepreshape.pi.link.Relay`, a user-space relay that
 delays and rate-limits each direction (the Cheetah paper's LAN is 3 Gbit/s and 0.3 ms
@@ -24,6 +29,7 @@ RTT, its WAN 400 Mbit/s and 40 ms RTT). It needs no privileges, unlike `tc netem
     python benchmarks/pi.py                                 # the three networks, ~30 min here
     python benchmarks/pi.py --arch resnet18-m16 --repeats 2 --overhead-repeats 5
     python benchmarks/pi.py --arch resnet18-m16 --snl-budget 50000 --link lan wan --json
+    python benchmarks/pi.py --arch resnet18-m16 hrn-2x5x2x --weights shared owned --no-overhead
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ import numpy as np
 
 from deepreshape.cli.common import table
 from deepreshape.pi import costmodel, engine
+from deepreshape.pi.channel import free_ports
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
 from deepreshape.spec import NetSpec, parse, relu_slots
@@ -68,17 +75,21 @@ def snl_version(spec: NetSpec, budget: int) -> NetSpec:
 
 def measure_row(label: str, spec: NetSpec, repeats: int, timeout_s: float,
                 model: costmodel.CostModel, run_dir: str | None = None,
-                link: LinkProfile | None = None) -> dict[str, Any]:
+                link: LinkProfile | None = None, weights: str = "owned") -> dict[str, Any]:
     if run_dir is None:
-        rec = measure_spec(spec, "cheetah", repeats=repeats, timeout_s=timeout_s, link=link)
+        rec = measure_spec(spec, "cheetah", repeats=repeats, timeout_s=timeout_s, link=link,
+                           weights=weights)
     else:
         from deepreshape.pi.measure import measure_run
 
         rec = measure_run(run_dir, samples=1, repeats=repeats, timeout_s=timeout_s, write=False,
-                          link=link)
-    pred = model.predict(spec, "cheetah") if model.has("cheetah") else None
+                          link=link, weights=weights)
+    pred = model.predict(spec, "cheetah", weights) if model.has("cheetah", weights) else None
     k = rec["per_kind"]
-    row = {"network": label, "arch": spec.describe(), "relus": rec["relus"], "macs": rec["macs"],
+    row = {"network": label, "weights": weights, "arch": spec.describe(),
+           "relus": rec["relus"], "macs": rec["macs"],
+           "weight_share_bytes": rec["weight_share_bytes"],
+           "argmax_equal": rec.get("argmax_equal_jax", rec.get("argmax_agree") == 1.0),
            "latency_s": rec["latency_s"], "warm_latencies_s": rec["warm_latencies_s"],
            "setup_s": rec["setup_s"], "bytes": rec["total_bytes"],
            "setup_bytes": rec["setup_bytes"],
@@ -107,14 +118,14 @@ def render(rows: list[dict[str, Any]]) -> str:
     out = []
     for r in rows:
         p = "predicted_latency_s" in r
-        out.append([r["network"], f"{r['relus']:,}", f"{r['macs'] / 1e6:.1f}M",
+        out.append([r["network"], r["weights"], f"{r['relus']:,}", f"{r['macs'] / 1e6:.1f}M",
                     f"{r['latency_s']:.2f}", f"{r['predicted_latency_s']:.2f}" if p else "-",
                     _pct(r.get("latency_err")), f"{r['bytes'] / 1e6:.1f}",
                     f"{r['predicted_bytes'] / 1e6:.1f}" if p else "-", _pct(r.get("bytes_err")),
                     _share(r["relu_time_share"]), _share(r["conv_time_share"]),
                     _share(r["relu_bytes_share"]), _share(r["conv_bytes_share"]),
                     f"{r['setup_s']:.1f}"])
-    return table(["network", "ReLUs", "MACs", "lat s", "pred s", "err", "MB", "pred MB", "err",
+    return table(["network", "weights", "ReLUs", "MACs", "lat s", "pred s", "err", "MB", "pred MB", "err",
                   "ReLU t", "conv t", "ReLU B", "conv B", "setup s"], out)
 
 
@@ -183,7 +194,7 @@ def bare_spu(fn: Any, params: dict, x: np.ndarray, protocol: str, repeats: int,
     for a in [*leaves, np.asarray(x, np.float32)]:
         for rank, s in enumerate(io.make_shares(a, libspu.Visibility.VIS_SECRET)):
             per_party[rank].append(pickle.dumps(s))
-    addrs = [f"127.0.0.1:{p}" for p in engine._free_ports(2)]
+    addrs = [f"127.0.0.1:{p}" for p in free_ports(2)]
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     procs = [ctx.Process(target=_bare_party, daemon=True,
@@ -215,7 +226,8 @@ def overhead(spec: NetSpec, rounds: int, repeats: int, timeout_s: float) -> dict
     agree = True
     for _ in range(rounds):
         b = bare_spu(fn, params, x, "cheetah", repeats, timeout_s)
-        r = engine.run_two_party(fn, params, x, "cheetah", samples=repeats, timeout_s=timeout_s)
+        r = engine.run_two_party(fn, params, x, "cheetah", samples=repeats, timeout_s=timeout_s,
+                                 weights="shared")  # as the bare program shares them
         bare += b["warm_latencies_s"]
         kit += r.warm_latencies_s
         agree &= bool(np.argmax(b["logits"]) == np.argmax(r.logits))
@@ -235,19 +247,55 @@ def say(msg: str) -> None:
 
 def measure_all(jobs: list[tuple[str, NetSpec, str | None]], args: argparse.Namespace,
                 model: costmodel.CostModel, link: LinkProfile | None) -> list[dict[str, Any]]:
-    """One table's rows; a failing network is reported in its row, the others go on."""
+    """One table's rows, each network under each weights mode in turn (so a change of
+    load hits the modes alike); a failing one is reported in its row, the others go on."""
     rows = []
     where = f" over {link.describe()}" if link else ""
     for label, spec, run_dir in jobs:
-        t0 = time.monotonic()
-        try:
-            rows.append(measure_row(label, spec, args.repeats, args.timeout, model, run_dir, link))
-            say(f"{label}{where}: {rows[-1]['latency_s']:.2f} s, {rows[-1]['bytes'] / 1e6:.1f} MB "
-                f"({time.monotonic() - t0:.0f} s wall)")
-        except Exception as e:  # noqa: BLE001 - one failing network must not lose the others
-            say(f"{label}{where}: failed: {e}")
-            rows.append({"network": label, "arch": spec.describe(), "error": str(e)})
+        for weights in args.weights:
+            t0 = time.monotonic()
+            try:
+                rows.append(measure_row(label, spec, args.repeats, args.timeout, model, run_dir,
+                                        link, weights))
+                say(f"{label} ({weights} weights){where}: {rows[-1]['latency_s']:.2f} s, "
+                    f"{rows[-1]['bytes'] / 1e6:.1f} MB ({time.monotonic() - t0:.0f} s wall)")
+            except Exception as e:  # noqa: BLE001 - one failing network must not lose the others
+                say(f"{label} ({weights} weights){where}: failed: {e}")
+                rows.append({"network": label, "weights": weights, "arch": spec.describe(),
+                             "error": str(e)})
     return rows
+
+
+def compare_weights(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per network measured both ways: shared against owned latency, bytes and the one-time
+    weights' share, in the same run."""
+    by = {(r["network"], r["weights"]): r for r in rows if "error" not in r}
+    out = []
+    for (name, weights), old in by.items():
+        new = by.get((name, "owned"))
+        if weights != "shared" or new is None:
+            continue
+        out.append({"network": name, "shared_latency_s": old["latency_s"],
+                    "owned_latency_s": new["latency_s"],
+                    "speedup": old["latency_s"] / new["latency_s"],
+                    "shared_bytes": old["bytes"], "owned_bytes": new["bytes"],
+                    "bytes_saved": 1 - new["bytes"] / old["bytes"],
+                    "shared_setup_s": old["setup_s"], "owned_setup_s": new["setup_s"],
+                    "weight_share_bytes_saved": old["weight_share_bytes"]
+                    - new["weight_share_bytes"],
+                    "peak_rss_mb": {"shared": old["peak_rss_mb"], "owned": new["peak_rss_mb"]},
+                    "argmax_equal": bool(old["argmax_equal"] and new["argmax_equal"])})
+    return out
+
+
+def render_comparison(rows: list[dict[str, Any]]) -> str:
+    return table(["network", "shared s", "owned s", "speedup", "shared MB", "owned MB",
+                  "bytes saved", "weights' share saved MB", "argmax = plain"],
+                 [[c["network"], f"{c['shared_latency_s']:.2f}", f"{c['owned_latency_s']:.2f}",
+                   f"{c['speedup']:.2f}x", f"{c['shared_bytes'] / 1e6:.1f}",
+                   f"{c['owned_bytes'] / 1e6:.1f}", f"{100 * c['bytes_saved']:.0f}%",
+                   f"{c['weight_share_bytes_saved'] / 1e6:.1f}",
+                   "yes" if c["argmax_equal"] else "NO"] for c in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-overhead", action="store_true")
     ap.add_argument("--link", nargs="*", default=[], metavar="lan|wan|RATE:RTT",
                     help="also measure through these emulated links, e.g. lan wan 100mbit:10ms")
+    ap.add_argument("--weights", nargs="+", choices=("owned", "shared"), default=["owned"],
+                    help="weights modes to measure each network with (owned: the default)")
     ap.add_argument("--cost-model", default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -288,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = measure_all(jobs, args, model, None)
     ok = [r for r in rows if "error" not in r]
     result: dict[str, Any] = {"protocol": "cheetah", "link": "loopback", "rows": rows,
-                              "machine": machine_info()}
+                              "weights_comparison": compare_weights(rows),
+                              "load_average": os.getloadavg(), "machine": machine_info()}
     if not args.no_overhead:
         spec = parse(args.overhead_arch, input_size=args.input_size, num_classes=args.num_classes)
         result["overhead"] = overhead(spec, args.overhead_rounds, args.overhead_repeats,
@@ -304,7 +355,11 @@ def main(argv: list[str] | None = None) -> int:
     print(render(ok))
     for r in rows:
         if "error" in r:
-            print(f"{r['network']}: failed: {r['error']}")
+            print(f"{r['network']} ({r['weights']} weights): failed: {r['error']}")
+    if result["weights_comparison"]:
+        print("shared against owned weights, measured in turn in this run "
+              f"(load average at the end {result['load_average'][0]:.1f}):")
+        print(render_comparison(result["weights_comparison"]))
     if "overhead" in result:
         o = result["overhead"]
         print(f"toolkit overhead vs bare SPU ({o['arch']} at {o['input_size']}x{o['input_size']}): "

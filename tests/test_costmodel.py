@@ -12,6 +12,7 @@ pytest.importorskip("scipy")
 from deepreshape.cli.main import main  # noqa: E402
 from deepreshape.count import count  # noqa: E402
 from deepreshape.errors import UsageError  # noqa: E402
+from deepreshape.pi import calibration as K  # noqa: E402
 from deepreshape.pi import cheetah  # noqa: E402
 from deepreshape.pi import costmodel as C  # noqa: E402
 from deepreshape.pi.link import LinkProfile  # noqa: E402
@@ -105,7 +106,7 @@ def test_culled_slots_are_not_relu_layers_but_masked_slots_are():
 
 
 def test_nnls_recovers_known_coefficients_from_the_calibration_set():
-    specs = [n.spec() for n in C.CALIBRATION]
+    specs = [n.spec() for n in K.CALIBRATION]
     rows = [C.features(s) for s in specs]
     for target, true in TRUE.items():
         y = [C.apply(true, r) for r in rows]
@@ -116,7 +117,7 @@ def test_nnls_recovers_known_coefficients_from_the_calibration_set():
 
 
 def test_selection_keeps_the_smallest_exact_set_and_grows_when_needed():
-    rows = [C.features(n.spec()) for n in C.CALIBRATION]
+    rows = [C.features(n.spec()) for n in K.CALIBRATION]
     conv = {"macs": 0.3, "linear_layers": 1.0e6}
     y = [C.apply(conv, r) for r in rows]
     coef, how = C.select_and_fit(rows, y, C.COMPONENTS["conv"])
@@ -140,7 +141,7 @@ def test_each_protocol_fits_its_convolutions_on_its_own_kind_of_features():
 
 def test_fit_records_sums_the_parts_of_the_profile():
     recs = []
-    for n in C.CALIBRATION:
+    for n in K.CALIBRATION:
         spec = n.spec()
         recs.append({**_synthetic(spec, "cheetah"), "features": C.features(spec)})
     coefs, how = C.fit_records(recs, "cheetah")
@@ -154,7 +155,7 @@ def test_fit_records_sums_the_parts_of_the_profile():
 
 def test_nnls_keeps_costs_non_negative_and_fits_noisy_data():
     rng = np.random.default_rng(0)
-    rows = [C.features(n.spec()) for n in C.CALIBRATION]
+    rows = [C.features(n.spec()) for n in K.CALIBRATION]
     neg = {**TRUE["latency_s"], "relu_layers": -0.02}
     coef = C.fit_nnls(rows, [max(1e-3, C.apply(neg, r)) for r in rows])
     assert all(v >= 0 for v in coef.values())
@@ -178,15 +179,15 @@ def test_calibrate_with_a_fake_measurement_fits_and_reports_heldout_errors():
         seen.append((spec.describe(), protocol))
         return _synthetic(spec, protocol)
 
-    model = C.calibrate(["cheetah"], measure=measure)
-    assert len(seen) == len(C.CALIBRATION) + len(C.HELDOUT)
+    model = K.calibrate(["cheetah"], measure=measure)
+    assert len(seen) == len(K.CALIBRATION) + len(K.HELDOUT)
     rep = model.meta["report"]["cheetah"]
     assert len(model.meta["measurements"]["cheetah"]) == len(seen)
     again = C.refit(model)
     assert again.coefficients == model.coefficients
     assert rep["heldout_error"]["latency_s"]["max_abs"] < 1e-6
     assert rep["heldout_error"]["bytes"]["max_abs"] < 1e-6
-    assert len(rep["heldout"]) == len(C.HELDOUT)
+    assert len(rep["heldout"]) == len(K.HELDOUT)
     spec = parse("resnet18-m16", dataset="cifar100")
     assert model.predict(spec)["latency_s"] == pytest.approx(
         C.apply(TRUE["latency_s"], C.features(spec)), rel=1e-6)
@@ -194,7 +195,7 @@ def test_calibrate_with_a_fake_measurement_fits_and_reports_heldout_errors():
 
 def test_calibrate_resumes_from_its_cache_and_rejects_a_broken_one(tmp_path):
     cache = tmp_path / "cm.measurements.jsonl"
-    nets, held = C.CALIBRATION[:8], C.HELDOUT[:2]
+    nets, held = K.CALIBRATION[:8], K.HELDOUT[:2]
     calls = []
     stop_at = [5]
 
@@ -205,38 +206,38 @@ def test_calibrate_resumes_from_its_cache_and_rejects_a_broken_one(tmp_path):
         return _synthetic(spec, protocol)
 
     with pytest.raises(KeyboardInterrupt):
-        C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache)
+        K.calibrate(["cheetah"], nets, held, measure=measure, cache=cache)
     assert len(cache.read_text().splitlines()) == 4  # what completed is kept
     calls.clear()
     stop_at[0] = 0
     said = []
-    model = C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache, progress=said.append)
+    model = K.calibrate(["cheetah"], nets, held, measure=measure, cache=cache, progress=said.append)
     assert len(calls) == len(nets) + len(held) - 4  # only the rest is measured
     assert sum("(cached)" in m for m in said) == 4
     assert [r["part"] for r in model.meta["measurements"]["cheetah"]] == (
         ["calibration"] * len(nets) + ["heldout"] * len(held))
-    fresh = C.calibrate(["cheetah"], nets, held, measure=lambda s, p: _synthetic(s, p))
+    fresh = K.calibrate(["cheetah"], nets, held, measure=lambda s, p: _synthetic(s, p))
     assert fresh.coefficients == model.coefficients
     calls.clear()
-    C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache, repeats=5)
+    K.calibrate(["cheetah"], nets, held, measure=measure, cache=cache, repeats=5)
     assert len(calls) == len(nets) + len(held)  # other settings measure again
     calls.clear()
-    wan = C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache,
+    wan = K.calibrate(["cheetah"], nets, held, measure=measure, cache=cache,
                       link=LinkProfile(400e6, 0.04))
     assert len(calls) == len(nets) + len(held)  # and so does another link
     assert wan.meta["link"]["rtt_s"] == 0.04 and "emulated link" in wan.meta["machine_summary"]
     cache.write_text(cache.read_text() + "{not json\n")
     with pytest.raises(UsageError, match="not a calibration cache line"):
-        C.calibrate(["cheetah"], nets, held, measure=measure, cache=cache)
+        K.calibrate(["cheetah"], nets, held, measure=measure, cache=cache)
 
 
 def test_calibration_and_heldout_sets_are_disjoint_and_separable():
-    cal = {(n.spec().describe(), n.input_size) for n in C.CALIBRATION}
-    held = {(n.spec().describe(), n.input_size) for n in C.HELDOUT}
-    assert not cal & held and len(cal) == len(C.CALIBRATION)
-    x = np.array([[C.features(n.spec())[k] for k in C.FEATURES] for n in C.CALIBRATION])
+    cal = {(n.spec().describe(), n.input_size) for n in K.CALIBRATION}
+    held = {(n.spec().describe(), n.input_size) for n in K.HELDOUT}
+    assert not cal & held and len(cal) == len(K.CALIBRATION)
+    x = np.array([[C.features(n.spec())[k] for k in C.FEATURES] for n in K.CALIBRATION])
     assert np.linalg.matrix_rank(x / np.linalg.norm(x, axis=0)) == len(C.FEATURES)
-    for n in C.CALIBRATION:
+    for n in K.CALIBRATION:
         assert C.Network.from_dict(json.loads(json.dumps(n.to_dict()))) == n
 
 
@@ -279,25 +280,33 @@ def test_json_round_trip_and_bad_files(tmp_path):
 
 def test_the_shipped_model_covers_both_protocols_and_documents_itself():
     model = C.load()
-    assert model.has("cheetah") and model.has("semi2k")
+    assert model.has("cheetah") and model.has("cheetah", "shared") and model.has("semi2k")
     for key in ("date", "machine", "method", "calibration_set", "heldout_set", "report",
                 "measurements"):
         assert key in model.meta
     held = {json.dumps(n, sort_keys=True) for n in model.meta["heldout_set"]}
     cal = {json.dumps(n, sort_keys=True) for n in model.meta["calibration_set"]}
     assert held and cal and not held & cal
-    for p in ("cheetah", "semi2k"):
-        pred = model.predict(parse("resnet18-m16", dataset="cifar100"), p)
+    spec = parse("resnet18-m16", dataset="cifar100")
+    for key in model.coefficients:
+        pred = model.predict(spec, *C.split_setting(key))
         assert pred["latency_s"] > 0 and pred["bytes"] > 0
-        assert all(v >= 0 for c in model.coefficients[p].values() for v in c.values())
-    cheetah = model.coefficients["cheetah"]
+        assert all(v >= 0 for c in model.coefficients[key].values() for v in c.values())
+    cheetah = model.coefficients["cheetah/shared-weights"]
     assert 5e-6 < cheetah["latency_s"]["relus"] < 5e-5  # about 12 us per ReLU here
     assert 50 < cheetah["bytes"]["relus"] < 200  # about 100 B per ReLU
     # an FM64 ciphertext (N = 8192, 2-3 primes of about 50 bits) is 100-300 KB
     assert 1e5 < cheetah["bytes"]["he_sent"] + cheetah["bytes"]["he_response"] < 6e5
-    report = model.meta["report"]["cheetah"]["heldout_error"]
+    report = model.meta["report"]["cheetah/shared-weights"]["heldout_error"]  # fitted
     assert report["latency_s"]["mean_abs"] <= C.TARGET_REL_ERR
     assert report["bytes"]["mean_abs"] <= C.TARGET_REL_ERR
+    owned = model.meta["report"]["cheetah"]
+    if "derived_from" in owned:  # owned weights, until calibrated on an idle machine
+        assert owned["derived_from"] == "cheetah/shared-weights" and owned["note"]
+        assert owned["heldout_error"]["bytes"]["n"] >= 5
+        assert owned["heldout_error"]["bytes"]["mean_abs"] <= 0.03
+    # owned weights: half the HE work, fewer bytes predicted than shared
+    assert model.predict(spec)["bytes"] < 0.8 * model.predict(spec, "cheetah", "shared")["bytes"]
 
 
 def test_literature_model_reproduces_its_resnet18_constants():
@@ -329,6 +338,21 @@ def test_cli_estimate_with_the_shipped_model(capsys):
     assert main(["pi", "--estimate", "resnet18-m16", "--protocol", "semi2k"]) == 0
     captured = capsys.readouterr()
     assert "semi2k" in captured.out and "NOT SECURE" in captured.err
+
+
+def test_cli_estimate_for_each_weights_mode(capsys):
+    got = {}
+    for mode in ("owned", "shared"):
+        assert main(["pi", "--estimate", "resnet18-m16", "--dataset", "cifar100", "--weights", mode,
+                     "--json"]) == 0
+        got[mode] = json.loads(capsys.readouterr().out)["predicted"]
+        assert got[mode]["weights"] == mode
+    assert got["owned"]["bytes"] < 0.8 * got["shared"]["bytes"]
+    assert main(["pi", "--estimate", "resnet18-m16", "--weights", "shared"]) == 0
+    assert "cheetah with shared weights: predicted" in capsys.readouterr().out
+    assert main(["pi", "--estimate", "resnet18-m16", "--protocol", "semi2k", "--weights",
+                 "owned"]) == 2
+    assert "no coefficients for 'semi2k/owned-weights'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, match", [

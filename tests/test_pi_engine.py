@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import pickle
 import threading
 import time
 
@@ -14,6 +15,7 @@ jax = pytest.importorskip("jax")
 jnp = jax.numpy
 
 from deepreshape.errors import RunFailure, UsageError  # noqa: E402
+from deepreshape.pi import channel, processes, shares  # noqa: E402
 from deepreshape.pi import engine as E  # noqa: E402
 
 pytestmark = pytest.mark.pi
@@ -57,7 +59,7 @@ def make(channels=8, hw=8, seed=0):
 
 
 def _parties():
-    return [f"127.0.0.1:{port}" for port in E._free_ports(2)]
+    return [f"127.0.0.1:{port}" for port in channel.free_ports(2)]
 
 
 # --------------------------------------------------------------------------- config and parsing
@@ -123,7 +125,7 @@ def test_shares_survive_the_wire_format():
     io = spu.Io(2, cfg)
     a = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
     s0, s1 = io.make_shares(a, spu.libspu.Visibility.VIS_SECRET)
-    (back,) = E._unpack_shares(E._pack_shares([s1]))
+    (back,) = shares.unpack_shares(shares.pack_shares([s1]))
     np.testing.assert_allclose(io.reconstruct([s0, back]), a, atol=1e-4)
 
 
@@ -169,7 +171,7 @@ def test_simulator_matches_plain_jax(protocol):
 
 def test_stopping_parties_that_never_started_is_harmless():
     ctx = multiprocessing.get_context("spawn")
-    E._stop({"server": ctx.Process(target=time.sleep, args=(0,))}, grace_s=0.0)
+    processes._stop({"server": ctx.Process(target=time.sleep, args=(0,))}, grace_s=0.0)
 
 
 def test_absent_peer_is_a_run_failure_in_bounded_time():
@@ -189,8 +191,10 @@ def test_peer_dying_mid_session_is_a_run_failure_in_bounded_time(tmp_path):
     parties, log = _parties(), tmp_path / "server.log"
     ctx = multiprocessing.get_context("spawn")
     reports = ctx.Queue()  # must outlive the child's start
-    args = ("server", program, p, parties, "cheetah", 50, 30.0, {}, str(log), reports)
-    server = ctx.Process(target=E._party_entry, args=args, daemon=True)
+    job = tmp_path / "server.job"
+    job.write_bytes(pickle.dumps((program, p, parties, "cheetah", 50, 30.0, {})))
+    args = ("server", str(job), str(log), reports)
+    server = ctx.Process(target=processes._party_entry, args=args, daemon=True)
     server.start()
 
     def kill_after_cold_run():

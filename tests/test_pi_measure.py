@@ -15,7 +15,10 @@ pytest.importorskip("jax")
 
 from deepreshape.cli.main import main  # noqa: E402
 from deepreshape.errors import UsageError  # noqa: E402
-from deepreshape.pi import engine  # noqa: E402
+from deepreshape.pi import (
+    channel,  # noqa: E402
+    engine,  # noqa: E402
+)
 from deepreshape.pi import measure as M  # noqa: E402
 from deepreshape.pi.export import export_model  # noqa: E402
 from deepreshape.pi.link import LinkProfile  # noqa: E402
@@ -124,6 +127,7 @@ def test_cli_pi_writes_pi_json_with_agreement_and_costs(run_dir, capsys):
     rec = json.loads((run_dir / "pi.json").read_text())
     assert rec["deployment"]["link"] is None
     assert rec["protocol"] == "cheetah" and rec["field"] == "FM64" and rec["fxp_fraction_bits"] == 18
+    assert rec["weights"] == "owned" and rec["weight_share_bytes"] < 64  # nothing sent
     assert rec["images"] == 2 and rec["argmax_agree"] == 1.0 and rec["max_abs_err"] < 1e-2
     assert rec["latency_s"] > 0 and rec["cold_latency_s"] > rec["latency_s"]
     assert rec["bytes_sent"] > 0 and rec["bytes_recv"] > 0 and rec["setup_bytes"] > 0
@@ -152,7 +156,7 @@ def test_snl_masks_cut_relu_communication():
 @pytest.mark.slow
 def test_two_roles_on_loopback_and_an_absent_peer(run_dir, tmp_path):
     """--role/--parties as two hosts would run them; then a server that never comes."""
-    parties = [f"127.0.0.1:{p}" for p in engine._free_ports(2)]
+    parties = [f"127.0.0.1:{p}" for p in channel.free_ports(2)]
     errors = []
 
     def server():
@@ -170,7 +174,7 @@ def test_two_roles_on_loopback_and_an_absent_peer(run_dir, tmp_path):
     assert rec["argmax_agree"] == 1.0 and rec["total_bytes"] > 0
 
     t0 = time.monotonic()
-    lonely = [f"127.0.0.1:{p}" for p in engine._free_ports(2)]
+    lonely = [f"127.0.0.1:{p}" for p in channel.free_ports(2)]
     code = main(["pi", str(run_dir), "--samples", "1", "--role", "client",
                  "--parties", ",".join(lonely), "--timeout", "4"])
     assert code == 1 and time.monotonic() - t0 < 60

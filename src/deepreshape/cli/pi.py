@@ -33,6 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="measure the calibration networks here and refit the cost model")
     p.add_argument("--protocol", choices=("cheetah", "semi2k"), default=None, help=PROTOCOL_HELP)
+    p.add_argument("--weights", choices=("owned", "shared"), default=None,
+                   help="owned (default for cheetah): the server owns its weights, one HE "
+                        "product per layer; shared (default for semi2k): the weights are "
+                        "secret-shared too, two HE products per layer (the older, slower mode)")
     p.add_argument("--samples", type=int, default=2,
                    help="test images checked against plaintext (default 2); costs are per query")
     p.add_argument("--repeats", type=int, default=None,
@@ -108,13 +112,14 @@ def _estimate(args: argparse.Namespace) -> int:
 
     protocol = args.protocol or "cheetah"
     spec = parse(args.estimate, **spec_kwargs(args))
-    pred = costmodel.load(args.cost_model).predict(spec, protocol)
+    pred = costmodel.load(args.cost_model).predict(spec, protocol, args.weights)
     lit = costmodel.literature(spec)
     if args.json:
         print_json({"predicted": pred, "literature": lit})
         return 0
     _warn_semi2k(protocol)
-    print(f"{spec.describe()} at {spec.input_size}x{spec.input_size}, {protocol}: predicted "
+    print(f"{spec.describe()} at {spec.input_size}x{spec.input_size}, {protocol} with "
+          f"{pred['weights']} weights: predicted "
           f"{pred['latency_s']:.2f} s and {pred['bytes'] / 1e6:.1f} MB per query; ReLUs "
           f"{100 * pred['relu_share_latency_s']:.0f}% of the time, "
           f"{100 * pred['relu_share_bytes']:.0f}% of the bytes")
@@ -139,7 +144,7 @@ def _stage_table(pred: dict[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from deepreshape.pi import costmodel
+    from deepreshape.pi import calibration
     from deepreshape.pi.link import LinkProfile
 
     protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
@@ -148,13 +153,13 @@ def _calibrate(args: argparse.Namespace) -> int:
     cache = Path(args.out).with_suffix(".measurements.jsonl")
     if say:
         say(f"measurements go to {cache} as they complete; rerun the same command to resume")
-    model = costmodel.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
-                                progress=say, cache=cache, link=link)
+    model = calibration.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
+                                  progress=say, cache=cache, link=link, weights=args.weights)
     path = model.save(args.out)
     if args.json:
         print_json(model.to_dict())
         return 0
-    for p in protocols:
+    for p in model.meta["report"]:
         rep = model.meta["report"][p]
         h = rep["heldout_error"]
         print(f"{p}: held-out error latency mean {100 * h['latency_s']['mean_abs']:.1f}% "
@@ -177,7 +182,8 @@ def _measure(args: argparse.Namespace) -> int:
     rec = measure_run(args.run, protocol=protocol, samples=args.samples,
                       repeats=args.repeats or 1, data_dir=args.data_dir,
                       parties=_parties(args.parties), role=args.role, timeout_s=args.timeout,
-                      fxp_fraction_bits=args.fxp_bits, cost_model=args.cost_model, link=link)
+                      fxp_fraction_bits=args.fxp_bits, cost_model=args.cost_model, link=link,
+                      weights=args.weights)
     if rec is None:  # the server learns nothing
         print(f"server: served {args.samples} image(s) to the client at "
               f"{_parties(args.parties)[1]}; the client writes pi.json")
@@ -195,7 +201,8 @@ def _mb(n: float | None) -> str:
 
 def _measure_text(rec: dict[str, Any]) -> str:
     lines = [
-        f"{rec['arch']} on {rec['dataset']}, {rec['protocol']} ({rec['security']}), "
+        f"{rec['arch']} on {rec['dataset']}, {rec['protocol']} ({rec['security']}) with "
+        f"{rec['weights']} weights, "
         f"{rec['field']} with {rec['fxp_fraction_bits']} fraction bits, {rec['deployment']['mode']}"
         + (f" over an emulated link ({rec['deployment']['link']['describe']})"
            if rec["deployment"].get("link") else ""),

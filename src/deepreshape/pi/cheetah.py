@@ -1,10 +1,11 @@
 """How SPU's Cheetah packs a layer's matrix product into HE ciphertexts, counted from a spec.
 
-Under Cheetah (spu 0.9.5, field FM64) a convolution of two secret-shared operands is an
-im2col matrix product ``(Ho*Wo) x (C*k*k)`` times ``(C*k*k) x M`` computed twice with
-homomorphic encryption (each party's share of one operand against the other's), each
-time blocked into polynomials of N = 8192 coefficients. SPU picks the block shape
-``d0 x d1 x d2`` (rows, inner, columns; d1 a power of two) that minimizes its own price of
+Under Cheetah (spu 0.9.5, field FM64) a convolution is an im2col matrix product
+``(Ho*Wo) x (C*k*k)`` times ``(C*k*k) x M`` computed with homomorphic encryption: twice
+when both operands are secret-shared (each party's share of one operand against the
+other's), once when the server owns the weights (`directions`), each time blocked into
+polynomials of N = 8192 coefficients. SPU picks the block shape ``d0 x d1 x d2`` (rows,
+inner, columns; d1 a power of two) that minimizes its own price of
 ciphertexts sent and returned, Galois automorphisms (to pack the sparse results into few
 ciphertexts) and ciphertext-plaintext products; SPU logs the choice as
 ``1@1024x144x16 => 4x128x16``. What a layer costs follows those counts, not its MACs: a
@@ -105,18 +106,33 @@ HE_COUNTS = ("he_sent", "he_outputs", "he_response", "he_automorphisms", "he_mul
 """Per-layer counts for the cost model, summed over a layer's products, both directions."""
 
 
-def layer_counts(row: LayerCount) -> dict[str, int]:
+def directions(weights: str) -> int:
+    """HE products per matrix product: 2 for shared weights, 1 for server-owned ones.
+
+    With shared weights both parties hold shares of both operands, so SPU computes both
+    cross terms, ``x0*w1`` and ``x1*w0``, each with HE (`MatMulAA`). With weights the
+    server owns (a private value to SPU), ``x*w = x0*w + x1*w``: the server computes
+    ``x0*w`` in the clear and only ``x1*w`` needs HE, the client's share encrypted and
+    the server's plaintext weights (`MatMulAV`): one product of the same shape, blocked
+    the same way.
+    """
+    if weights not in ("owned", "shared"):
+        raise ValueError(f"weights must be 'owned' or 'shared', got {weights!r}")
+    return 1 if weights == "owned" else 2
+
+
+def layer_counts(row: LayerCount, he_directions: int = 2) -> dict[str, int]:
     """Ciphertexts sent, computed and returned, automorphisms and products of one layer.
 
-    Both parties hold shares of both operands, so every product runs twice (once per
-    direction); the counts include both.
+    Each product runs `he_directions` times (`directions`: 2 with shared weights, one
+    per cross term; 1 with server-owned weights); the counts include all of them.
     """
     out = dict.fromkeys(HE_COUNTS, 0)
     for m, k, n in layer_products(row):
         b = blocking(m, k, n)
-        out["he_sent"] += 2 * b.sent
-        out["he_outputs"] += 2 * b.outputs
-        out["he_response"] += 2 * b.response
-        out["he_automorphisms"] += 2 * b.automorphisms
-        out["he_muls"] += 2 * b.muls
+        out["he_sent"] += he_directions * b.sent
+        out["he_outputs"] += he_directions * b.outputs
+        out["he_response"] += he_directions * b.response
+        out["he_automorphisms"] += he_directions * b.automorphisms
+        out["he_muls"] += he_directions * b.muls
     return out

@@ -25,7 +25,8 @@ since the calibration set is small; networks left out of the fit entirely give t
 held-out error. Calibration measures real two-party runs of small randomly initialized
 networks (costs do not depend on weight values). The shipped fit is
 `resources/costmodel.json`, measured on this project's 2-core machine; refit with
-`calibrate` (``deepreshape pi --calibrate``) for another machine or network link.
+`calibration.calibrate` (``deepreshape pi --calibrate``) for another machine or network
+link. Coefficients are keyed by protocol and weights mode (`setting`).
 
 `literature` is a second, independent estimate: Delphi-style HE + garbled circuits with
 the per-ReLU and per-MAC constants that Garimella et al. (ASPLOS 2023) measured, labelled
@@ -37,7 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,10 +47,10 @@ import numpy as np
 
 from deepreshape.count import layer_table
 from deepreshape.errors import UsageError
-from deepreshape.io import append_jsonl, write_json
-from deepreshape.pi.cheetah import HE_COUNTS, layer_counts
-from deepreshape.pi.link import LinkProfile
-from deepreshape.spec import NetSpec, parse, relu_slots
+from deepreshape.io import write_json
+from deepreshape.pi.cheetah import HE_COUNTS, directions, layer_counts
+from deepreshape.pi.protocols import default_weights
+from deepreshape.spec import NetSpec, parse
 
 STAGE_FEATURES = ("relus", "macs", "relu_layers", "linear_layers", "params", "activations",
                   "masked_relus", *HE_COUNTS)
@@ -94,11 +95,33 @@ FORMAT = 1
 TARGET_REL_ERR = 0.15
 
 
+def setting(protocol: str, weights: str | None = None) -> str:
+    """The model's key for a protocol and weights mode: the protocol's name for its default
+    mode (``cheetah`` = owned weights), else e.g. ``cheetah/shared-weights``."""
+    weights = weights or default_weights(protocol)
+    directions(weights)  # validates
+    return protocol if weights == default_weights(protocol) else f"{protocol}/{weights}-weights"
+
+
+def split_setting(key: str) -> tuple[str, str]:
+    """Inverse of `setting`: (protocol, weights)."""
+    protocol, _, rest = key.partition("/")
+    return protocol, rest.removesuffix("-weights") if rest else default_weights(protocol)
+
+
+def _directions(key: str) -> int:
+    """HE products per matrix product under a model key (1 with owned weights, else 2)."""
+    return directions(split_setting(key)[1])
+
+
 # --------------------------------------------------------------------------- features
 
 
-def stage_features(spec: NetSpec) -> dict[str, dict[str, float]]:
-    """Features per stage (stage1..stageD, head), from the analytic layer table."""
+def stage_features(spec: NetSpec, he_directions: int = 2) -> dict[str, dict[str, float]]:
+    """Features per stage (stage1..stageD, head), from the analytic layer table.
+
+    `he_directions`: HE products per matrix product (`cheetah.directions`: 2 with shared
+    weights, 1 with server-owned weights)."""
     out: dict[str, dict[str, float]] = {}
     for row in layer_table(spec):
         f = out.setdefault(row.stage, dict.fromkeys(STAGE_FEATURES, 0.0))
@@ -113,15 +136,15 @@ def stage_features(spec: NetSpec) -> dict[str, dict[str, float]]:
             f["linear_layers"] += 1
             f["params"] += row.params
             f["activations"] += c * h * w
-            for k, v in layer_counts(row).items():
+            for k, v in layer_counts(row, he_directions).items():
                 f[k] += v
     return out
 
 
-def features(spec: NetSpec) -> dict[str, float]:
+def features(spec: NetSpec, he_directions: int = 2) -> dict[str, float]:
     """The network's model row: stage features summed, plus ``fixed`` = 1."""
     total = dict.fromkeys(FEATURES, 0.0)
-    for f in stage_features(spec).values():
+    for f in stage_features(spec, he_directions).values():
         for k, v in f.items():
             total[k] += v
     total["fixed"] = 1.0
@@ -183,33 +206,38 @@ def error_summary(errs: Sequence[float]) -> dict[str, float]:
 class CostModel:
     """Coefficients per protocol and target, with how they were obtained (`meta`)."""
 
-    coefficients: dict[str, dict[str, dict[str, float]]]  # protocol -> target -> feature -> c
+    coefficients: dict[str, dict[str, dict[str, float]]]  # `setting` -> target -> feature -> c
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
-    def has(self, protocol: str) -> bool:
-        """True when the model has coefficients for `protocol`."""
-        return protocol in self.coefficients
+    def has(self, protocol: str, weights: str | None = None) -> bool:
+        """True when the model has coefficients for `protocol` with `weights` (`setting`)."""
+        return setting(protocol, weights) in self.coefficients
 
-    def coef(self, protocol: str) -> dict[str, dict[str, float]]:
-        """Coefficients of `protocol` by target; UsageError naming how to calibrate if missing."""
-        if protocol not in self.coefficients:
-            raise UsageError(f"the cost model has no coefficients for {protocol!r} "
+    def coef(self, protocol: str, weights: str | None = None) -> dict[str, dict[str, float]]:
+        """Coefficients by target; UsageError naming how to calibrate if missing."""
+        key = setting(protocol, weights)
+        if key not in self.coefficients:
+            how = f" --weights {split_setting(key)[1]}" if "/" in key else ""
+            raise UsageError(f"the cost model has no coefficients for {key!r} "
                              f"(it has {', '.join(sorted(self.coefficients)) or 'none'}); "
-                             "run `deepreshape pi --calibrate`")
-        return self.coefficients[protocol]
+                             f"run `deepreshape pi --calibrate --protocol {protocol}{how}`")
+        return self.coefficients[key]
 
-    def predict(self, spec: NetSpec, protocol: str = "cheetah") -> dict[str, Any]:
+    def predict(self, spec: NetSpec, protocol: str = "cheetah",
+                weights: str | None = None) -> dict[str, Any]:
         """Latency (s) and bytes (both directions) of one query, in total and per stage.
 
         Each stage row splits into its ReLU part (ReLUs, ReLU layers, masked ReLUs) and
         its linear part (MACs, conv/linear layers, weights, outputs); the per-inference
         constant is the row ``fixed``. The rows of `per_stage` sum to the totals.
         `heldout_error` is the model's own error on networks it was not fit on: read the
-        prediction with that error bar.
+        prediction with that error bar. `weights` is the weights mode (`setting`; default
+        the protocol's own).
         """
-        c = self.coef(protocol)
+        c = self.coef(protocol, weights)
+        key = setting(protocol, weights)
         rows = []
-        for stage, f in stage_features(spec).items():
+        for stage, f in stage_features(spec, _directions(key)).items():
             row: dict[str, Any] = {"stage": stage, "relus": int(f["relus"]), "macs": int(f["macs"])}
             for t in TARGETS:
                 relu = sum(c[t].get(k, 0.0) * f[k] for k in RELU_FEATURES)
@@ -221,7 +249,7 @@ class CostModel:
             fixed.update({t: c[t].get("fixed", 0.0), f"relu_{t}": 0.0, f"linear_{t}": 0.0})
         rows.append(fixed)
         out: dict[str, Any] = {"arch": spec.describe(), "input_size": spec.input_size,
-                               "protocol": protocol,
+                               "protocol": protocol, "weights": split_setting(key)[1],
                                "relus": sum(r["relus"] for r in rows),
                                "macs": sum(r["macs"] for r in rows)}
         for t in TARGETS:
@@ -232,7 +260,7 @@ class CostModel:
             out[f"relu_share_{t}"] = relu / total if total else 0.0
             out[f"linear_share_{t}"] = lin / total if total else 0.0
         out["per_stage"] = rows
-        out["heldout_error"] = self.meta.get("report", {}).get(protocol, {}).get("heldout_error")
+        out["heldout_error"] = self.meta.get("report", {}).get(key, {}).get("heldout_error")
         out["link"] = self.meta.get("link")  # None: calibrated on loopback
         out["source"] = (f"SPU {protocol} cost model fit on this toolkit's measurements "
                          f"({self.meta.get('machine_summary', 'see costmodel.json')})")
@@ -282,11 +310,11 @@ def load(path: str | Path | None = None) -> CostModel:
         raise UsageError(f"{path}: broken cost model file ({e})") from None
 
 
-def predict(spec: NetSpec, protocol: str = "cheetah", model: CostModel | str | Path | None = None
-            ) -> dict[str, Any]:
+def predict(spec: NetSpec, protocol: str = "cheetah", model: CostModel | str | Path | None = None,
+            weights: str | None = None) -> dict[str, Any]:
     """`CostModel.predict` with the shipped (or given) coefficients."""
     m = model if isinstance(model, CostModel) else load(model)
-    return m.predict(spec, protocol)
+    return m.predict(spec, protocol, weights)
 
 
 # --------------------------------------------------------------------------- literature
@@ -349,59 +377,6 @@ class Network:
         """Inverse of `to_dict`."""
         return cls(str(d["arch"]), int(d["input_size"]),
                    tuple(sorted(dict(d.get("slots", {})).items())))
-
-
-def _net(arch: str, size: int, **slots: str) -> Network:
-    return Network(arch, size, tuple(sorted((k.replace("__", "."), v) for k, v in slots.items())))
-
-
-def _masked(arch: str, size: int, kept: int) -> Network:
-    """Every ReLU slot keeps at most `kept` pixels (SNL-style), the layers stay."""
-    spec = parse(arch, input_size=size, num_classes=10)
-    return Network(arch, size, tuple(sorted(
-        (s.address, f"mask:pixel:{min(kept, s.numel)}") for s in relu_slots(spec))))
-
-
-CALIBRATION: tuple[Network, ...] = (
-    _net("resnet18-m4-d1,1,1,1", 16),
-    _net("resnet18-m8-d1,1,1,1", 16),
-    _net("resnet18-m16-d1,1,1,1", 16),
-    _net("resnet18-m4-d1,1,1,1", 32),
-    _net("resnet18-m8-d1,1,1,1", 32),
-    _net("resnet18-m8", 16),
-    _net("resnet18-m8-d1,1,1,1", 32, **{"stage1.*": "identity", "stage2.*": "identity"}),
-    _masked("resnet18-m16-d1,1,1,1", 16, 64),
-    _net("hrn-4x4x2x-m4-d1,1,1,1", 32),
-    _net("resnet18-m4", 32, **{"stage3.*": "identity", "stage4.*": "identity"}),
-    _net("resnet18-m16-d1,1,1,1", 32),
-    _net("resnet18-m24-d1,1,1,1", 32),
-    _net("resnet18-m16", 16),
-    _net("hrn-2x2x2x-m8-d1,1,1,1", 32),
-    _masked("resnet18-m4-d1,1,1,1", 32, 1024),
-    _net("hrn-2x5x2x-m8-d1,1,1,1", 32),
-    _net("hrn-4x4x4x-m4-d1,1,1,1", 32),
-    _net("hrn-5x7x2x-m4-d1,1,1,1", 32),
-    _net("hrn-5x7x2x-m8-d1,1,1,1", 32),
-    _net("hrn-7x7x7x-m4-d1,1,1,1", 32),
-)
-"""Different mixes of ReLUs and MACs: base widths 4-24 (stages up to 1372 channels),
-16x16 and 32x32, culled stages and SNL-masked slots (ReLUs without their layers' MACs),
-and wide late stages whose HE products have many inner blocks (many ciphertext products
-per result), so the coefficients separate."""
-
-HELDOUT: tuple[Network, ...] = (
-    _net("resnet18-m12-d1,1,1,1", 16),
-    _net("hrn-2x5x2x-m4", 32),
-    _masked("resnet18-m8-d1,1,1,1", 32, 256),
-    _net("resnet18-m8-d2,1,1,1", 32, **{"stage4.*": "identity"}),
-    _net("resnet34-m4", 16),
-    _net("hrn-5x7x2x-m4", 32),
-    _net("resnet18-m32-d1,1,1,1", 32),
-)
-"""Networks not in the calibration set: the held-out error is measured on these."""
-
-
-Measure = Callable[[NetSpec, str], dict[str, Any]]
 
 
 def _targets(rec: Mapping[str, Any]) -> dict[str, float]:
@@ -495,108 +470,6 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     return {t: error_summary([r[f"{t}_rel_err"] for r in rows]) for t in TARGETS}
 
 
-def calibrate(
-    protocols: Iterable[str] = ("cheetah", "semi2k"),
-    networks: Sequence[Network] = CALIBRATION,
-    heldout: Sequence[Network] = HELDOUT,
-    *,
-    repeats: int = 3,
-    timeout_s: float = 900,
-    measure: Measure | None = None,
-    progress: Callable[[str], None] | None = None,
-    cache: str | Path | None = None,
-    link: LinkProfile | None = None,
-) -> CostModel:
-    """Measure every network under each protocol, fit, and evaluate on `heldout`.
-
-    `measure(spec, protocol)` returns a record with ``latency_s``, ``total_bytes`` and
-    ``per_kind`` (default: `measure.measure_spec`, a real two-party run on loopback with
-    random weights, the median of `repeats` warm runs). With `cache` (a JSONL file), each
-    measurement is appended there as it completes and a later call with the same cache
-    reuses the ones it finds (same protocol, network and repeats), so an interrupted
-    calibration resumes instead of starting over. With `link`, the default measurement
-    runs through that emulated network (`deepreshape.pi.link`), so the fit predicts it.
-    """
-    from deepreshape.pi import measure as pim
-
-    if measure is None:
-        def measure(spec: NetSpec, protocol: str) -> dict[str, Any]:
-            return pim.measure_spec(spec, protocol, repeats=repeats, timeout_s=timeout_s,
-                                    link=link)
-
-    say = progress or (lambda _msg: None)
-    done = _read_cache(cache)
-    measured: dict[str, list[dict[str, Any]]] = {}
-    for protocol in protocols:
-        measured[protocol] = []
-        for part, nets in (("calibration", networks), ("heldout", heldout)):
-            for i, net in enumerate(nets, 1):
-                spec = net.spec()
-                key = _cache_key(protocol, net, repeats, link)
-                row = done.get(key)
-                if row is None:
-                    rec = dict(measure(spec, protocol))
-                    row = {k: rec[k] for k in _KEEP if k in rec}
-                    row.update(network=net.to_dict(), arch=spec.describe(),
-                               input_size=spec.input_size)
-                    if cache is not None:
-                        append_jsonl(cache, {"key": key, "record": row})
-                    how = "measured"
-                else:
-                    how = "cached"
-                measured[protocol].append({**row, "part": part})
-                say(f"{protocol} {part} {i}/{len(nets)} {spec.describe()} @{spec.input_size}: "
-                    f"{row['latency_s']:.3f} s, {row['total_bytes'] / 1e6:.2f} MB ({how})")
-    from deepreshape.pi.measure import _now, machine_info
-
-    mach = machine_info()
-    meta = {
-        "date": _now(),
-        "machine": mach,
-        "machine_summary": f"{mach.get('cpu_count')} CPU cores ({mach.get('cpu', '?')}), "
-                           "both parties on one host over "
-                           + (f"an emulated link ({link.describe()})" if link else "loopback"),
-        "link": link.to_dict() if link else None,
-        "method": (f"two real SPU parties (spu {mach.get('spu', '?')}) in two processes over "
-                   "brpc on 127.0.0.1 sharing the machine's cores; FM64, 18 fraction bits; "
-                   "batch 1; randomly initialized weights; per network one cold run then "
-                   f"{repeats} warm runs, latency = median warm run, bytes = both directions "
-                   "of one warm run incl. input/output shares; each part of SPU's profile "
-                   "(ReLU ops, convolutions, the rest) fit by NNLS relative to the total, "
-                   "columns chosen by leave-one-out error on the calibration networks"),
-        "target_rel_err": TARGET_REL_ERR,
-        "calibration_set": [n.to_dict() for n in networks],
-        "heldout_set": [n.to_dict() for n in heldout],
-    }
-    return fit_measurements(measured, meta)
-
-
-def _cache_key(protocol: str, net: Network, repeats: int, link: LinkProfile | None) -> str:
-    where = [link.rate_bps, link.rtt_s] if link else "loopback"
-    return json.dumps([protocol, net.to_dict(), repeats, where], sort_keys=True)
-
-
-def _read_cache(path: str | Path | None) -> dict[str, dict[str, Any]]:
-    """Measurements stored by an earlier `calibrate` with the same cache file."""
-    if path is None or not Path(path).exists():
-        return {}
-    out = {}
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            out[str(item["key"])] = dict(item["record"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UsageError(f"{path}:{n}: not a calibration cache line; delete the file to "
-                             "measure again") from None
-    return out
-
-
-_KEEP = ("relus", "macs", "latency_s", "warm_latencies_s", "total_bytes", "bytes_sent",
-         "bytes_recv", "setup_s", "cold_latency_s", "setup_bytes", "per_kind")
-
-
 def fit_measurements(measured: Mapping[str, Sequence[Mapping[str, Any]]],
                      meta: Mapping[str, Any]) -> CostModel:
     """Fit and evaluate from stored measurements (``part`` calibration or heldout).
@@ -606,16 +479,47 @@ def fit_measurements(measured: Mapping[str, Sequence[Mapping[str, Any]]],
     """
     coefs: dict[str, dict[str, dict[str, float]]] = {}
     report: dict[str, Any] = {}
-    for protocol, rows in measured.items():
-        recs = [{**r, "features": features(Network.from_dict(r["network"]).spec())} for r in rows]
+    for key, rows in measured.items():
+        protocol, _ = split_setting(key)
+        recs = [{**r, "features": features(Network.from_dict(r["network"]).spec(),
+                                           _directions(key))} for r in rows]
         cal = [r for r in recs if r["part"] == "calibration"]
         held = [r for r in recs if r["part"] == "heldout"]
-        coefs[protocol], selection = fit_records(cal, protocol)
-        fit_rows = evaluate_records(coefs[protocol], cal)
-        held_rows = evaluate_records(coefs[protocol], held)
-        report[protocol] = {"fit_error": summarize(fit_rows), "heldout_error": summarize(held_rows),
-                            "calibration": fit_rows, "heldout": held_rows, "selection": selection}
+        coefs[key], selection = fit_records(cal, protocol)
+        fit_rows = evaluate_records(coefs[key], cal)
+        held_rows = evaluate_records(coefs[key], held)
+        report[key] = {"fit_error": summarize(fit_rows), "heldout_error": summarize(held_rows),
+                       "calibration": fit_rows, "heldout": held_rows, "selection": selection}
     return CostModel(coefs, {**meta, "report": report, "measurements": dict(measured)})
+
+
+def transfer(model: CostModel, source: str, target: str,
+             records: Sequence[Mapping[str, Any]] = (), targets: Sequence[str] = TARGETS,
+             note: str = "") -> CostModel:
+    """`model` with `target`'s coefficients copied from `source` (both `setting` keys).
+
+    The per-operation costs stay, the counts are `target`'s own: with owned weights SPU
+    runs one of the two HE products that shared weights run per layer, with the same
+    blocks, so the shared-weights coefficients applied to the owner-aware counts predict
+    the owned mode before (or without) a calibration of its own. `records` (measurements
+    of `target`: ``network``, ``latency_s``, ``total_bytes``) give its error, reported as
+    its held-out error for the `targets` measured reliably; `note` says why and how.
+    """
+    if source not in model.coefficients:
+        raise UsageError(f"the cost model has no coefficients for {source!r}")
+    specs = [Network.from_dict(r["network"]).spec() for r in records]
+    rows = [{**r, "arch": spec.describe(), "input_size": spec.input_size,
+             "features": features(spec, _directions(target))}
+            for r, spec in zip(records, specs, strict=True)]
+    checked = evaluate_records(model.coefficients[source], rows)
+    report = {"derived_from": source, "note": note, "targets": list(targets),
+              "checked_on": checked,
+              "heldout_error": {t: error_summary([r[f"{t}_rel_err"] for r in checked])
+                                for t in targets}}
+    meta = {**model.meta, "report": {**model.meta.get("report", {}), target: report},
+            "derived_measurements": {**model.meta.get("derived_measurements", {}),
+                                     target: [dict(r) for r in records]}}
+    return CostModel({**model.coefficients, target: dict(model.coefficients[source])}, meta)
 
 
 def refit(model: CostModel | str | Path | None = None) -> CostModel:
@@ -624,4 +528,10 @@ def refit(model: CostModel | str | Path | None = None) -> CostModel:
     if "measurements" not in m.meta:
         raise UsageError("this cost model stores no measurements to refit from")
     meta = {k: v for k, v in m.meta.items() if k not in ("report", "measurements")}
-    return fit_measurements(m.meta["measurements"], meta)
+    out = fit_measurements(m.meta["measurements"], meta)
+    for key, rep in m.meta.get("report", {}).items():  # derived ones again, from their source
+        if "derived_from" in rep and key not in out.coefficients:
+            out = transfer(out, rep["derived_from"], key,
+                           m.meta.get("derived_measurements", {}).get(key, []),
+                           rep.get("targets", TARGETS), rep.get("note", ""))
+    return out

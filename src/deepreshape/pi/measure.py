@@ -32,7 +32,7 @@ import numpy as np
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.io import write_json
-from deepreshape.pi import engine
+from deepreshape.pi import costmodel, engine
 from deepreshape.pi.link import LinkProfile
 from deepreshape.spec import NetSpec
 
@@ -73,7 +73,8 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _now() -> str:
+def now() -> str:
+    """The current UTC time, to the second, ISO 8601."""
     return _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
 
 
@@ -105,6 +106,7 @@ def cost_record(res: engine.SecureResult) -> dict[str, Any]:
     return {
         "protocol": res.protocol,
         "security": engine.SECURITY_NOTE[res.protocol],
+        "weights": res.weights,
         "latency_s": statistics.median(warm),
         "latency_mean_s": res.latency_s,
         "warm_latencies_s": list(warm),
@@ -131,12 +133,11 @@ def _counts(spec: NetSpec) -> dict[str, Any]:
                                        for s in c.stages]}
 
 
-def _predicted(spec: NetSpec, protocol: str, cost_model: Any) -> dict[str, Any] | None:
-    from deepreshape.pi import costmodel
-
+def _predicted(spec: NetSpec, protocol: str, cost_model: Any,
+               weights: str | None = None) -> dict[str, Any] | None:
     try:
         model = cost_model if isinstance(cost_model, costmodel.CostModel) else costmodel.load(cost_model)
-        out = model.predict(spec, protocol) if model.has(protocol) else None
+        out = model.predict(spec, protocol, weights) if model.has(protocol, weights) else None
     except UsageError:
         out = None
     return {"spu": out, "literature": costmodel.literature(spec)}
@@ -162,13 +163,15 @@ def random_network(spec: NetSpec, seed: int = 0) -> tuple[Callable, dict[str, np
 def measure_spec(spec: NetSpec, protocol: str = "cheetah", repeats: int = 3,
                  timeout_s: float = 900, seed: int = 0,
                  fxp_fraction_bits: int = DEFAULT_FXP_BITS,
-                 link: LinkProfile | None = None) -> dict[str, Any]:
+                 link: LinkProfile | None = None, weights: str | None = None) -> dict[str, Any]:
     """Costs of one query (batch 1) of `spec` with random weights, both parties on loopback
-    (through an emulated `link` if given)."""
+    (through an emulated `link` if given); `weights` "owned" or "shared" (`engine.WEIGHTS`)."""
     fn, params, x = random_network(spec, seed)
     res = engine.run_two_party(fn, params, x, protocol, samples=repeats, timeout_s=timeout_s,
-                               link=link, fxp_fraction_bits=fxp_fraction_bits)
+                               link=link, fxp_fraction_bits=fxp_fraction_bits, weights=weights)
+    plain = engine.plain_logits(fn, params, x)
     return {**_counts(spec), **cost_record(res), "max_abs_err_jax": res.max_abs_err,
+            "argmax_equal_jax": bool(np.array_equal(np.argmax(res.logits, 1), np.argmax(plain, 1))),
             "link": link.to_dict() if link else None}
 
 
@@ -222,6 +225,7 @@ def measure_run(
     cost_model: Any = None,
     write: bool = True,
     link: LinkProfile | None = None,
+    weights: str | None = None,
 ) -> dict[str, Any] | None:
     """Measure secure inference of the run at `path`; returns (and writes) ``pi.json``.
 
@@ -234,12 +238,17 @@ def measure_run(
     compiled program must match the server's) and the plaintext reference; its weights
     never enter the secure computation. `cost_model` is a `CostModel`, a path, or None
     for the shipped coefficients. `link` (local runs only) puts an emulated network
-    between the two processes (`deepreshape.pi.link`).
+    between the two processes (`deepreshape.pi.link`). `weights` is "owned" (the default
+    for cheetah: the server owns its weights) or "shared" (`engine.WEIGHTS`); both hosts
+    must use the same, and the same `samples` and `repeats` (the handshake refuses
+    otherwise).
     """
     from deepreshape.pi.export import export_model
     from deepreshape.runs import load_run
 
     _check_args(protocol, samples, repeats, parties, role)
+    weights = weights or engine.default_weights(protocol)
+    engine.runtime_config(protocol, weights=weights)  # validates the mode
     if link is not None and role is not None:
         raise UsageError("--link emulates a network between two local parties; with --parties "
                          "and --role the network is the real one")
@@ -248,14 +257,15 @@ def measure_run(
     model = run.model()
     fn, params = export_model(model)
     shape = (spec.in_channels, spec.input_size, spec.input_size)
-    cfg = {"fxp_fraction_bits": fxp_fraction_bits}
+    cfg = {"fxp_fraction_bits": fxp_fraction_bits, "weights": weights}
+    agreed = {"images": samples, "repeats": repeats}  # both hosts must run the same sessions
     if role == "server":
         import jax
 
         for n in ([1, samples] if samples > 1 else [1]):
             engine.run_party("server", fn, params, jax.ShapeDtypeStruct((n, *shape), np.float32),
                              parties, protocol, repeats if n == 1 else 1, timeout_s,
-                             isolate=True, **cfg)
+                             isolate=True, settings=agreed, **cfg)
         return None
 
     x, y = load_test_images(run, samples, data_dir)
@@ -267,7 +277,7 @@ def measure_run(
     def session(xs: np.ndarray, reps: int) -> engine.SecureResult:
         if role == "client":
             return engine.run_party("client", fn, params, xs, parties, protocol, reps, timeout_s,
-                                    isolate=True, **cfg)
+                                    isolate=True, settings=agreed, **cfg)
         return engine.run_two_party(fn, params, xs, protocol, samples=reps, timeout_s=timeout_s,
                                     link=link, **cfg)
 
@@ -287,9 +297,9 @@ def measure_run(
         **agree,
         "check_session": None if check is cost else {
             "images": samples, "latency_s": check.latency_s, "total_bytes": check.total_bytes},
-        "predicted": _predicted(spec, protocol, cost_model),
+        "predicted": _predicted(spec, protocol, cost_model, weights),
         "machine": machine_info(),
-        "created": _now(),
+        "created": now(),
     }
     if write:
         save_measurement(run.path / PI_JSON, record)
