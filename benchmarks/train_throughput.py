@@ -275,7 +275,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver
 
 
-def _child(args: argparse.Namespace, arch: str, path: str) -> dict[str, Any]:
+def _child(args: argparse.Namespace, arch: str, path: str, timeout: float | None = None
+           ) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--path", path, "--arch", arch,
            "--device", args.device, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--n", str(args.n), "--workers", str(args.workers),
@@ -283,7 +284,7 @@ def _child(args: argparse.Namespace, arch: str, path: str) -> dict[str, Any]:
            *(["--compile"] if args.compile else []),
            *([] if args.channels_last is None else
              ["--channels-last" if args.channels_last else "--no-channels-last"])]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
     if res.returncode != 0:
         sys.stderr.write(res.stderr)
         raise SystemExit(f"{path} path failed for {arch} (exit {res.returncode})")

@@ -42,8 +42,8 @@ from deepreshape.train import (
 TINY = "resnet18-m4-d1,1,1,1"
 SPEC = parse(TINY, dataset="digits")
 # torch 2.13's oneDNN corrupts the heap in the fp32 weight gradient of a channels_last 1x1
-# stride-2 convolution with fewer than 8 input channels (TINY's first projection has 4), so
-# channels_last training is tested on a network whose projections have 16 or more.
+# stride-2 convolution with fewer than 8 input channels (TINY's first projection has 4; the
+# trainer refuses it), so channels_last and compiled training use a wider network.
 WIDE = parse("resnet18-m16-d1,1,1,1", dataset="digits")
 CPU = torch.device("cpu")
 BF16 = Precision(torch.bfloat16)
@@ -193,6 +193,16 @@ def test_channels_last_training_equals_contiguous_training(tmp_path: Path, digit
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-3, atol=2e-3)
 
 
+def test_cpu_layouts_that_crash_onednn_are_refused(tmp_path: Path, digits) -> None:
+    for kw in ({"channels_last": True}, {"compile": True}):
+        with pytest.raises(UsageError, match="stage2.block1.shortcut.conv .* oneDNN"):
+            train(SPEC, _small(digits, 64), recipe=Recipe(epochs=1, batch_size=64), quiet=True,
+                  **kw)
+    res = train(SPEC, _small(digits, 64), recipe=Recipe(epochs=1, batch_size=64), quiet=True,
+                amp="bf16", channels_last=True)  # bf16 takes another oneDNN kernel: fine
+    assert res.epochs_run == 1
+
+
 def test_cli_precision_flags(tmp_path: Path) -> None:
     args = ["train", "resnet18-m16-d1,1,1,1", "--epochs", "1", "--batch-size", "64", "--limit",
             "128", "--quiet"]
@@ -340,14 +350,14 @@ def test_whole_split_lives_on_the_training_device(digits) -> None:
 def test_compiled_training_equals_eager_and_changed_slots_compile(tmp_path: Path, digits) -> None:
     data = _small(digits, 256)
     recipe = Recipe(epochs=1, batch_size=64, lr=0.05)
-    eager = train(SPEC, data, recipe=recipe, out=tmp_path / "eager", quiet=True)
-    comp = train(SPEC, data, recipe=recipe, out=tmp_path / "comp", compile=True, quiet=True)
+    eager = train(WIDE, data, recipe=recipe, out=tmp_path / "eager", quiet=True)
+    comp = train(WIDE, data, recipe=recipe, out=tmp_path / "comp", compile=True, quiet=True)
     assert load_run(tmp_path / "comp").config["precision"]["compile"] is True
     sa, sb = eager.model.state_dict(), comp.model.state_dict()
     for k in sa:
         torch.testing.assert_close(sb[k], sa[k], rtol=1e-3, atol=1e-4, msg=k)
     # Networks whose slots changed: ReLU-reuse, a frozen SNL mask, and learnable SNL masks.
-    spec = SPEC.with_slots({"stage1.block1.relu1": "reuse:4", "stage2.block1.relu1":
+    spec = WIDE.with_slots({"stage1.block1.relu1": "reuse:4", "stage2.block1.relu1":
                             "mask:pixel:100", "stage3.block1.relu2": "identity"})
     torch.manual_seed(0)
     model = build(spec)
@@ -363,3 +373,128 @@ def test_compiled_training_equals_eager_and_changed_slots_compile(tmp_path: Path
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     for k, p in model.named_parameters():
         torch.testing.assert_close(p.grad, grads[k], rtol=1e-3, atol=1e-5, msg=k)
+
+
+# --------------------------------------------------------------------------- gpu_check.py
+
+ROOT = Path(__file__).resolve().parents[1]
+GPU_CHECK = ROOT / "benchmarks" / "gpu_check.py"
+
+
+def _gpu_check_module():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(GPU_CHECK.parent))
+    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run_gpu_check(*args: str, timeout: int = 1500):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run([sys.executable, str(GPU_CHECK), *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def _check_common(report: dict) -> None:
+    assert report["meta"]["device"] == "cpu" and report["ok"] is True
+    rows = report["steps"]["throughput"]["rows"]
+    for arch in {r["arch"] for r in rows}:
+        mine = [r for r in rows if r["arch"] == arch]
+        ref = next(r for r in mine if r["path"] == "reference")
+        assert ref["dtype"] == "fp32" and ref["images_per_s"] > 0
+        for r in mine:
+            if r["path"] == "project":
+                assert r["ratio_vs_reference"] == pytest.approx(
+                    r["images_per_s"] / ref["images_per_s"])
+                assert r["peak_mb"] > 0 and r["dtype"] == r["config"]
+                assert r["epoch_s_estimate"] == pytest.approx(50_000 / r["images_per_s"])
+    tr = report["steps"]["training"]
+    assert len(tr["losses"]) == 2 and tr["losses"][1] < tr["losses"][0]
+    assert [r["mode"] for r in report["steps"]["snl_kd"]["rows"]] == ["plain", "plain+kd",
+                                                                      "snl-mask"]
+    cuda_only = [t for t in report["targets"] if "10 s" in t["target"] or "3x" in t["target"]]
+    assert cuda_only and all(t["ok"] is None for t in cuda_only)
+
+
+def test_gpu_check_runs_tiny_on_cpu_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    res = _run_gpu_check("--device", "cpu", "--out", str(out), "--arch", "resnet18-m8",
+                         "--skip", "compile", "ddp")
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    report = json.loads(out.read_text())
+    _check_common(report)
+    configs = [r["config"] for r in report["steps"]["throughput"]["rows"]]
+    assert configs == ["reference fp32", "fp32", "bf16+channels_last"]
+    assert report["steps"]["ddp"] == {"skipped_by_user": True}
+
+
+@pytest.mark.slow
+def test_gpu_check_full_cpu_run_with_compile_and_ddp(tmp_path: Path) -> None:
+    out = tmp_path / "check.json"
+    res = _run_gpu_check("--device", "cpu", "--out", str(out))
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    report = json.loads(out.read_text())
+    _check_common(report)
+    rows = report["steps"]["throughput"]["rows"]
+    assert {r["arch"] for r in rows} == {"resnet18-m8", "hrn-5x7x2x-m2"}
+    assert sum(r["config"] == "bf16+channels_last+compile" for r in rows) == 2
+    ddp = report["steps"]["ddp"]
+    assert ddp["ranks"] == ddp["world_size"] == 2 and ddp["backend"] == "gloo"
+    assert all(v == v for v in ddp["losses"])  # finite, not NaN
+
+
+def test_gpu_check_targets_pass_and_fail_on_cuda_figures() -> None:
+    gc = _gpu_check_module()
+    rows = [{"arch": "resnet18", "path": "reference", "images_per_s": 1000.0},
+            {"arch": "resnet18", "path": "project", "config": "fp32", "images_per_s": 2500.0,
+             "ratio_vs_reference": 2.5},
+            {"arch": "resnet18", "path": "project", "config": "bf16+channels_last",
+             "images_per_s": 3500.0, "ratio_vs_reference": 3.5}]
+    report = {"steps": {"throughput": {"rows": rows}, "training": {
+        "arch": "resnet18", "losses": [4.6, 4.1], "epoch_s_per_50k": 12.5},
+        "snl_kd": {"error": "RuntimeError: boom"}, "ddp": {"skipped_by_user": True}},
+        "wall_s": 300.0}
+    got = {t["target"]: t["ok"] for t in gc.targets(report, "cuda")}
+    assert got["resnet18: trainer (bf16+channels_last) >= 3x reference img/s"] is True
+    assert got["resnet18: CIFAR-100 epoch (50,000 images) < 10 s"] is False  # 12.5 s
+    assert got["training: loss falls over 2 epochs and stays finite"] is True
+    assert got["snl_kd step ran"] is False and got["whole check < 8 min"] is True
+    assert "ddp step ran" not in got
+    on_cpu = {t["target"]: t["ok"] for t in gc.targets(report, "cpu")}
+    assert on_cpu["resnet18: CIFAR-100 epoch (50,000 images) < 10 s"] is None
+    assert on_cpu["snl_kd step ran"] is False
+    assert gc.ddp_ranks("cuda", 1) == 1 and gc.ddp_ranks("cuda", 4) == 4
+    assert gc.ddp_ranks("cpu", 0) == 2
+
+
+def test_gpu_check_needs_a_gpu_for_cuda_and_says_so() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    res = _run_gpu_check("--device", "cuda", "--out", "/nonexistent/x.json", timeout=300)
+    assert res.returncode == 2 and "--device cpu" in res.stderr
+    assert len(res.stderr.strip().splitlines()) <= 2  # usage line + one error line
+
+
+def test_documented_gpu_hours_are_what_the_script_prints() -> None:
+    gc = _gpu_check_module()
+    table = gc.gpu_hours_table()
+    doc = (ROOT / "docs" / "reproducing.md").read_text()
+    assert "python benchmarks/gpu_check.py --estimate" in doc
+    for line in table.splitlines():
+        assert line in doc, line
+    # By hand: 200 epochs x (50,000 + 10,000/3) images at 5,000 images/s = 0.59 h.
+    assert "| baseline, 200 epochs | resnet18 | 200 | 0.59 |" in table
+    # Criticality: 4 x (200 plain + 200 x 1.43 KD) epochs of hrn-5x7x2x at 5,000 x 10.7/14.6.
+    h = 4 * (200 + 286) * (50_000 + 10_000 / 3) / (5_000 * 10.7 / 14.6) / 3600
+    assert f"| 1,944 | {h:.2f} |" in table

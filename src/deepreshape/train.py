@@ -224,6 +224,23 @@ def resolve_precision(device: torch.device, amp: str = "auto", channels_last: bo
                      gpu if channels_last is None else bool(channels_last))
 
 
+def check_cpu_layout(model: nn.Module, device: torch.device, precision: Precision,
+                     compiled: bool) -> None:
+    """UsageError instead of a crash: torch's oneDNN (2.13, CPU) corrupts the heap computing
+    the fp32 weight gradient of a channels_last 1x1 stride-2 convolution with 2-7 input
+    channels, and torch.compile picks channels_last for convolutions on its own."""
+    if device.type != "cpu" or precision.amp is not None or not (precision.channels_last
+                                                                  or compiled):
+        return
+    bad = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+           and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < 8]
+    if bad:
+        raise UsageError(f"{bad[0]} (a 1x1 stride-2 convolution of under 8 input "
+                         "channels) crashes torch's oneDNN when trained channels_last in "
+                         "fp32 on CPU (--channels-last or --compile); train it without those, "
+                         "with --amp bf16, or use a wider network")
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock times include it (a no-op on CPU)."""
     if device.type == "cuda":
@@ -417,6 +434,7 @@ def train(
     if init_from is not None and ckpt is None:
         state = init_from if isinstance(init_from, dict) else load_run(init_from).load_checkpoint()["model"]
         load_matching(net, state)
+    check_cpu_layout(net, dev, precision, compile)
     net = net.to(dev)
     if precision.channels_last:
         net = net.to(memory_format=torch.channels_last)
