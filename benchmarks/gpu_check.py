@@ -120,7 +120,7 @@ def step_throughput(args: argparse.Namespace, prof: dict) -> dict:
 def step_training(args: argparse.Namespace, prof: dict) -> dict:
     """A 2-epoch `train()` in a child process (its own peak memory)."""
     return _json_child([sys.executable, __file__, "--worker", "training", "--device",
-                        args.device], prof["timeout"])
+                        args.device], prof)
 
 
 def step_snl_kd(args: argparse.Namespace, prof: dict) -> dict:
@@ -129,7 +129,7 @@ def step_snl_kd(args: argparse.Namespace, prof: dict) -> dict:
     cmd = [sys.executable, str(HERE / "snl.py"), "--json", "--device", args.device, "--arch",
            arch, "--synthetic", str(prof["snl_n"]), "--input-size", "32", "--epochs", "2",
            "--batch-size", str(prof["batch"])]
-    rows = _json_child(cmd, prof["timeout"])
+    rows = _json_child(cmd, prof)
     steps = prof["snl_n"] // prof["batch"]
     for r in rows:
         r["step_ms"] = 1e3 * r["epoch_s"] / steps
@@ -147,7 +147,7 @@ def step_ddp(args: argparse.Namespace, prof: dict) -> dict:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(ranks),
                "--master_port", str(_free_port()), __file__, "--worker", "ddp", "--device",
                args.device, "--run-dir", str(out)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**_child_env(prof), "OMP_NUM_THREADS": "1"}
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=prof["timeout"], env=env)
         if res.returncode != 0:
             raise RuntimeError(f"torchrun exited {res.returncode}: {res.stderr[-1500:]}")
@@ -269,9 +269,19 @@ def count_macs(arch: str) -> int:
 # --------------------------------------------------------------------------- driver
 
 
-def _json_child(cmd: list[str], timeout: float) -> Any:
+def _child_env(prof: dict) -> dict[str, str]:
+    """The environment of a child: the profile's torch threads (one on CPU, so the tiny
+    run does not fight over a shared machine's cores)."""
+    env = dict(os.environ)
+    if prof["threads"] > 0:
+        env["OMP_NUM_THREADS"] = str(prof["threads"])
+    return env
+
+
+def _json_child(cmd: list[str], prof: dict) -> Any:
     """Run a child and parse the JSON it prints (the whole stdout, or its last line)."""
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=prof["timeout"],
+                         check=False, env=_child_env(prof))
     if res.returncode != 0:
         raise RuntimeError(f"{Path(cmd[1]).name} exited {res.returncode}: {res.stderr[-1500:]}")
     try:
@@ -376,8 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         print(gpu_hours_table())
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
-        ap.error("--device cuda asked for, but no CUDA GPU is available here; "
-                 "use --device cpu to run the same steps tiny")
+        print("gpu_check.py: error: --device cuda asked for, but no CUDA GPU is available "
+              "here; use --device cpu to run the same steps tiny", file=sys.stderr)
+        return 2
     if args.worker:
         return worker(args)
     report = run_check(args)
