@@ -498,6 +498,8 @@ def test_gpu_check_needs_a_gpu_for_cuda_and_says_so() -> None:
 def test_documented_gpu_hours_are_what_the_script_prints() -> None:
     gc = _gpu_check_module()
     table = gc.gpu_hours_table()
+    res = _run_gpu_check("--estimate", timeout=300)
+    assert res.returncode == 0 and res.stdout == table + "\n"
     doc = (ROOT / "docs" / "reproducing.md").read_text()
     assert "python benchmarks/gpu_check.py --estimate" in doc
     for line in table.splitlines():
