@@ -457,7 +457,8 @@ def test_gpu_check_full_cpu_run_with_compile_and_ddp(tmp_path: Path) -> None:
     _check_common(report)
     rows = report["steps"]["throughput"]["rows"]
     assert {r["arch"] for r in rows} == {"resnet18-m8", "hrn-5x7x2x-m2"}
-    assert sum(r["config"] == "bf16+channels_last+compile" for r in rows) == 2
+    compiled = [r["arch"] for r in rows if r["config"] == "bf16+channels_last+compile"]
+    assert compiled == ["resnet18-m8"]  # on CPU only the first network is compiled
     ddp = report["steps"]["ddp"]
     assert ddp["ranks"] == ddp["world_size"] == 2 and ddp["backend"] == "gloo"
     assert all(v == v for v in ddp["losses"])  # finite, not NaN
