@@ -4,9 +4,10 @@ Both paths train the same network (`deepreshape.build`) on the same synthetic CI
 data (uint8 [N,3,32,32], 100 classes) with the same batch size:
 
 * project: `deepreshape.data.BatchLoader` (the split lives on the device; crop/flip/normalize
-  are batched tensor ops) feeding the trainer's own `_train_epoch` (forward under `_autocast`,
-  `kd_loss` without a teacher, backward, `make_optimizer`'s SGD, per-step `lr_lambda`
-  scheduler); on CUDA bf16 autocast + channels_last, as `train()` sets them up.
+  are batched tensor ops) feeding the trainer's own `_train_epoch` (forward under the
+  `Precision`'s autocast, `kd_loss` without a teacher, backward, `make_optimizer`'s SGD,
+  per-step `lr_lambda` scheduler); `--amp`/`--channels-last`/`--compile` as `train()` takes
+  them (default: bf16 autocast + channels_last on CUDA, fp32 on CPU).
 * reference (what SNL's code does): `torch.utils.data.DataLoader` over a `Dataset` whose
   `__getitem__` pads by 4 (zeros) and random-crops, flips, converts (ToTensor) and normalizes
   ONE image in Python/torch; fp32, `nn.CrossEntropyLoss` + SGD, and `loss.item()` / top-1
@@ -45,13 +46,16 @@ from deepreshape.build import build
 from deepreshape.data import BatchLoader
 from deepreshape.spec import parse
 from deepreshape.train import (
+    AMP_MODES,
     Dist,
     Recipe,
     _Progress,
     _train_epoch,
     lr_lambda,
     make_optimizer,
+    resolve_precision,
     seed_everything,
+    synchronize,
 )
 
 MEAN = (0.5071, 0.4865, 0.4409)  # CIFAR-100
@@ -152,22 +156,19 @@ class TimedLoader:
 # --------------------------------------------------------------------------- the two paths
 
 
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def project_path(args: argparse.Namespace, dev: torch.device) -> tuple[Any, Any]:
     """(run(steps, loader), loader) for the trainer's own epoch function."""
     x, y = synthetic(args.n)
     spec = parse(args.arch, input_size=SIZE, num_classes=CLASSES)
+    precision = resolve_precision(dev, args.amp, args.channels_last)
     net = build(spec).to(dev)
-    if dev.type == "cuda":
+    if precision.channels_last:
         net = net.to(memory_format=torch.channels_last)
     recipe = Recipe(batch_size=args.batch_size)
     optimizer = make_optimizer(net, recipe)
+    runner = torch.compile(net) if args.compile else net
     base = BatchLoader(x, y, args.batch_size, mean=MEAN, std=STD, train=True, augment=True,
-                       device=dev, channels_last=dev.type == "cuda")
+                       device=dev, channels_last=precision.channels_last)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe, len(base)))
     loader = TimedLoader(base, dev)
     progress = _Progress(quiet=True, enabled=False)
@@ -175,8 +176,8 @@ def project_path(args: argparse.Namespace, dev: torch.device) -> tuple[Any, Any]
 
     def run(steps: int) -> None:
         loader.steps = steps
-        _train_epoch(net, loader, optimizer, scheduler, recipe, dev, None, None, progress,
-                     epoch[0], None, Dist())
+        _train_epoch(runner, loader, optimizer, scheduler, recipe, dev, None, None, progress,
+                     epoch[0], None, Dist(), precision)
         epoch[0] += 1
 
     return run, loader
@@ -222,6 +223,16 @@ def _max_rss_mb() -> float:
     return (own + kids) / 1024.0  # Linux: KiB
 
 
+def _dtype(args: argparse.Namespace, dev: torch.device) -> str:
+    """The row's precision, e.g. 'bf16+channels_last+compile' (the reference is fp32)."""
+    if args.path != "project":
+        return "fp32"
+    p = resolve_precision(dev, args.amp, args.channels_last).to_dict()
+    parts = [p["amp"], *(["channels_last"] if p["channels_last"] else []),
+             *(["compile"] if args.compile else [])]
+    return "+".join(parts)
+
+
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     """Benchmark one path in this process; returns one result row."""
     dev = torch.device(args.device)
@@ -233,25 +244,24 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats(dev)
     run, loader = (project_path if args.path == "project" else reference_path)(args, dev)
     run(args.warmup)
-    _sync(dev)
+    synchronize(dev)
     loader.data_s, loader.step_s = 0.0, []
     t0 = time.perf_counter()
     run(args.steps)
-    _sync(dev)
+    synchronize(dev)
     secs = time.perf_counter() - t0
     data_s, step_s = loader.data_s, list(loader.step_s)
     if dev.type == "cuda":  # second pass, synchronized around next(), for the data share only
         loader.sync, loader.data_s = True, 0.0
         t1 = time.perf_counter()
         run(args.steps)
-        _sync(dev)
+        synchronize(dev)
         secs_sync, data_s = time.perf_counter() - t1, loader.data_s
     else:
         secs_sync = secs
     peak = (torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _max_rss_mb())
     return {
-        "arch": args.arch, "path": args.path, "device": dev.type,
-        "dtype": "bf16-autocast+channels_last" if dev.type == "cuda" and args.path == "project" else "fp32",
+        "arch": args.arch, "path": args.path, "device": dev.type, "dtype": _dtype(args, dev),
         "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup, "n": args.n,
         "workers": args.workers if args.path == "reference" else 0, "threads": torch.get_num_threads(),
         "images_per_s": args.steps * args.batch_size / secs, "step_ms": 1e3 * secs / args.steps,
@@ -265,12 +275,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver
 
 
-def _child(args: argparse.Namespace, arch: str, path: str) -> dict[str, Any]:
+def _child(args: argparse.Namespace, arch: str, path: str, timeout: float | None = None
+           ) -> dict[str, Any]:
     cmd = [sys.executable, os.path.abspath(__file__), "--path", path, "--arch", arch,
            "--device", args.device, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--n", str(args.n), "--workers", str(args.workers),
-           "--threads", str(args.threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+           "--threads", str(args.threads), "--amp", args.amp,
+           *(["--compile"] if args.compile else []),
+           *([] if args.channels_last is None else
+             ["--channels-last" if args.channels_last else "--no-channels-last"])]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout)
     if res.returncode != 0:
         sys.stderr.write(res.stderr)
         raise SystemExit(f"{path} path failed for {arch} (exit {res.returncode})")
@@ -319,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1,
                     help="alternate the two paths this many times and keep each one's fastest round")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's own)")
+    ap.add_argument("--amp", choices=AMP_MODES, default="auto",
+                    help="project path autocast (default auto: bf16 on CUDA, fp32 on CPU)")
+    ap.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                    help="project path memory format (default: on CUDA only)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the project path")
     ap.add_argument("--path", choices=PATHS, default=None, help=argparse.SUPPRESS)  # child mode
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args(argv)

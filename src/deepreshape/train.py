@@ -3,8 +3,10 @@
 Every method (baselines, criticality, DeepReDuce, ReLU-reuse, SNL) trains through
 `train()`; methods that need more hook into it with `extra_loss` (a term added to the
 loss, e.g. SNL's L1 on masks) and `on_epoch_end` (may stop training early).
-The same code runs on CPU (fp32), one GPU (bf16 autocast, channels_last, optional
-torch.compile) and many processes under `torchrun` (DDP; gloo on CPU, nccl on GPU).
+The same code runs on CPU and GPU: bf16 autocast, channels_last and torch.compile are
+options on either (by default bf16 + channels_last on a GPU, fp32 on CPU), so CPU tests
+exercise what a GPU runs; many processes run under `torchrun` (DDP; gloo on CPU, nccl on
+GPU, each rank on its own GPU).
 """
 
 from __future__ import annotations
@@ -121,16 +123,40 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(device: torch.device) -> Dist:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+def dist_backend(device_type: str) -> str:
+    """The process-group backend for a device type: nccl for CUDA, gloo otherwise."""
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+def rank_device(device: torch.device, local_rank: int) -> torch.device:
+    """This rank's device: a bare `cuda` becomes cuda:LOCAL_RANK (one GPU per rank, as
+    nccl needs); an explicit index or a CPU is kept."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", local_rank)
+    return device
+
+
+def ddp_device_ids(device: torch.device) -> list[int] | None:
+    """DistributedDataParallel's `device_ids`: the rank's GPU, None on CPU."""
+    return [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else None
+
+
+def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1); returns this
+    process's place and its device (its own GPU under CUDA, selected before joining)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Dist()
+        return Dist(), device
     import torch.distributed as dist
 
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = rank_device(device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(dist_backend(device.type))
+    return Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
 class GlobalBatchNorm2d(nn.BatchNorm2d):
@@ -145,8 +171,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
         from torch.distributed.nn.functional import all_reduce  # differentiable
 
+        x = x.float()  # under bf16 autocast: sums of squares and counts need fp32
         c = x.shape[1]
-        n = torch.tensor([x.numel() / c], dtype=x.dtype)
+        n = torch.tensor([x.numel() / c], dtype=x.dtype, device=x.device)
         with warnings.catch_warnings():  # deprecated in favour of a non-differentiable API
             warnings.simplefilter("ignore", FutureWarning)
             stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), n]))
@@ -164,12 +191,86 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
 
 
 def _sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """BatchNorm over the global batch: SyncBatchNorm on CUDA, GlobalBatchNorm2d on CPU."""
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     for m in model.modules():
         if type(m) is nn.BatchNorm2d:
             m.__class__ = GlobalBatchNorm2d
     return model
+
+
+# --------------------------------------------------------------------------- precision
+
+AMP_MODES = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the trainer computes: the autocast dtype (None: fp32) and the memory format."""
+
+    amp: torch.dtype | None = None
+    channels_last: bool = False
+
+    def autocast(self, device: torch.device):
+        """The autocast context for `device` (disabled for fp32)."""
+        if self.amp is None:
+            return torch.autocast(device.type, enabled=False)
+        return torch.autocast(device.type, dtype=self.amp)
+
+    def to_dict(self) -> dict:
+        """What config.json records: {"amp": "bf16"|"fp32", "channels_last": bool}."""
+        return {"amp": "bf16" if self.amp == torch.bfloat16 else "fp32",
+                "channels_last": self.channels_last}
+
+
+def resolve_precision(device: torch.device, amp: str = "auto", channels_last: bool | None = None,
+                      bf16_supported: bool | None = None) -> Precision:
+    """--amp and --channels-last for a device. `auto` (and channels_last None) means bf16
+    autocast + channels_last on a GPU that supports bf16, fp32 and contiguous elsewhere;
+    `bf16` on CPU uses CPU autocast (the same code path a GPU runs)."""
+    if amp not in AMP_MODES:
+        raise UsageError(f"unknown --amp {amp!r}; valid: {', '.join(AMP_MODES)}")
+    gpu = device.type == "cuda"
+    if gpu and bf16_supported is None:
+        bf16_supported = torch.cuda.is_bf16_supported()
+    if amp == "auto":
+        amp = "bf16" if gpu and bf16_supported else "fp32"
+    elif amp == "bf16" and gpu and not bf16_supported:
+        raise UsageError("--amp bf16 asked for, but this GPU has no bfloat16 support; "
+                         "use --amp fp32")
+    return Precision(torch.bfloat16 if amp == "bf16" else None,
+                     gpu if channels_last is None else bool(channels_last))
+
+
+def check_cpu_layout(model: nn.Module, device: torch.device, precision: Precision,
+                     compiled: bool) -> None:
+    """UsageError instead of a crash: torch's oneDNN (2.13, CPU) corrupts the heap computing
+    the fp32 weight gradient of a channels_last 1x1 stride-2 convolution with 2-7 input
+    channels, and torch.compile picks channels_last for convolutions on its own."""
+    if device.type != "cpu" or precision.amp is not None or not (precision.channels_last
+                                                                  or compiled):
+        return
+    bad = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+           and m.kernel_size == (1, 1) and m.stride != (1, 1) and 1 < m.in_channels < 8]
+    if bad:
+        raise UsageError(f"{bad[0]} (a 1x1 stride-2 convolution of under 8 input "
+                         "channels) crashes torch's oneDNN when trained channels_last in "
+                         "fp32 on CPU (--channels-last or --compile); train it without those, "
+                         "with --amp bf16, or use a wider network")
+
+
+def use_fast_kernels(device: torch.device) -> None:
+    """On CUDA let cuDNN pick the fastest convolution algorithm per shape (airbench does;
+    the shapes repeat every step, so the search pays once)."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock times include it (a no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -242,14 +343,16 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, dist: Dist = Dist()
-             ) -> float:
-    """Top-1 accuracy (%) over the whole test split (summed over ranks)."""
+def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, dist: Dist = Dist(),
+             precision: Precision | None = None) -> float:
+    """Top-1 accuracy (%) over the whole test split (summed over ranks); `precision`
+    defaults to the device's (`resolve_precision`)."""
+    precision = precision or resolve_precision(device)
     model.eval()
     correct = torch.zeros((), dtype=torch.float64, device=device)
     seen = torch.zeros((), dtype=torch.float64, device=device)
     for x, y in loader:
-        with _autocast(device):
+        with precision.autocast(device):
             out = model(x)
         correct += (out.argmax(1) == y).sum()
         seen += y.numel()
@@ -260,12 +363,6 @@ def evaluate(model: nn.Module, loader: BatchLoader, device: torch.device, dist: 
         tdist.all_reduce(both)
         correct, seen = both[0], both[1]
     return float(100.0 * correct / seen.clamp(min=1))
-
-
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
 
 
 class _Progress:
@@ -323,6 +420,8 @@ def train(
     resume: bool = False,
     force: bool = False,
     compile: bool = False,
+    amp: str = "auto",
+    channels_last: bool | None = None,
     quiet: bool = False,
     tag: dict | None = None,
 ) -> TrainResult:
@@ -334,6 +433,9 @@ def train(
     model: a prebuilt module to train instead of `build(spec)` (e.g. SNL's masked network).
     extra_loss(model) is added to the loss; on_epoch_end(epoch, metrics) returning True
     stops training. `tag` is stored in config.json (e.g. which method produced the run).
+    amp ("auto", "fp32", "bf16") and channels_last (None: on GPU only) choose the precision
+    (`resolve_precision`); compile wraps the model in torch.compile. None of the three is
+    part of a run's identity: a run may resume under another one.
     """
     recipe = recipe or Recipe()
     recipe.validate()
@@ -341,8 +443,9 @@ def train(
         raise UsageError(f"--seed must be an integer in 0..2**63-1, got {seed!r}")
     if out is not None and Path(out).exists() and not Path(out).is_dir():
         raise UsageError(f"--out {out} is a file, not a run directory; name a folder")
-    dev = resolve_device(device)
-    dist = init_distributed(dev)
+    dist, dev = init_distributed(resolve_device(device))
+    precision = resolve_precision(dev, amp, channels_last)
+    use_fast_kernels(dev)
     data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
     spec = arch if isinstance(arch, NetSpec) else parse(
         arch, input_size=data.input_size, num_classes=data.num_classes)
@@ -354,13 +457,14 @@ def train(
     train_loader = BatchLoader(data.train_x, data.train_y, recipe.batch_size // dist.world_size,
                                mean=data.mean, std=data.std, train=True, augment=recipe.augment,
                                seed=seed, rank=dist.rank, world_size=dist.world_size, device=dev,
-                               channels_last=dev.type == "cuda")
+                               channels_last=precision.channels_last)
     if len(train_loader) == 0:
         raise UsageError(f"batch size {recipe.batch_size} exceeds the {len(data.train_y)} "
                          "training images; use a smaller --batch-size")
     test_loader = BatchLoader(data.test_x, data.test_y, max(256, recipe.batch_size // dist.world_size),
                               mean=data.mean, std=data.std, train=False, rank=dist.rank,
-                              world_size=dist.world_size, device=dev, channels_last=dev.type == "cuda")
+                              world_size=dist.world_size, device=dev,
+                              channels_last=precision.channels_last)
     teacher_model, teacher_ref = _load_teacher(teacher, dev, spec)
     init_state = None
     if init_from is not None:
@@ -380,7 +484,7 @@ def train(
             held.enter_context(writer_lock(run_dir))
         return _train_locked(spec, data, recipe, config, run_dir, resume, force, dev, dist,
                              model, init_state, train_loader, test_loader, teacher_model,
-                             extra_loss, on_epoch_end, seed, compile, quiet)
+                             extra_loss, on_epoch_end, seed, compile, quiet, precision)
 
 
 def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
@@ -388,7 +492,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
                   model: nn.Module | None, init_state: dict | None, train_loader: BatchLoader,
                   test_loader: BatchLoader, teacher_model: nn.Module | None,
                   extra_loss: LossHook | None, on_epoch_end: EpochHook | None, seed: int,
-                  compile: bool, quiet: bool) -> TrainResult:
+                  compile: bool, quiet: bool, precision: Precision) -> TrainResult:
     """The training run proper, under the run directory's writer lock (when there is one)."""
     ckpt = _prepare_run_dir(run_dir, config, resume, force) if run_dir is not None else None
     if run_dir is not None and dist.main:
@@ -400,14 +504,16 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
         tdist.barrier()
     if run_dir is not None and dist.main:
         io.write_json(run_dir / CONFIG, {**config, "versions": versions(),
-                                         "world_size": dist.world_size, "device": dev.type})
+                                         "world_size": dist.world_size, "device": dev.type,
+                                         "precision": {**precision.to_dict(), "compile": compile}})
 
     seed_everything(seed)
     net = model if model is not None else build(spec)
     if init_state is not None and ckpt is None:
         load_matching(net, init_state)
+    check_cpu_layout(net, dev, precision, compile)
     net = net.to(dev)
-    if dev.type == "cuda":
+    if precision.channels_last:
         net = net.to(memory_format=torch.channels_last)
     if dist.world_size > 1:
         net = _sync_batchnorm(net, dev)
@@ -424,7 +530,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        runner = DDP(net, device_ids=[dev.index] if dev.type == "cuda" else None)
+        runner = DDP(net, device_ids=ddp_device_ids(dev))
     if compile:
         runner = torch.compile(runner)
 
@@ -433,8 +539,8 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
     t_start = time.perf_counter() - wall0
     for epoch in range(start_epoch, recipe.epochs):
         metrics = _train_epoch(runner, train_loader, optimizer, scheduler, recipe, dev,
-                               teacher_model, extra_loss, progress, epoch, run_dir, dist)
-        acc = evaluate(runner, test_loader, dev, dist)
+                               teacher_model, extra_loss, progress, epoch, run_dir, dist, precision)
+        acc = evaluate(runner, test_loader, dev, dist, precision)
         best = max(best, acc)
         metrics.update(epoch=epoch + 1, test_acc=acc)
         stop = bool(on_epoch_end(epoch, metrics)) if on_epoch_end else False
@@ -452,7 +558,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
             break
     epochs_run = epoch + 1 if recipe.epochs > start_epoch else start_epoch
     if start_epoch >= recipe.epochs:  # resumed a finished run: just evaluate
-        acc = evaluate(runner, test_loader, dev, dist)
+        acc = evaluate(runner, test_loader, dev, dist, precision)
     run = None
     if run_dir is not None:
         if dist.main:
@@ -475,7 +581,8 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
 def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
                  scheduler: Any, recipe: Recipe, dev: torch.device, teacher: nn.Module | None,
                  extra_loss: LossHook | None, progress: _Progress, epoch: int,
-                 run_dir: Path | None, dist: Dist) -> dict:
+                 run_dir: Path | None, dist: Dist, precision: Precision | None = None) -> dict:
+    precision = precision or resolve_precision(dev)
     model.train()
     loader.set_epoch(epoch)
     loss_sum = torch.zeros((), device=dev)
@@ -484,7 +591,7 @@ def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.O
     t0 = time.perf_counter()
     bar = progress.bar(len(loader), f"epoch {epoch + 1}/{recipe.epochs}")
     for step, (x, y) in enumerate(loader):
-        with _autocast(dev):
+        with precision.autocast(dev):
             out = model(x)
             t_out = None
             if teacher is not None:
@@ -509,8 +616,7 @@ def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.O
                 bar.set_postfix(loss=f"{float(loss):.3f}")
     if bar is not None:
         bar.close()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    synchronize(dev)
     secs = time.perf_counter() - t0
     return {"loss": float(loss_sum) / max(seen, 1), "train_acc": 100.0 * float(correct) / max(seen, 1),
             "lr": optimizer.param_groups[0]["lr"], "seconds": secs,

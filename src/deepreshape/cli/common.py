@@ -96,6 +96,16 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int | None = None) -> No
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def add_precision_args(p: argparse.ArgumentParser) -> None:
+    """--amp and --channels-last (default: bf16 + channels_last on a GPU, fp32 on CPU)."""
+    from deepreshape.train import AMP_MODES  # torch: only for the commands that train
+
+    p.add_argument("--amp", choices=AMP_MODES, default="auto",
+                   help="autocast dtype (default auto: bf16 on a GPU with bf16, fp32 on CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on a GPU only)")
+
+
 def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
     """The training `Recipe` from the recipe options; `overrides` win."""
     from deepreshape.train import Recipe

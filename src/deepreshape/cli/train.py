@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from deepreshape.cli.common import add_override_args, add_recipe_args, fmt_int, recipe_from
+from deepreshape.cli.common import (
+    add_override_args,
+    add_precision_args,
+    add_recipe_args,
+    fmt_int,
+    recipe_from,
+)
 from deepreshape.data import DATASETS, load_dataset
 from deepreshape.spec import parse
 from deepreshape.train import train
@@ -22,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="run directory (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--force", action="store_true", help="start an existing run directory over")
+    add_precision_args(p)
     p.set_defaults(func=run)
 
 
@@ -36,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
         else args.dataset
     res = train(spec, data, recipe=recipe_from(args), out=out, teacher=args.teacher,
                 seed=args.seed, device=args.device, data_dir=args.data_dir, resume=args.resume,
-                force=args.force, compile=args.compile, quiet=args.quiet)
+                force=args.force, compile=args.compile, amp=args.amp,
+                channels_last=args.channels_last, quiet=args.quiet)
     if res.run is not None:
         r = res.run.results
         print(f"{r['arch']}: test accuracy {r['final_acc']:.2f}% (best {r['best_acc']:.2f}%), "
