@@ -6,10 +6,12 @@ from pathlib import Path
 
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, load_dataset
+from deepreshape.options import with_run_options
 from deepreshape.runs import load_run
 from deepreshape.train import evaluate, resolve_device
 
 
+@with_run_options
 def evaluate_run(path: str | Path, data_dir: str | None = None, device: str | None = None) -> dict:
     """Test accuracy (%) and exact counts of a trained run."""
     run = load_run(path)

@@ -30,6 +30,7 @@ from deepreshape.build import build
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, Dataset, load_dataset
 from deepreshape.errors import RunFailure, UsageError
+from deepreshape.options import with_run_options
 from deepreshape.runs import (
     CHECKPOINT,
     CONFIG,
@@ -274,6 +275,7 @@ EpochHook = Callable[[int, dict], bool | None]
 LossHook = Callable[[nn.Module], torch.Tensor]
 
 
+@with_run_options
 def train(
     arch: str | NetSpec,
     dataset: str | Dataset = "digits",
@@ -288,6 +290,7 @@ def train(
     seed: int = 0,
     device: str | None = None,
     data_dir: str | None = None,
+    limit: int | None = None,
     resume: bool = False,
     force: bool = False,
     compile: bool = False,
@@ -302,12 +305,15 @@ def train(
     model: a prebuilt module to train instead of `build(spec)` (e.g. SNL's masked network).
     extra_loss(model) is added to the loss; on_epoch_end(epoch, metrics) returning True
     stops training. `tag` is stored in config.json (e.g. which method produced the run).
+    `limit` keeps the first N train and test images of a named data set (smoke runs);
+    `options=RunOptions(...)` may replace seed, device, data_dir, limit, resume, force,
+    compile and quiet (see `deepreshape.options`).
     """
     recipe = recipe or Recipe()
     recipe.validate()
     dev = resolve_device(device)
     dist = init_distributed(dev)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir, limit=limit)
     spec = arch if isinstance(arch, NetSpec) else parse(
         arch, input_size=data.input_size, num_classes=data.num_classes)
     if (spec.input_size, spec.num_classes) != (data.input_size, data.num_classes):

@@ -39,6 +39,7 @@ from pathlib import Path
 from deepreshape import io
 from deepreshape.count import count
 from deepreshape.errors import UsageError
+from deepreshape.options import with_run_options
 from deepreshape.runs import Run
 from deepreshape.spec import NetSpec, parse, relu_slots
 from deepreshape.train import Recipe
@@ -257,6 +258,7 @@ def _row(p: Planned, acc: float | None, run_dir: str | None) -> dict:
             "accuracy": acc, "run": run_dir, "baseline": p.baseline}
 
 
+@with_run_options
 def deepreduce(
     run: str | Path | Run,
     *,
