@@ -1,0 +1,190 @@
+"""Running sweeps: the same digits sweep (train -> criticality, snl, eval) under the local
+backend, Ray (one local Ray for the module) and submitit's local executor gives the same
+numbers; a killed driver resumes; a failing point is isolated; a second run does nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deepreshape.cli.main import main
+from deepreshape.sweep import load_sweep, run_sweep
+from deepreshape.sweep.state import SweepState
+
+SWEEP = """
+name = "run"
+dataset = "digits"
+limit = 200
+[recipe]
+epochs = 2
+batch_size = 64
+lr = 0.05
+
+[[experiment]]
+name = "nets"
+arch = ["resnet18-m2-d1,1,1,1", "resnet18-m4-d1,1,1,1"]
+criticality = { plain = false, recipe = { epochs = 1 } }
+snl = { budgets = [400], mask_recipe = { epochs = 1, lr = 0.01 }, finetune = { epochs = 1 } }
+eval = true
+"""
+
+
+def _numbers(root: Path) -> dict[str, object]:
+    """What each point computed, comparable across backends (no timings, no paths)."""
+    out = {}
+    for r in SweepState.read(root).records.values():
+        res = r["result"] or {}
+        if r["method"] == "criticality":
+            out[r["id"]] = [(s["kd_acc"], s["relus"]) for s in res["stages"]]
+        else:
+            out[r["id"]] = {k: v for k, v in res.items() if k != "run"}
+    return out
+
+
+@pytest.fixture(scope="module")
+def sweep_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sweepfile") / "run.toml"
+    path.write_text(SWEEP)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(sweep_file: Path, tmp_path_factory) -> Path:
+    """The sweep run once, uninterrupted, by the local backend."""
+    root = tmp_path_factory.mktemp("local") / "root"
+    assert main(["sweep", str(sweep_file), "--backend", "local", "--out", str(root), "--quiet"]) == 0
+    return root
+
+
+def test_local_sweep_runs_every_point_after_its_dependencies(reference: Path) -> None:
+    state = SweepState.read(reference)
+    recs = list(state.records.values())
+    assert len(recs) == 8 and state.counts()["done"] == 8
+    for r in recs:
+        for d in r["deps"]:  # a point started only after what it needs finished
+            assert state.records[d]["finished"] <= r["started"]
+    trains = [r for r in recs if r["method"] == "train"]
+    for t in trains:  # an ordinary run directory, usable by every other command
+        res = json.loads((reference / t["run"] / "results.json").read_text())
+        assert res["final_acc"] == t["result"]["final_acc"] and res["epochs"] == 2
+    snl = [r for r in recs if r["method"] == "snl"]
+    assert all(r["result"]["relus"] == 400 for r in snl)
+    rows = json.loads((reference / "results.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"train", "snl", "criticality"}
+    assert (reference / "results.csv").read_text().count("\n") == len(rows) + 1
+    assert (reference / "pareto-relus.png").exists() and (reference / "pareto-macs.png").exists()
+
+
+def test_second_run_does_no_work(reference: Path, sweep_file: Path, capsys) -> None:
+    before = SweepState.read(reference).records
+    ckpts = {p: p.stat().st_mtime_ns for p in reference.rglob("checkpoint.pt")}
+    t0 = time.monotonic()
+    assert main(["sweep", str(sweep_file), "--backend", "local", "--out", str(reference),
+                 "--quiet", "--no-report"]) == 0
+    after = SweepState.read(reference).records
+    for pid, r in after.items():
+        assert (r["state"], r["finished"], r["attempts"]) == ("done", before[pid]["finished"], 1)
+    assert {p: p.stat().st_mtime_ns for p in reference.rglob("checkpoint.pt")} == ckpts
+    assert time.monotonic() - t0 < 30
+    assert main(["sweep", "status", str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "run: 8/8 done, 0 running, 0 failed" in out
+
+
+def test_failing_point_is_isolated_and_dependents_skipped(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "f.toml"
+    path.write_text(SWEEP.replace('arch = ["resnet18-m2-d1,1,1,1", "resnet18-m4-d1,1,1,1"]',
+                                  'arch = "resnet18-m2-d1,1,1,1"\nrecipe = { lr = [0.05, 1e9] }')
+                    .replace("criticality = { plain = false, recipe = { epochs = 1 } }\n", ""))
+    root = tmp_path / "root"
+    assert main(["sweep", str(path), "--backend", "local", "--out", str(root), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("1 of 6 points failed (2 skipped" in line for line in err)
+    state = SweepState.read(root)
+    failed = state.with_state("failed")
+    assert len(failed) == 1 and failed[0]["settings"]["recipe"]["lr"] == 1e9
+    assert "NaN" in failed[0]["error"] and "\n" not in failed[0]["error"]
+    skipped = state.with_state("skipped")
+    assert {r["method"] for r in skipped} == {"snl", "eval"}
+    assert all(failed[0]["id"] in r["error"] for r in skipped)
+    assert len(state.with_state("done")) == 3  # the good lr: train, snl, eval
+    # a rerun leaves the failure alone; --retry-failed runs it (and fails) again
+    assert main(["sweep", str(path), "--backend", "local", "--out", str(root), "--quiet",
+                 "--no-report"]) == 1
+    assert SweepState.read(root).records[failed[0]["id"]]["attempts"] == 1
+    assert main(["sweep", str(path), "--backend", "local", "--out", str(root), "--quiet",
+                 "--no-report", "--retry-failed"]) == 1
+    assert SweepState.read(root).records[failed[0]["id"]]["attempts"] == 2
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_to_the_same_results(reference: Path, sweep_file: Path,
+                                                   tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    cmd = [sys.executable, "-m", "deepreshape.cli.main", "sweep", str(sweep_file), "--backend",
+           "local", "--out", str(root), "--quiet", "--no-report"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline:  # kill once a point is done and another running
+            if (root / "sweep.json").exists():
+                c = SweepState.read(root).counts()
+                if c["done"] >= 2 and c["running"] == 1:
+                    break
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep made no progress in 300 s")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    killed = SweepState.read(root)
+    assert killed.counts()["running"] == 1 and killed.counts()["done"] < 8
+    done_before = {r["id"]: r["finished"] for r in killed.with_state("done")}
+    assert main(["sweep", str(sweep_file), "--backend", "local", "--out", str(root), "--quiet",
+                 "--no-report"]) == 0
+    state = SweepState.read(root)
+    assert state.counts()["done"] == 8
+    for pid, finished in done_before.items():  # finished points were not redone
+        assert state.records[pid]["finished"] == finished
+    assert _numbers(root) == _numbers(reference)
+
+
+@pytest.mark.slow
+def test_submitit_local_executor_gives_the_same_results(reference: Path, sweep_file: Path,
+                                                        tmp_path: Path) -> None:
+    pytest.importorskip("submitit")
+    root = tmp_path / "root"
+    state = run_sweep(load_sweep(sweep_file), root, "slurm-local", quiet=True, max_parallel=2)
+    assert state.counts()["done"] == 8
+    jobs = {r["where"]["job_id"] for r in state.records.values()}
+    assert len(jobs) == 8  # one job per point
+    assert _numbers(root) == _numbers(reference)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (starting one takes seconds); the backend reuses it."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_backend_gives_the_same_results(local_ray, reference: Path, sweep_file: Path,
+                                            tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    state = run_sweep(load_sweep(sweep_file), root, "ray", quiet=True, max_parallel=2)
+    assert state.counts()["done"] == 8
+    assert all(r["where"]["backend"] == "ray" and r["where"]["pid"] != os.getpid()
+               for r in state.records.values())
+    assert _numbers(root) == _numbers(reference)
+    assert local_ray.is_initialized()  # a Ray the caller started is left running
