@@ -160,3 +160,88 @@ def test_list_shows_point_counts_and_gpu_hours(capsys) -> None:
     assert main(["sweep", "--list", "--scale", "tiny", "--json"]) == 0
     tiny = json.loads(capsys.readouterr().out)
     assert all(t["gpu_hours"] < r["gpu_hours"] / 1000 for t, r in zip(tiny, rows, strict=True))
+
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "sweeps.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _block_after(text: str, marker: str) -> str:
+    start = text.index(marker)
+    return text[start:text.index("```", start)].strip()
+
+
+def test_docs_list_block_is_the_real_output(capsys) -> None:
+    assert main(["sweep", "--list"]) == 0
+    out = capsys.readouterr().out.strip()
+    doc = _block_after(DOCS.read_text(), "$ deepreshape sweep --list")
+    assert doc.splitlines()[1:] == out.splitlines()
+
+
+def test_docs_study_dry_run_and_error_line(tmp_path: Path, capsys) -> None:
+    import re
+
+    study = re.search(r"```toml\n(.*?)```", DOCS.read_text(), re.S).group(1)
+    path = _write(tmp_path, study, "study.toml")
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip().splitlines()[-1].startswith("8 points on digits")
+    assert out.count(" train ") == 2 and out.count(" snl ") == 2
+    bad = _write(tmp_path, study.replace('"resnet18-m{2,4}-d1,1,1,1"', '"resnet99"'), "study.toml")
+    assert main(["sweep", str(bad), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    doc_err = _block_after(DOCS.read_text(), "deepreshape: error: study.toml").rstrip(". ")
+    assert err.replace(str(tmp_path) + "/", "").startswith(doc_err)
+
+
+def test_readme_tour_sweep_line(capsys) -> None:
+    line = next(ln for ln in README.read_text().splitlines() if ln.startswith("deepreshape sweep"))
+    cmd, claim = line.split("#", 1)
+    assert "42 points" in claim
+    assert main(cmd.split()[1:]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1].startswith("42 points on cifar100") and len(out) == 42 + 3
+
+
+def test_a_lost_worker_resumes_a_failure_does_not(tmp_path: Path) -> None:
+    from deepreshape.sweep.state import SweepState
+
+    sw = load_sweep(_write(tmp_path, SWEEP))
+    root = tmp_path / "root"
+    root.mkdir()
+    state = SweepState.start(root, sw, "local", retry_failed=False)
+    a, b, c = (p.id for p in sw.points[:3])
+    state.mark(a, "failed", error="job 1 lost: killed", lost=True, attempts=1)
+    state.mark(b, "failed", error="loss became NaN", attempts=1)
+    state.mark(c, "running", attempts=1)
+    again = SweepState.start(root, sw, "local", retry_failed=False)
+    assert again.records[a]["state"] == "pending" and again.records[a]["resumed"]
+    assert again.records[b]["state"] == "failed"
+    assert again.records[c]["state"] == "pending" and again.records[c]["resumed"]
+    retry = SweepState.start(root, sw, "local", retry_failed=True)
+    assert retry.records[b]["state"] == "pending" and retry.records[b]["attempts"] == 1
+
+
+@pytest.mark.parametrize("name", ["paper:table5", "paper:table6"])
+def test_published_criticality_points_are_stages_of_the_swept_networks(name: str) -> None:
+    sw = load(name, dataset="cifar100")
+    published = sw.paper["cifar100"][0]["points"]
+    stage_relus = {s.relus for p in sw.points if p.method == "train"
+                   for s in count(parse(p.arch, dataset="cifar100")).stages}
+    assert len(published) >= 4 * len([p for p in sw.points if p.method == "train"]) - 8
+    assert {r for r, _ in published} <= stage_relus
+    assert all(0 < acc < 100 for _, acc in published)
+
+
+def test_paper_figure_draws_published_beside_ours(tmp_path: Path) -> None:
+    from deepreshape.sweep.results import _paper_figure
+    from deepreshape.sweep.state import SweepState
+
+    paper = {"cifar100": [{"label": "Table 6", "source": "paper", "points": [[81920, 52.67]]}]}
+    rows = [{"experiment": "e", "method": "criticality", "relus": 81920, "accuracy": 50.0}]
+    state = SweepState(tmp_path, {"name": "t", "file": "my.toml", "dataset": "cifar100",
+                                  "paper": paper}, {})
+    path = _paper_figure(state, rows)
+    assert path == tmp_path / "paper-figure.png" and path.stat().st_size > 1000
+    state.info.update(dataset="digits")  # nothing published for digits, and not a shipped sweep
+    assert _paper_figure(state, rows) is None

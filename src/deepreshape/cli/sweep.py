@@ -38,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus-per-run", type=float, default=None,
                    help="GPUs per point (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs (torch threads) per point")
+    p.add_argument("--procs-per-run", type=int, default=None,
+                   help="DDP processes per training point (default: --gpus-per-run when above 1, "
+                   "else 1; gloo on CPU)")
     p.add_argument("--max-parallel", type=int, default=None, help="at most this many points at once")
     p.add_argument("--partition", default=None, help="Slurm partition")
     p.add_argument("--time", type=int, default=None, help="Slurm time limit per point (minutes)")
@@ -86,7 +89,7 @@ def _run(args: argparse.Namespace, target: str) -> int:
 
     root = Path(args.out) if args.out else _default_root(args, target, sw.name, sw.dataset)
     backend = args.backend or default_backend()
-    for opt in ("max_parallel", "cpus_per_run", "time"):
+    for opt in ("max_parallel", "cpus_per_run", "procs_per_run", "time"):
         v = getattr(args, opt)
         if v is not None and v < 1:
             raise UsageError(f"--{opt.replace('_', '-')} must be a positive integer, got {v}")
@@ -94,7 +97,8 @@ def _run(args: argparse.Namespace, target: str) -> int:
         raise UsageError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
     state = run_sweep(sw, root, backend, retry_failed=args.retry_failed, quiet=args.quiet,
                       address=args.address, gpus_per_run=args.gpus_per_run,
-                      cpus_per_run=args.cpus_per_run, max_parallel=args.max_parallel,
+                      cpus_per_run=args.cpus_per_run, procs_per_run=args.procs_per_run,
+                      max_parallel=args.max_parallel,
                       partition=args.partition, time_min=args.time, device=args.device)
     if not args.no_report:
         from deepreshape.sweep.results import sweep_report
@@ -143,7 +147,8 @@ def _status(args: argparse.Namespace, root: Path) -> int:
         res = r.get("result") or {}
         acc = res.get("final_acc", res.get("test_acc"))
         what = (r.get("error") or "") if r["state"] in ("failed", "skipped") else (
-            f"{acc:.2f}%" if isinstance(acc, float) else "")
+            f"{acc:.2f}%" if isinstance(acc, float) else
+            f"order {','.join(map(str, res['order']))}" if res.get("order") else "")
         rows.append([r["id"], r["method"], r["state"],
                      "-" if r.get("seconds") is None else f"{r['seconds']:.1f}", what])
     print(table(["point", "method", "state", "seconds", "accuracy / reason"], rows))
@@ -177,5 +182,9 @@ def _list(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     print(table(["sweep", "data set", "points", "GPU-hours (est.)"],
-                [[r["name"], r["dataset"], r["points"], f"{r['gpu_hours']:.3g}"] for r in rows]))
+                [[r["name"], r["dataset"], r["points"], _hours(r["gpu_hours"])] for r in rows]))
     return 0
+
+
+def _hours(h: float) -> str:
+    return f"{h:.3g}" if h >= 0.01 else "<0.01"

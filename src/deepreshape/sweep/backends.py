@@ -15,11 +15,12 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from deepreshape.errors import UsageError
+from deepreshape.errors import RunFailure, UsageError
 from deepreshape.sweep.execute import one_line, run_point
 from deepreshape.sweep.sweepfile import Point
 
 BACKENDS = ("local", "ray", "slurm")
+WORKER_RETRIES = 2  # Ray reruns a task whose worker died this many times
 
 
 def default_backend() -> str:
@@ -32,9 +33,10 @@ class LocalBackend:
 
     name = "local"
 
-    def __init__(self, root: Path, settings: dict, cpus_per_run: int = 1, device: str | None = None
-                 ) -> None:
+    def __init__(self, root: Path, settings: dict, cpus_per_run: int = 1, device: str | None = None,
+                 procs_per_run: int = 1) -> None:
         self.root, self.settings, self.threads, self.device = root, settings, cpus_per_run, device
+        self.procs = procs_per_run
         self.slots = 1
         self.queue: deque[Point] = deque()
 
@@ -48,7 +50,8 @@ class LocalBackend:
         if not self.queue:
             return []
         p = self.queue.popleft()
-        return [(p.id, run_point(p, str(self.root), self.settings, self.threads, self.device))]
+        return [(p.id, run_point(p, str(self.root), self.settings, self.threads, self.device,
+                                 self.procs))]
 
     def cancel_stale(self, records: list[dict]) -> None:
         """Nothing outlives this process."""
@@ -66,13 +69,19 @@ class RayBackend:
 
     def __init__(self, root: Path, settings: dict, *, address: str | None = None,
                  cpus_per_run: int = 1, gpus_per_run: float | None = None,
-                 max_parallel: int | None = None, device: str | None = None) -> None:
+                 max_parallel: int | None = None, device: str | None = None,
+                 procs_per_run: int = 1) -> None:
         ray = _need("ray")
         self.ray = ray
         self.own = not ray.is_initialized()
         if self.own:
-            ray.init(address=address or os.environ.get("RAY_ADDRESS"), include_dashboard=False,
-                     log_to_driver=False, configure_logging=False)
+            where = address or os.environ.get("RAY_ADDRESS")
+            try:
+                ray.init(address=where, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except Exception as e:  # Ray raises plain Exceptions (timeouts, no cluster)
+                what = f"join the Ray cluster at {where}" if where else "start a local Ray"
+                raise RunFailure(f"could not {what}: {one_line(e)}") from None
         res = ray.cluster_resources()
         gpus = gpus_per_run if gpus_per_run is not None else (1 if res.get("GPU", 0) >= 1 else 0)
         if gpus > res.get("GPU", 0):
@@ -82,13 +91,17 @@ class RayBackend:
             fit = min(fit, int(res.get("GPU", 0) // gpus))
         self.slots = max(1, min(fit, max_parallel or fit))
         self.device = device or ("cpu" if not gpus else None)
-        self.root, self.settings, self.threads = root, settings, cpus_per_run
-        self.task = ray.remote(run_point).options(num_cpus=cpus_per_run, num_gpus=gpus, max_retries=0)
+        self.root, self.settings, self.threads, self.procs = root, settings, cpus_per_run, procs_per_run
+        # A dead worker (killed, out of memory) is retried by Ray and resumes from the
+        # point's checkpoint; a point's own error is returned, never retried.
+        self.task = ray.remote(run_point).options(num_cpus=cpus_per_run, num_gpus=gpus,
+                                                  max_retries=WORKER_RETRIES)
         self.refs: dict[Any, str] = {}
 
     def submit(self, point: Point) -> dict:
         """Start `point` as a Ray task."""
-        ref = self.task.remote(point, str(self.root), self.settings, self.threads, self.device)
+        ref = self.task.remote(point, str(self.root), self.settings, self.threads, self.device,
+                               self.procs)
         self.refs[ref] = point.id
         return {"backend": self.name, "task": ref.hex()}
 
@@ -104,8 +117,8 @@ class RayBackend:
             pid = self.refs.pop(ref)
             try:
                 outcome = self.ray.get(ref)
-            except Exception as e:  # the worker died (killed, out of memory)
-                outcome = {"ok": False, "error": f"ray task failed: {one_line(e)}"}
+            except Exception as e:  # the worker died (killed, out of memory) twice
+                outcome = {"ok": False, "lost": True, "error": f"ray task lost: {one_line(e)}"}
             out.append((pid, outcome))
         return out
 
@@ -130,7 +143,7 @@ class SubmititBackend:
     def __init__(self, root: Path, settings: dict, *, cluster: str = "slurm",
                  partition: str | None = None, time_min: int = 24 * 60, cpus_per_run: int = 1,
                  gpus_per_run: float | None = None, max_parallel: int | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, procs_per_run: int = 1) -> None:
         submitit = _need("submitit")
         self.folder = root / ".submitit"
         self.executor = submitit.AutoExecutor(folder=self.folder, cluster=cluster)
@@ -143,13 +156,13 @@ class SubmititBackend:
         self.cluster = cluster
         self.slots = max_parallel or (2 if cluster == "local" else 256)
         self.device = device or ("cpu" if not gpus else None)
-        self.root, self.settings, self.threads = root, settings, cpus_per_run
+        self.root, self.settings, self.threads, self.procs = root, settings, cpus_per_run, procs_per_run
         self.jobs: dict[Any, str] = {}
 
     def submit(self, point: Point) -> dict:
         """Submit `point` as one job."""
         job = self.executor.submit(run_point, point, str(self.root), self.settings, self.threads,
-                                   self.device)
+                                   self.device, self.procs)
         self.jobs[job] = point.id
         return {"backend": self.name, "cluster": self.cluster, "job_id": str(job.job_id)}
 
@@ -167,7 +180,7 @@ class SubmititBackend:
             try:
                 outcome = job.result()
             except Exception as e:  # the job died (killed, out of memory, time limit)
-                outcome = {"ok": False, "error": f"job {job.job_id} failed: {one_line(e)}"}
+                outcome = {"ok": False, "lost": True, "error": f"job {job.job_id} lost: {one_line(e)}"}
             out.append((pid, outcome))
         return out
 
@@ -198,15 +211,18 @@ def make_backend(name: str, root: Path, settings: dict, **kw: Any) -> Any:
     """The backend called `name` (local, ray, slurm; slurm-local is submitit's local
     executor)."""
     device, cpus = kw.get("device"), kw.get("cpus_per_run", 1)
+    gpus = kw.get("gpus_per_run")
+    procs = kw.get("procs_per_run") or (int(gpus) if gpus and gpus > 1 else 1)
     if name == "local":
-        return LocalBackend(root, settings, cpus, device)
+        return LocalBackend(root, settings, cpus, device, procs)
     if name == "ray":
         return RayBackend(root, settings, address=kw.get("address"), cpus_per_run=cpus,
-                          gpus_per_run=kw.get("gpus_per_run"), max_parallel=kw.get("max_parallel"),
-                          device=device)
+                          gpus_per_run=gpus, max_parallel=kw.get("max_parallel"),
+                          device=device, procs_per_run=procs)
     if name in ("slurm", "slurm-local"):
         return SubmititBackend(root, settings, cluster="local" if name == "slurm-local" else "slurm",
                                partition=kw.get("partition"), time_min=kw.get("time_min") or 24 * 60,
-                               cpus_per_run=cpus, gpus_per_run=kw.get("gpus_per_run"),
-                               max_parallel=kw.get("max_parallel"), device=device)
+                               cpus_per_run=cpus, gpus_per_run=gpus,
+                               max_parallel=kw.get("max_parallel"), device=device,
+                               procs_per_run=procs)
     raise UsageError(f"unknown backend {name!r}; valid: local, ray, slurm")

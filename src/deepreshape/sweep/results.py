@@ -120,12 +120,14 @@ def sweep_report(root: str | Path, plots: bool = True) -> SweepReport:
 
 
 def _paper_figure(state: SweepState, rows: list[dict]) -> Path | None:
-    """The paper experiment's figure: our accuracy vs ReLUs per experiment, beside the
-    paper's published points from the sweep file's ``[paper]`` table (when it has them)."""
+    """A shipped paper experiment's figure (or any sweep with published points): our
+    accuracy vs ReLUs per experiment and method, beside the paper's published points from
+    the sweep file's ``[paper]`` table when it has them."""
     info = state.info
     published = _published(info)
     ours = [r for r in rows if r["accuracy"] is not None and r["relus"]]
-    if not published or not ours:
+    shipped = str(info.get("file", "")).startswith("paper:")
+    if not ours or not (published or shipped):
         return None
     import matplotlib
 
@@ -143,7 +145,7 @@ def _paper_figure(state: SweepState, rows: list[dict]) -> Path | None:
     ax.set_xscale("log")
     ax.set_xlabel("ReLUs")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{info.get('name')} on {info.get('dataset')}")
+    ax.set_title(f"{info.get('file')} on {info.get('dataset')}", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = state.root / "paper-figure.png"

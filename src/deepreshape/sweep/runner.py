@@ -61,7 +61,8 @@ def run_sweep(sweep: Sweep, root: str | Path, backend: str = "local", *, retry_f
                 if outcome.get("ok"):
                     state.mark(pid, "done", result=outcome.get("result"), **fields)
                 else:
-                    state.mark(pid, "failed", error=outcome.get("error") or "unknown failure", **fields)
+                    state.mark(pid, "failed", error=outcome.get("error") or "unknown failure",
+                               lost=bool(outcome.get("lost")), **fields)
         interrupted = False
     finally:
         engine.close(interrupted=interrupted)

@@ -76,11 +76,13 @@ class SweepState:
                                                  "where", "result", "attempts")}
                 state = prev.get("state")
                 finished = state == "done" and output_exists(root, p)
-                if finished or (state == "failed" and not retry_failed):
+                # a point whose worker or job died did not fail: it resumes like a running one
+                failed = state == "failed" and not prev.get("lost")
+                if finished or (failed and not retry_failed):
                     rec.update(keep)
                 else:
                     rec["attempts"] = prev.get("attempts") or 0
-                    if state == "running":
+                    if state == "running" or prev.get("lost"):
                         rec["resumed"] = True
             records[p.id] = rec
         info = {"name": sweep.name, "file": sweep.source, "dataset": sweep.dataset,
