@@ -109,8 +109,8 @@ def _run(args: argparse.Namespace, target: str) -> int:
     c = state.counts()
     total = len(state.records)
     if c["failed"]:
-        print(f"deepreshape: error: {c['failed']} of {total} points failed ({c['skipped']} skipped "
-              f"as their dependents); see `deepreshape sweep status {root}`", file=sys.stderr)
+        print(f"deepreshape: error: {c['failed']} of {total} points failed ({c['skipped']} dependents "
+              f"skipped); see `deepreshape sweep status {root}`", file=sys.stderr)
         return 1
     print(f"{sw.name}: {c['done']}/{total} points done -> {root}")
     return 0
