@@ -33,6 +33,7 @@ from deepreshape.build import build
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, Dataset, load_dataset
 from deepreshape.errors import CheckpointError, RunFailure, UsageError
+from deepreshape.options import with_run_options
 from deepreshape.runs import (
     CHECKPOINT,
     CONFIG,
@@ -403,6 +404,7 @@ EpochHook = Callable[[int, dict], bool | None]
 LossHook = Callable[[nn.Module], torch.Tensor]
 
 
+@with_run_options
 def train(
     arch: str | NetSpec,
     dataset: str | Dataset = "digits",
@@ -417,6 +419,7 @@ def train(
     seed: int = 0,
     device: str | None = None,
     data_dir: str | None = None,
+    limit: int | None = None,
     resume: bool = False,
     force: bool = False,
     compile: bool = False,
@@ -436,6 +439,9 @@ def train(
     amp ("auto", "fp32", "bf16") and channels_last (None: on GPU only) choose the precision
     (`resolve_precision`); compile wraps the model in torch.compile. None of the three is
     part of a run's identity: a run may resume under another one.
+    `limit` keeps the first N train and test images of a named data set (smoke runs);
+    `options=RunOptions(...)` may replace seed, device, data_dir, limit, resume, force,
+    compile and quiet (see `deepreshape.options`).
     """
     recipe = recipe or Recipe()
     recipe.validate()
@@ -446,7 +452,7 @@ def train(
     dist, dev = init_distributed(resolve_device(device))
     precision = resolve_precision(dev, amp, channels_last)
     use_fast_kernels(dev)
-    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir)
+    data = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, data_dir, limit=limit)
     spec = arch if isinstance(arch, NetSpec) else parse(
         arch, input_size=data.input_size, num_classes=data.num_classes)
     if (spec.input_size, spec.num_classes) != (data.input_size, data.num_classes):

@@ -11,6 +11,7 @@ from deepreshape.errors import UsageError
 from deepreshape.spec import DATASET_SHAPES
 
 if TYPE_CHECKING:
+    from deepreshape.options import RunOptions
     from deepreshape.train import Recipe
 
 
@@ -137,8 +138,17 @@ def add_method_args(p: argparse.ArgumentParser, epochs: int | None = None) -> No
     p.add_argument("--force", action="store_true", help="start existing run directories over")
 
 
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The `RunOptions` (seed, device, data, run control) of the parsed options."""
+    from deepreshape.options import RunOptions
+
+    return RunOptions(**{f: getattr(args, f) for f in _RUN_OPTION_FIELDS if hasattr(args, f)})
+
+
+_RUN_OPTION_FIELDS = ("seed", "device", "data_dir", "dataset", "limit", "resume", "force",
+                      "compile", "quiet")
+
+
 def common_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments every training pipeline takes (seed, device, data, run control)."""
-    return {"seed": args.seed, "device": args.device, "data_dir": args.data_dir,
-            "dataset": args.dataset, "limit": getattr(args, "limit", None), "resume": args.resume,
-            "force": args.force, "compile": args.compile, "quiet": args.quiet}
+    """The keyword every method takes for how to run it: ``options=RunOptions(...)``."""
+    return {"options": run_options(args)}

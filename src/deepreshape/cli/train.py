@@ -10,8 +10,9 @@ from deepreshape.cli.common import (
     add_recipe_args,
     fmt_int,
     recipe_from,
+    run_options,
 )
-from deepreshape.data import DATASETS, load_dataset
+from deepreshape.data import DATASETS
 from deepreshape.spec import parse
 from deepreshape.train import train
 
@@ -39,12 +40,8 @@ def run(args: argparse.Namespace) -> int:
     kw.update({k: getattr(args, k) for k in ("depths", "widths") if getattr(args, k) is not None})
     spec = parse(args.name, **kw)
     out = args.out or f"runs/{spec.name}"
-    data = load_dataset(args.dataset, args.data_dir, limit=args.limit) if args.limit is not None \
-        else args.dataset
-    res = train(spec, data, recipe=recipe_from(args), out=out, teacher=args.teacher,
-                seed=args.seed, device=args.device, data_dir=args.data_dir, resume=args.resume,
-                force=args.force, compile=args.compile, amp=args.amp,
-                channels_last=args.channels_last, quiet=args.quiet)
+    res = train(spec, recipe=recipe_from(args), out=out, teacher=args.teacher,
+                amp=args.amp, channels_last=args.channels_last, options=run_options(args))
     if res.run is not None:
         r = res.run.results
         print(f"{r['arch']}: test accuracy {r['final_acc']:.2f}% (best {r['best_acc']:.2f}%), "

@@ -35,6 +35,7 @@ from typing import Any
 from deepreshape import io
 from deepreshape.count import count
 from deepreshape.errors import UsageError
+from deepreshape.options import with_run_options
 from deepreshape.runs import Run
 from deepreshape.spec import NetSpec, relu_slots
 from deepreshape.train import Recipe
@@ -168,6 +169,7 @@ def stage_relus(spec: NetSpec) -> list[int]:
 # --------------------------------------------------------------------------- running
 
 
+@with_run_options
 def criticality(
     run: str | Path | Run,
     *,

@@ -50,6 +50,7 @@ from pathlib import Path
 from deepreshape import io
 from deepreshape.count import count
 from deepreshape.errors import UsageError
+from deepreshape.options import with_run_options
 from deepreshape.runs import Run, load_run
 from deepreshape.spec import DEFAULT_DATASET, NetSpec, parse, relu_slots
 from deepreshape.train import Recipe
@@ -381,6 +382,7 @@ def _row(p: Planned, acc: float | None, run_dir: str | None) -> dict:
             "accuracy": acc, "run": run_dir, "baseline": p.baseline}
 
 
+@with_run_options
 def deepreduce(
     run: str | Path | Run,
     *,

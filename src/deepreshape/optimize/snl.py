@@ -43,6 +43,7 @@ from torch import nn
 from deepreshape import io
 from deepreshape.count import count, count_module
 from deepreshape.errors import CheckpointError, UnsafeFileError, UsageError
+from deepreshape.options import with_run_options
 from deepreshape.runs import CONFIG, Run, writer_lock
 from deepreshape.spec import NetSpec, SlotInfo, relu_slots
 from deepreshape.train import Recipe
@@ -219,6 +220,7 @@ def check_budget(spec: NetSpec, budget: object, granularity: str = "pixel",
     return budget, fixed
 
 
+@with_run_options
 def snl(
     run: str | Path | Run,
     budget: int,

@@ -32,6 +32,7 @@ import numpy as np
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.io import write_json
+from deepreshape.options import with_run_options
 from deepreshape.pi import costmodel, engine
 from deepreshape.pi.link import LinkProfile
 from deepreshape.spec import NetSpec
@@ -211,6 +212,7 @@ def _check_args(protocol: str, samples: int, repeats: int, parties: Any, role: A
         raise UsageError(f"role must be 'server' or 'client', got {role!r}")
 
 
+@with_run_options
 def measure_run(
     path: str | Path,
     *,

@@ -1,0 +1,228 @@
+"""Where points run: in this process (local), as Ray tasks, or as Slurm jobs (submitit).
+
+The driver owns the dependency graph and sweep.json; a backend only starts a point
+(`submit`) and reports finished ones (`wait`), each as the outcome dict of
+`execute.run_point`. Ray and submitit do the scheduling; nothing here is a scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from deepreshape.errors import RunFailure, UsageError
+from deepreshape.sweep.execute import one_line, run_point
+from deepreshape.sweep.sweepfile import Point
+
+BACKENDS = ("local", "ray", "slurm")
+WORKER_RETRIES = 2  # Ray reruns a task whose worker died this many times
+
+
+def default_backend() -> str:
+    """ray when the `cluster` extra is installed, else local."""
+    return "ray" if importlib.util.find_spec("ray") is not None else "local"
+
+
+class LocalBackend:
+    """One point after another, in this process; needs no extra."""
+
+    name = "local"
+
+    def __init__(self, root: Path, settings: dict, cpus_per_run: int = 1, device: str | None = None,
+                 procs_per_run: int = 1) -> None:
+        self.root, self.settings, self.threads, self.device = root, settings, cpus_per_run, device
+        self.procs = procs_per_run
+        self.slots = 1
+        self.queue: deque[Point] = deque()
+
+    def submit(self, point: Point) -> dict:
+        """Queue `point`; returns where it will run."""
+        self.queue.append(point)
+        return {"backend": self.name}
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        """Run the next queued point to its end."""
+        if not self.queue:
+            return []
+        p = self.queue.popleft()
+        return [(p.id, run_point(p, str(self.root), self.settings, self.threads, self.device,
+                                 self.procs))]
+
+    def cancel_stale(self, records: list[dict]) -> None:
+        """Nothing outlives this process."""
+
+    def close(self, interrupted: bool = False) -> None:
+        """Nothing to release."""
+
+
+class RayBackend:
+    """Each point a Ray task with `cpus_per_run` CPUs and `gpus_per_run` GPUs; a local Ray
+    is started unless `address` (or RAY_ADDRESS) names a running cluster, and one already
+    started in this process (`ray.init` by the caller) is reused and left running."""
+
+    name = "ray"
+
+    def __init__(self, root: Path, settings: dict, *, address: str | None = None,
+                 cpus_per_run: int = 1, gpus_per_run: float | None = None,
+                 max_parallel: int | None = None, device: str | None = None,
+                 procs_per_run: int = 1) -> None:
+        ray = _need("ray")
+        self.ray = ray
+        self.own = not ray.is_initialized()
+        if self.own:
+            where = address or os.environ.get("RAY_ADDRESS")
+            try:
+                ray.init(address=where, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            except Exception as e:  # Ray raises plain Exceptions (timeouts, no cluster)
+                what = f"join the Ray cluster at {where}" if where else "start a local Ray"
+                raise RunFailure(f"could not {what}: {one_line(e)}") from None
+        res = ray.cluster_resources()
+        gpus = gpus_per_run if gpus_per_run is not None else (1 if res.get("GPU", 0) >= 1 else 0)
+        if gpus > res.get("GPU", 0):
+            raise UsageError(f"--gpus-per-run {gpus}, but the Ray cluster has {res.get('GPU', 0):g} GPUs")
+        fit = int(res.get("CPU", 1) // max(cpus_per_run, 1e-9))
+        if gpus:
+            fit = min(fit, int(res.get("GPU", 0) // gpus))
+        self.slots = max(1, min(fit, max_parallel or fit))
+        self.device = device or ("cpu" if not gpus else None)
+        self.root, self.settings, self.threads, self.procs = root, settings, cpus_per_run, procs_per_run
+        # A dead worker (killed, out of memory) is retried by Ray and resumes from the
+        # point's checkpoint; a point's own error is returned, never retried.
+        self.task = ray.remote(run_point).options(num_cpus=cpus_per_run, num_gpus=gpus,
+                                                  max_retries=WORKER_RETRIES)
+        self.refs: dict[Any, str] = {}
+
+    def submit(self, point: Point) -> dict:
+        """Start `point` as a Ray task."""
+        ref = self.task.remote(point, str(self.root), self.settings, self.threads, self.device,
+                               self.procs)
+        self.refs[ref] = point.id
+        return {"backend": self.name, "task": ref.hex()}
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        """The tasks that finished within `timeout` seconds."""
+        if not self.refs:
+            return []
+        ready, rest = self.ray.wait(list(self.refs), num_returns=1, timeout=timeout)
+        if ready and rest:  # and any others already finished, without waiting
+            ready += self.ray.wait(rest, num_returns=len(rest), timeout=0)[0]
+        out = []
+        for ref in ready:
+            pid = self.refs.pop(ref)
+            try:
+                outcome = self.ray.get(ref)
+            except Exception as e:  # the worker died (killed, out of memory) twice
+                outcome = {"ok": False, "lost": True, "error": f"ray task lost: {one_line(e)}"}
+            out.append((pid, outcome))
+        return out
+
+    def cancel_stale(self, records: list[dict]) -> None:
+        """Tasks of a killed driver died with its Ray job; nothing to cancel."""
+
+    def close(self, interrupted: bool = False) -> None:
+        """Cancel unfinished tasks; stop the Ray this backend started."""
+        for ref in list(self.refs):
+            self.ray.cancel(ref, force=True)
+        if self.own:
+            self.ray.shutdown()
+
+
+class SubmititBackend:
+    """One Slurm job per point through submitit (`cluster="slurm"`), or submitit's local
+    executor (`cluster="local"`: a process per point, for testing without Slurm). The job
+    folder is ROOT/.submitit; job ids are recorded in sweep.json."""
+
+    name = "slurm"
+
+    def __init__(self, root: Path, settings: dict, *, cluster: str = "slurm",
+                 partition: str | None = None, time_min: int = 24 * 60, cpus_per_run: int = 1,
+                 gpus_per_run: float | None = None, max_parallel: int | None = None,
+                 device: str | None = None, procs_per_run: int = 1) -> None:
+        submitit = _need("submitit")
+        self.folder = root / ".submitit"
+        self.executor = submitit.AutoExecutor(folder=self.folder, cluster=cluster)
+        gpus = int(gpus_per_run if gpus_per_run is not None else (1 if cluster == "slurm" else 0))
+        params: dict[str, Any] = {"timeout_min": time_min, "cpus_per_task": cpus_per_run,
+                                  "gpus_per_node": gpus, "name": "deepreshape-sweep"}
+        if partition:
+            params["slurm_partition"] = partition
+        self.executor.update_parameters(**params)
+        self.cluster = cluster
+        self.slots = max_parallel or (2 if cluster == "local" else 256)
+        self.device = device or ("cpu" if not gpus else None)
+        self.root, self.settings, self.threads, self.procs = root, settings, cpus_per_run, procs_per_run
+        self.jobs: dict[Any, str] = {}
+
+    def submit(self, point: Point) -> dict:
+        """Submit `point` as one job."""
+        job = self.executor.submit(run_point, point, str(self.root), self.settings, self.threads,
+                                   self.device, self.procs)
+        self.jobs[job] = point.id
+        return {"backend": self.name, "cluster": self.cluster, "job_id": str(job.job_id)}
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        """The jobs that finished within `timeout` seconds (polled)."""
+        end = time.monotonic() + timeout
+        while True:
+            done = [j for j in self.jobs if j.done()]
+            if done or time.monotonic() >= end or not self.jobs:
+                break
+            time.sleep(0.2)
+        out = []
+        for job in done:
+            pid = self.jobs.pop(job)
+            try:
+                outcome = job.result()
+            except Exception as e:  # the job died (killed, out of memory, time limit)
+                outcome = {"ok": False, "lost": True, "error": f"job {job.job_id} lost: {one_line(e)}"}
+            out.append((pid, outcome))
+        return out
+
+    def cancel_stale(self, records: list[dict]) -> None:
+        """Cancel jobs a killed driver left running, so a point never runs twice at once."""
+        for r in records:
+            job_id = (r.get("where") or {}).get("job_id")
+            if job_id:
+                with contextlib.suppress(Exception):  # already gone
+                    self.executor._executor.job_class(self.folder, job_id).cancel(check=False)
+
+    def close(self, interrupted: bool = False) -> None:
+        """On an interrupt, cancel the jobs still running (a rerun resumes them)."""
+        if interrupted:
+            for job in list(self.jobs):
+                job.cancel(check=False)
+
+
+def _need(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UsageError(f"the {module} backend needs the `cluster` extra: "
+                         "pip install 'deepreshape[cluster]' (or use --backend local)") from None
+
+
+def make_backend(name: str, root: Path, settings: dict, **kw: Any) -> Any:
+    """The backend called `name` (local, ray, slurm; slurm-local is submitit's local
+    executor)."""
+    device, cpus = kw.get("device"), kw.get("cpus_per_run", 1)
+    gpus = kw.get("gpus_per_run")
+    procs = kw.get("procs_per_run") or (int(gpus) if gpus and gpus > 1 else 1)
+    if name == "local":
+        return LocalBackend(root, settings, cpus, device, procs)
+    if name == "ray":
+        return RayBackend(root, settings, address=kw.get("address"), cpus_per_run=cpus,
+                          gpus_per_run=gpus, max_parallel=kw.get("max_parallel"),
+                          device=device, procs_per_run=procs)
+    if name in ("slurm", "slurm-local"):
+        return SubmititBackend(root, settings, cluster="local" if name == "slurm-local" else "slurm",
+                               partition=kw.get("partition"), time_min=kw.get("time_min") or 24 * 60,
+                               cpus_per_run=cpus, gpus_per_run=gpus,
+                               max_parallel=kw.get("max_parallel"), device=device,
+                               procs_per_run=procs)
+    raise UsageError(f"unknown backend {name!r}; valid: local, ray, slurm")

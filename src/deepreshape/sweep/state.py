@@ -1,0 +1,117 @@
+"""sweep.json: every point of a sweep, its settings, state, timings and where it ran.
+
+Only the driver writes it (atomically, after every change), so it is always a complete
+picture that `deepreshape sweep status` can read while the sweep runs. States:
+pending, running, done, failed (with the one-line error) and skipped (with the reason).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+from typing import Any
+
+from deepreshape import io
+from deepreshape.errors import UsageError
+from deepreshape.sweep.sweepfile import Point, Sweep
+
+SWEEP_JSON = "sweep.json"
+STATES = ("pending", "running", "done", "failed", "skipped")
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601 to the second."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+# Files that show a point's method finished, relative to its run directory.
+_DONE_FILE = {"train": "results.json", "criticality": "criticality.json", "reduce": "reduce.json",
+              "snl": "snl.json", "pi": "pi.json", "eval": None}
+
+
+def output_exists(root: Path, p: Point) -> bool:
+    """Whether the point's finished output is on disk (a done point whose files were
+    deleted runs again)."""
+    name = _DONE_FILE[p.method]
+    return name is None or (root / p.run / name).exists()
+
+
+class SweepState:
+    """The records of sweep.json, keyed by point id, with the sweep's own info."""
+
+    def __init__(self, root: Path, info: dict[str, Any], records: dict[str, dict]) -> None:
+        self.root = root
+        self.info = info
+        self.records = records
+
+    # ----------------------------------------------------------------- files
+
+    @classmethod
+    def read(cls, root: str | Path) -> SweepState:
+        """sweep.json of `root`; UsageError if there is none or it is broken."""
+        root = Path(root)
+        path = root / SWEEP_JSON
+        try:
+            data = json.loads(path.read_text())
+            return cls(root, data["sweep"], {r["id"]: r for r in data["points"]})
+        except FileNotFoundError:
+            raise UsageError(f"{root}: no {SWEEP_JSON} here (is this a sweep root?)") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise UsageError(f"{path}: broken {SWEEP_JSON} ({e.__class__.__name__})") from None
+
+    @classmethod
+    def start(cls, root: Path, sweep: Sweep, backend: str, retry_failed: bool) -> SweepState:
+        """The state to run `sweep` with: earlier records of the same points are kept
+        (done stays done while its output exists; failed stays failed unless
+        `retry_failed`); running (a killed driver) and skipped become pending again."""
+        old = cls.read(root).records if (root / SWEEP_JSON).exists() else {}
+        records: dict[str, dict] = {}
+        for p in sweep.points:
+            rec = {**p.to_dict(), "state": "pending", "error": None, "started": None,
+                   "finished": None, "seconds": None, "where": None, "result": None, "attempts": 0}
+            prev = old.get(p.id)
+            if prev is not None:
+                keep = {k: prev.get(k) for k in ("state", "error", "started", "finished", "seconds",
+                                                 "where", "result", "attempts")}
+                state = prev.get("state")
+                finished = state == "done" and output_exists(root, p)
+                # a point whose worker or job died did not fail: it resumes like a running one
+                failed = state == "failed" and not prev.get("lost")
+                if finished or (failed and not retry_failed):
+                    rec.update(keep)
+                else:
+                    rec["attempts"] = prev.get("attempts") or 0
+                    if state == "running" or prev.get("lost"):
+                        rec["resumed"] = True
+            records[p.id] = rec
+        info = {"name": sweep.name, "file": sweep.source, "dataset": sweep.dataset,
+                "data_dir": sweep.data_dir, "limit": sweep.limit, "backend": backend,
+                "started": now(), "finished": None, "points": len(records), "paper": sweep.paper}
+        state = cls(root, info, records)
+        state.write()
+        return state
+
+    def write(self) -> None:
+        """Write sweep.json atomically."""
+        self.info["updated"] = now()
+        io.write_json(self.root / SWEEP_JSON, {"sweep": self.info, "points": list(self.records.values())})
+
+    # ----------------------------------------------------------------- changes
+
+    def mark(self, pid: str, state: str, **fields: Any) -> None:
+        """Set a point's state and other fields, and write."""
+        assert state in STATES
+        self.records[pid].update(state=state, **fields)
+        self.write()
+
+    def counts(self) -> dict[str, int]:
+        """Points per state."""
+        out = dict.fromkeys(STATES, 0)
+        for r in self.records.values():
+            out[r["state"]] += 1
+        return out
+
+    def with_state(self, state: str) -> list[dict]:
+        """The records in `state`, in file order."""
+        return [r for r in self.records.values() if r["state"] == state]

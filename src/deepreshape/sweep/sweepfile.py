@@ -1,0 +1,385 @@
+"""Sweep files: TOML with shared settings and experiments whose axes expand to points.
+
+A point is one method applied once: a training (`train`), or a method on a trained
+point (`criticality`, `reduce`, `snl` at one budget, `pi`, `eval`). Points that start
+from a trained network depend on its train point, so a sweep is a dependency graph.
+Each point's identity (`Point.id`) is derived from its settings alone, so the same file
+always maps to the same run directories under the sweep root.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deepreshape.errors import UsageError
+from deepreshape.spec import DATASET_SHAPES
+
+METHODS = ("train", "criticality", "reduce", "snl", "pi", "eval")
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer",
+               "warmup_epochs", "kd_temperature", "kd_weight", "augment")
+TOP_KEYS = {"name", "description", "dataset", "data_dir", "limit", "seed", "seeds", "recipe",
+            "recipe_for", "experiment", "scale", "paper"}
+EXPERIMENT_KEYS = {"name", "description", "arch", "seed", "seeds", "recipe", "teacher", "paper",
+                   *METHODS}
+METHOD_KEYS = {
+    "train": set(),
+    "criticality": {"recipe", "plain"},
+    "reduce": {"recipe", "pipeline", "steps", "reuse_factors", "scale", "reshape", "order"},
+    "snl": {"budgets", "granularity", "mask_recipe", "finetune", "lambda", "lambda_factor",
+            "lambda_after", "threshold", "include_stem"},
+    "pi": {"protocol", "link", "samples", "repeats", "of"},
+    "eval": {"of"},
+}
+
+
+class SweepError(UsageError):
+    """A malformed sweep file: the message names the file, the experiment and the key."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One unit of work: `method` on `arch` with `settings`, after the points in `deps`.
+
+    `run` is the run directory (relative to the sweep root) the method writes, or for
+    `pi` / `eval` the run it measures.
+    """
+
+    id: str
+    method: str
+    experiment: str
+    arch: str
+    seed: int
+    settings: dict[str, Any]
+    deps: tuple[str, ...]
+    run: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (as stored in sweep.json)."""
+        return {**dataclasses.asdict(self), "deps": list(self.deps)}
+
+
+@dataclass
+class Sweep:
+    """A parsed sweep: its name, shared settings and expanded points (dependencies first)."""
+
+    name: str
+    source: str
+    dataset: str
+    data_dir: str | None
+    limit: int | None
+    points: list[Point] = field(default_factory=list)
+    paper: dict[str, Any] = field(default_factory=dict)
+
+    def by_id(self) -> dict[str, Point]:
+        """The points keyed by id."""
+        return {p.id: p for p in self.points}
+
+
+# --------------------------------------------------------------------------- patterns
+
+_BRACE = re.compile(r"\{([^{}]*)\}")
+
+
+def expand_pattern(text: str) -> list[str]:
+    """``hrn-{2..4}x5x2x`` -> hrn-2x5x2x, hrn-3x5x2x, hrn-4x5x2x; ``m{16,32}`` -> m16, m32.
+
+    Several braces expand as a product, in order; text without braces is itself.
+    """
+    parts = _BRACE.split(text)
+    choices: list[list[str]] = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            choices.append([part])
+            continue
+        if m := re.fullmatch(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*", part):
+            lo, hi = int(m.group(1)), int(m.group(2))
+            step = 1 if hi >= lo else -1
+            choices.append([str(v) for v in range(lo, hi + step, step)])
+        elif "," in part:
+            choices.append([v.strip() for v in part.split(",")])
+        else:
+            raise ValueError(f"bad pattern {{{part}}} in {text!r}: use {{A..B}} or {{a,b,c}}")
+    return ["".join(c) for c in itertools.product(*choices)]
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_sweep(path: str | Path, *, dataset: str | None = None, scale: str | None = None,
+               data_dir: str | None = None, source: str | None = None) -> Sweep:
+    """Read and expand a sweep file; `dataset`, `scale` and `data_dir` override the file's."""
+    path = Path(path)
+    where = source or str(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SweepError(f"{where}: no such sweep file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise SweepError(f"{where}: not valid TOML ({e})") from None
+    return expand(raw, where, dataset=dataset, scale=scale, data_dir=data_dir,
+                  default_name=path.stem)
+
+
+def _fail(where: str, exp: str | None, key: str, why: str) -> SweepError:
+    at = f"experiment {exp!r}: " if exp is not None else ""
+    return SweepError(f"{where}: {at}key {key!r}: {why}")
+
+
+def apply_scale(raw: dict, scale: str, where: str) -> dict:
+    """The file with its ``[scale.NAME]`` patch applied: top-level keys replace the file's,
+    `recipe` merges, and each ``[[scale.NAME.experiment]]`` merges into the experiment of
+    the same name (a method table replaces the file's)."""
+    scales = raw.get("scale", {})
+    if scale not in scales:
+        have = ", ".join(scales) or "none"
+        raise _fail(where, None, "scale", f"no scale {scale!r} in this file (has: {have})")
+    patch = copy.deepcopy(scales[scale])
+    out = copy.deepcopy(raw)
+    exps = {e.get("name"): e for e in out.get("experiment", [])}
+    for pe in patch.pop("experiment", []):
+        name = pe.get("name")
+        if name not in exps:
+            raise _fail(where, name, "scale", f"scale {scale!r} patches an experiment not in the file")
+        target = exps[name]
+        for k, v in pe.items():
+            if k == "recipe":
+                target["recipe"] = {**target.get("recipe", {}), **v}
+            else:
+                target[k] = v
+    recipe = patch.pop("recipe", None)
+    if recipe is not None:
+        out["recipe"] = {**out.get("recipe", {}), **recipe}
+    out.update(patch)
+    return out
+
+
+def expand(raw: dict, where: str, *, dataset: str | None = None, scale: str | None = None,
+           data_dir: str | None = None, default_name: str = "sweep") -> Sweep:
+    """Expand a parsed sweep file into its points (see the module docstring)."""
+    if scale is not None:
+        raw = apply_scale(raw, scale, where)
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise _fail(where, None, k, f"unknown key; valid: {', '.join(sorted(TOP_KEYS))}")
+    ds = (dataset or raw.get("dataset") or "digits")
+    if not isinstance(ds, str) or ds.lower() not in DATASET_SHAPES:
+        raise _fail(where, None, "dataset", f"unknown data set {ds!r}; valid: {', '.join(DATASET_SHAPES)}")
+    ds = ds.lower()
+    limit = raw.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise _fail(where, None, "limit", f"must be a positive integer, got {limit!r}")
+    shared_recipe = _recipe_table(raw.get("recipe", {}), where, None, "recipe")
+    per_dataset = raw.get("recipe_for", {})
+    if not isinstance(per_dataset, dict) or not set(per_dataset) <= set(DATASET_SHAPES):
+        raise _fail(where, None, "recipe_for", f"must be tables named after data sets "
+                    f"({', '.join(DATASET_SHAPES)})")
+    shared_recipe.update(_recipe_table(per_dataset.get(ds, {}), where, None, f"recipe_for.{ds}"))
+    shared_seeds = _seeds(raw, where, None, [0])
+    exps = raw.get("experiment")
+    if not isinstance(exps, list) or not exps:
+        raise _fail(where, None, "experiment", "a sweep needs at least one [[experiment]]")
+    sweep = Sweep(str(raw.get("name") or default_name), where, ds,
+                  data_dir if data_dir is not None else raw.get("data_dir"), limit,
+                  paper=raw.get("paper", {}))
+    points: dict[str, Point] = {}
+    trained: dict[tuple[str, int], str] = {}  # (arch, seed) -> first train point id
+    pending_teachers: list[tuple[dict, str]] = []
+    names = set()
+    for i, exp in enumerate(exps):
+        if not isinstance(exp, dict):
+            raise _fail(where, None, f"experiment[{i}]", "must be a table")
+        name = str(exp.get("name") or f"experiment{i + 1}")
+        if name in names:
+            raise _fail(where, name, "name", "two experiments have this name")
+        names.add(name)
+        for k in exp:
+            if k not in EXPERIMENT_KEYS:
+                raise _fail(where, name, k, f"unknown key; valid: {', '.join(sorted(EXPERIMENT_KEYS))}")
+        _expand_experiment(exp, name, where, sweep, shared_recipe, shared_seeds, points, trained,
+                           pending_teachers)
+    sweep.points = list(points.values())
+    return sweep
+
+
+def _seeds(table: dict, where: str, exp: str | None, default: list[int]) -> list[int]:
+    if "seeds" in table and "seed" in table:
+        raise _fail(where, exp, "seeds", "give seed or seeds, not both")
+    v = table.get("seeds", [table["seed"]] if "seed" in table else default)
+    if not isinstance(v, list) or not v or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                   for s in v):
+        raise _fail(where, exp, "seeds", f"must be a list of integers, got {v!r}")
+    return list(v)
+
+
+def _recipe_table(t: Any, where: str, exp: str | None, key: str) -> dict:
+    if not isinstance(t, dict):
+        raise _fail(where, exp, key, "must be a table of recipe values")
+    for k in t:
+        if k not in RECIPE_KEYS:
+            raise _fail(where, exp, f"{key}.{k}", f"unknown recipe value; valid: {', '.join(RECIPE_KEYS)}")
+    return dict(t)
+
+
+def _recipe_axes(recipe: dict) -> list[dict]:
+    """Recipe values given as lists are axes: one recipe per combination."""
+    keys = [k for k, v in recipe.items() if isinstance(v, list)]
+    combos = itertools.product(*(recipe[k] for k in keys))
+    return [{**recipe, **dict(zip(keys, c, strict=True))} for c in combos]
+
+
+def check_recipe(recipe: dict, where: str, exp: str | None, key: str) -> None:
+    """A UsageError naming the key if the trainer would refuse this recipe."""
+    from deepreshape.train import Recipe
+
+    try:
+        Recipe(**recipe).validate()
+    except TypeError as e:
+        raise _fail(where, exp, key, str(e)) from None
+    except UsageError as e:
+        raise _fail(where, exp, key, str(e)) from None
+
+
+def digest(obj: Any, n: int = 6) -> str:
+    """A short stable hash of JSON-able settings, for run-directory names."""
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
+
+
+def _arch_names(exp: dict, name: str, where: str, dataset: str) -> list[str]:
+    from deepreshape.spec import parse
+
+    arch = exp.get("arch")
+    if isinstance(arch, str):
+        arch = [arch]
+    if not isinstance(arch, list) or not arch or not all(isinstance(a, str) for a in arch):
+        raise _fail(where, name, "arch", "must be a name or a list of names (patterns allowed)")
+    out: list[str] = []
+    for pattern in arch:
+        try:
+            names = expand_pattern(pattern)
+        except ValueError as e:
+            raise _fail(where, name, "arch", str(e)) from None
+        for a in names:
+            try:
+                spec = parse(a, dataset=dataset)
+            except UsageError as e:
+                raise _fail(where, name, "arch", str(e)) from None
+            if spec.name not in out:
+                out.append(spec.name)
+    return out
+
+
+def _method_table(exp: dict, method: str, name: str, where: str) -> dict | None:
+    v = exp.get(method)
+    if v is None or v is False:
+        return None
+    if v is True:
+        v = {}
+    if not isinstance(v, dict):
+        raise _fail(where, name, method, "must be a table (or true)")
+    for k in v:
+        if k not in METHOD_KEYS[method]:
+            valid = ", ".join(sorted(METHOD_KEYS[method])) or "none"
+            raise _fail(where, name, f"{method}.{k}", f"unknown key; valid: {valid}")
+    return v
+
+
+def _expand_experiment(exp: dict, name: str, where: str, sweep: Sweep, shared_recipe: dict,
+                       shared_seeds: list[int], points: dict[str, Point],
+                       trained: dict[tuple[str, int], str], pending: list) -> None:
+    archs = _arch_names(exp, name, where, sweep.dataset)
+    seeds = _seeds(exp, where, name, shared_seeds)
+    recipe = {**shared_recipe, **_recipe_table(exp.get("recipe", {}), where, name, "recipe")}
+    recipes = _recipe_axes(recipe)
+    for r in recipes:
+        check_recipe(r, where, name, "recipe")
+    teacher = exp.get("teacher")
+    if teacher is not None and not isinstance(teacher, str):
+        raise _fail(where, name, "teacher", "must be an architecture name trained by this sweep")
+    if teacher is not None:
+        teacher = _arch_names({"arch": teacher}, name, where, sweep.dataset)[0]
+    tables = {m: _method_table(exp, m, name, where) for m in METHODS[1:]}
+    _check_methods(tables, name, where)
+
+    def add(p: Point) -> str:
+        points.setdefault(p.id, p)
+        return p.id
+
+    for arch, seed, rec in itertools.product(archs, seeds, recipes):
+        deps: tuple[str, ...] = ()
+        teacher_run = None
+        if teacher is not None:
+            if (teacher, seed) not in trained:
+                raise _fail(where, name, "teacher", f"{teacher} (seed {seed}) is not trained by an "
+                            "earlier experiment of this sweep; add it there")
+            teacher_run = trained[(teacher, seed)]
+            deps = (teacher_run,)
+        tsettings = {"dataset": sweep.dataset, "limit": sweep.limit, "recipe": rec,
+                     "teacher": teacher_run}
+        tid = f"{arch}-s{seed}-{digest({'arch': arch, 'seed': seed, **tsettings})}"
+        add(Point(tid, "train", name, arch, seed, tsettings, deps, tid))
+        trained.setdefault((arch, seed), tid)
+        crit_id = None
+        if (t := tables["criticality"]) is not None:
+            crec = {**rec, **_recipe_table(t.get("recipe", {}), where, name, "criticality.recipe")}
+            check_recipe(crec, where, name, "criticality.recipe")
+            s = {"recipe": crec, "plain": bool(t.get("plain", True))}
+            run = f"{tid}/criticality-{digest(s)}"
+            crit_id = add(Point(run, "criticality", name, arch, seed, s, (tid,), run))
+        if (t := tables["reduce"]) is not None:
+            rrec = {**rec, **_recipe_table(t.get("recipe", {}), where, name, "reduce.recipe")}
+            check_recipe(rrec, where, name, "reduce.recipe")
+            s = {**{k: v for k, v in t.items() if k != "recipe"}, "recipe": rrec}
+            s.setdefault("pipeline", "deepreduce")
+            deps = (tid,) if "order" in t else (tid, crit_id)
+            run = f"{tid}/reduce-{s['pipeline']}-{digest(s)}"
+            add(Point(run, "reduce", name, arch, seed, s, deps, run))
+        snl_runs: list[str] = []
+        if (t := tables["snl"]) is not None:
+            base = {k: v for k, v in t.items() if k != "budgets"}
+            for key in ("mask_recipe", "finetune"):
+                if key in base:
+                    _recipe_table(base[key], where, name, f"snl.{key}")
+            base.setdefault("granularity", "pixel")
+            for budget in t["budgets"]:
+                s = {**base, "budget": budget}
+                run = f"{tid}/snl-{s['granularity']}-{budget}-{digest(s)}"
+                snl_runs.append(add(Point(run, "snl", name, arch, seed, s, (tid,), run)))
+        if (t := tables["pi"]) is not None:
+            s = {"protocol": t.get("protocol", "cheetah"), "link": t.get("link"),
+                 "samples": t.get("samples", 2), "repeats": t.get("repeats", 1)}
+            targets = [tid] + (snl_runs if "snl" in t.get("of", ["train"]) else [])
+            for target in targets:
+                pid = f"{target}#pi-{s['protocol']}-{s['link'] or 'loopback'}"
+                add(Point(pid, "pi", name, arch, seed, s, (target,), target))
+        if tables["eval"] is not None:
+            targets = [tid] + (snl_runs if "snl" in tables["eval"].get("of", ["train"]) else [])
+            for target in targets:
+                add(Point(f"{target}#eval", "eval", name, arch, seed, {}, (target,), target))
+
+
+def _check_methods(tables: dict[str, dict | None], name: str, where: str) -> None:
+    if (t := tables["snl"]) is not None:
+        b = t.get("budgets")
+        if not isinstance(b, list) or not b or not all(isinstance(v, int) and v > 0 for v in b):
+            raise _fail(where, name, "snl.budgets", f"must be a list of positive integers, got {b!r}")
+        if t.get("granularity", "pixel") not in ("pixel", "channel"):
+            raise _fail(where, name, "snl.granularity", "must be pixel or channel")
+    for m in ("pi", "eval"):
+        if (t := tables[m]) is not None:
+            of = t.get("of", ["train"])
+            if not isinstance(of, list) or not set(of) <= {"train", "snl"}:
+                raise _fail(where, name, f"{m}.of", f"must be a list of train, snl; got {of!r}")
+    if (t := tables["pi"]) is not None and t.get("protocol", "cheetah") not in ("cheetah", "semi2k"):
+        raise _fail(where, name, "pi.protocol", "must be cheetah or semi2k")
+    if (t := tables["reduce"]) is not None and "order" not in t and tables["criticality"] is None:
+        raise _fail(where, name, "reduce.order", "reduce needs an order: give reduce.order "
+                    "(e.g. [3, 2, 4, 1]) or a [criticality] table in this experiment")
