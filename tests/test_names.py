@@ -124,7 +124,7 @@ def test_prediction_names_its_link_and_flags_a_measurement_far_from_it() -> None
     assert near.startswith("predicted by the cost model (calibrated over loopback): 0.500 s")
     assert "latency +10%" in near and "more than 25%" not in near
     far = prediction_text(_record(2.5, WAN, predicted=0.5))
-    assert "more than 25% away (latency +400%" in far
+    assert "\nthe measurement is more than 25% away from it (latency +400%" in far
     assert "measured over wan, calibrated over loopback" in far
     assert "deepreshape pi --calibrate --link wan" in far
     on_wan = prediction_check(_record(2.5, WAN, predicted=2.4, calibrated=WAN))

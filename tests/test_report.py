@@ -385,3 +385,20 @@ def test_report_of_an_snl_run_shows_the_mask_phase(methods: Path, tmp_path: Path
     wide = imread(res.plots["training"]).shape[1]
     plain = imread(report(methods / "m8", out=tmp_path / "b").plots["training"]).shape[1]
     assert wide > 1.4 * plain
+
+
+def test_point_numbers_do_not_overlap_each_other_or_markers() -> None:
+    from deepreshape.figures import figure
+    from deepreshape.pareto import ParetoRow, _number_points
+
+    fig = figure(figsize=(6, 4))
+    ax = fig.subplots()
+    rows = [ParetoRow(f"r{k}", f"r{k}", "n", "a", "digits", "baseline", 1000 + k, 50.0, number=k + 1)
+            for k in range(4)]  # four points on top of each other
+    ax.scatter([r.x for r in rows], [r.acc for r in rows])
+    ax.set_xlim(0, 2000)
+    ax.set_ylim(0, 100)
+    _number_points(ax, rows, 1.0)
+    offsets = [t.xyann for t in ax.texts]
+    assert [t.get_text() for t in ax.texts] == ["1", "2", "3", "4"]
+    assert len(set(offsets)) == 4 and all(abs(dx) >= 4 or abs(dy) >= 4 for dx, dy in offsets)

@@ -221,7 +221,8 @@ def _summary(out: Path, runs: Path) -> dict:
                      "latency_s": pi.get("latency_s"), "bytes": pi.get("bytes")})
     rows.sort(key=lambda r: -r["relus"])
     io.write_json(out / "summary.json", rows)
-    lines = ["| run (method) | network | ReLUs | MACs | accuracy % | PI latency s | PI MB |",
+    lines = ["| run (method) | network | ReLUs | MACs | accuracy % "
+             "| PI latency s (Cheetah, loopback) | PI MB |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         lat = f"{r['latency_s']:.2f}" if r["latency_s"] else ""

@@ -490,9 +490,10 @@ def _number_points(ax: Any, rows: list[ParetoRow], scale: float) -> None:
     overlap (the first free place of `_OFFSETS`; the last one if none is free)."""
     ax.figure.draw_without_rendering()  # runs the layout: data -> pixels is final
     pt = ax.figure.dpi / 72  # pixels per point
-    taken: list[tuple[float, float, float, float]] = []
-    for r in rows:
-        px, py = ax.transData.transform((r.x / scale, r.acc))
+    where = [ax.transData.transform((r.x / scale, r.acc)) for r in rows]
+    m = 3.5 * pt  # half a marker
+    taken = [(px - m, py - m, px + m, py + m) for px, py in where]  # numbers avoid markers too
+    for r, (px, py) in zip(rows, where, strict=True):
         w, h = (4.5 * len(str(r.number)) + 1) * pt, 8 * pt
         for dx, dy in _OFFSETS:
             box = (px + dx * pt, py + dy * pt, px + dx * pt + w, py + dy * pt + h)
@@ -509,7 +510,9 @@ def _plot_pareto(res: ParetoResult) -> Path:
 
     axis = X_AXES[res.x]
     key = _key_lines(res)
-    fig = figure(figsize=(13, max(6.5, 2.6 + 0.15 * len(key))))
+    entries = 1 + len({r.method for r in res.rows}) + (len(res.peers) if res.peers_shown else 0)
+    legend_h = 0.2 * math.ceil(entries / 2) + 0.3  # the legend below gets its own room
+    fig = figure(figsize=(13, max(5.5, 1.6 + 0.15 * len(key)) + legend_h))
     ax, side = fig.subplots(1, 2, gridspec_kw={"width_ratios": [2.3, 1.0]})
     designs = [r for r in res.rows if not r.probe]
     front = res.frontier

@@ -115,7 +115,9 @@ def _estimate(args: argparse.Namespace) -> int:
         print_json({"predicted": pred, "literature": lit})
         return 0
     _warn_semi2k(protocol)
-    print(f"{spec.describe()} at {spec.input_size}x{spec.input_size}, {protocol}: predicted "
+    over = (pred.get("link") or {}).get("describe") or "loopback"
+    print(f"{spec.short_name()} at {spec.input_size}x{spec.input_size}, {protocol} (cost model "
+          f"calibrated over {over}): predicted "
           f"{pred['latency_s']:.2f} s and {pred['bytes'] / 1e6:.1f} MB per query; ReLUs "
           f"{100 * pred['relu_share_latency_s']:.0f}% of the time, "
           f"{100 * pred['relu_share_bytes']:.0f}% of the bytes")
@@ -202,8 +204,8 @@ def _measure_text(rec: dict[str, Any]) -> str:
         f"{rec['field']} with {rec['fxp_fraction_bits']} fraction bits, {rec['deployment']['mode']}"
         + (f" over an emulated link ({rec['deployment']['link']['describe']})"
            if rec["deployment"].get("link") else ""),
-        f"  online latency {rec['latency_s']:.3f} s per query over {link_label(rec)} (warm, "
-        f"median of {rec['repeats']}); "
+        f"  online latency {rec['latency_s']:.3f} s per query over {link_label(rec)}, warm "
+        f"(median of {rec['repeats']}); "
         f"one-time setup {rec['setup_s']:.2f} s (cold run {rec['cold_latency_s']:.2f} s)",
         f"  communication {_mb(rec['total_bytes'])} MB per query (client sent "
         f"{_mb(rec['bytes_sent'])}, received {_mb(rec['bytes_recv'])}), setup "
@@ -215,7 +217,7 @@ def _measure_text(rec: dict[str, Any]) -> str:
     lines += ["  " + ln for ln in table(["kind", "time s", "share", "MB", "share"], rows).split("\n")]
     pred = prediction_text(rec)
     if pred:
-        lines.append(f"  {pred}")
+        lines += [f"  {line}" for line in pred.split("\n")]
     lines.append(f"  secure vs plaintext on {rec['images']} test image(s): argmax agrees on "
                  f"{rec['argmax_agree_count']}/{rec['images']}, max abs error "
                  f"{rec['max_abs_err']:.2e}")

@@ -178,8 +178,8 @@ def prediction_check(record: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def prediction_text(record: Mapping[str, Any]) -> str | None:
-    """One line: what the cost model predicted, over which link it was calibrated, and a
-    warning when the measurement is more than 25% away from it."""
+    """What the cost model predicted and over which link it was calibrated; a second line
+    when the measurement is more than 25% away from it (and how to refit for its link)."""
     c = prediction_check(record)
     if c is None:
         return None
@@ -189,7 +189,7 @@ def prediction_text(record: Mapping[str, Any]) -> str | None:
     offs = [f"{what} {100 * v:+.0f}%" for what, v in (("latency", c["latency_off"]),
                                                       ("bytes", c["bytes_off"])) if v is not None]
     if c["far"]:
-        text += f"; the measurement is more than 25% away ({', '.join(offs)})"
+        text += f"\nthe measurement is more than 25% away from it ({', '.join(offs)})"
         measured = c["measured_over"]
         if c["calibrated_over"] != measured:
             text += f": measured over {measured}, calibrated over {c['calibrated_over']}"
