@@ -460,7 +460,8 @@ def title(res: ParetoResult) -> str:
     """What is plotted against what, on which data sets; says so when peers' points come
     from another data set than the runs'."""
     what = res.x_label.split(" (")[0]
-    text = f"Accuracy vs {what}: {len(res.rows)} runs on {', '.join(res.datasets)}"
+    runs = f"{len(res.rows)} run{'s' * (len(res.rows) != 1)}"
+    text = f"Accuracy vs {what}: {runs} on {', '.join(res.datasets)}"
     if res.cross_dataset:
         text += (f"\nagainst published points on {res.peers_dataset}: a different data set, "
                  "not a like-for-like comparison")

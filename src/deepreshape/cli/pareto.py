@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 
 from deepreshape.cli.common import fmt_int, print_json, table
 from deepreshape.figures import clip
@@ -73,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
     """Run `deepreshape pareto`; returns the exit code."""
     res = pareto(args.runs, x=args.x, peers=args.peers, out=args.out, link=args.link,
                  protocol=args.protocol)
-    for note in res.notes:
-        print(f"note: {note}", file=sys.stderr)
+    for note in res.notes:  # one note each, wrapped to the terminal's 100 columns
+        print(textwrap.fill(f"note: {note}", WIDTH, subsequent_indent="  ",
+                            break_on_hyphens=False), file=sys.stderr)
     if args.json:
         print_json(res.to_dict())
         return 0
@@ -82,9 +84,11 @@ def run(args: argparse.Namespace) -> int:
              _SHORT_METHOD.get(r.method, r.method), r.label,
              _fmt_x(res, r.x), f"{r.acc:.2f}%"] for r in res.rows]
     data = ", ".join(res.datasets)
-    print(f"{len(res.rows)} runs on {data}; x = {res.x_label}, y = final top-1 accuracy; "
-          "* = Pareto frontier")
-    print(fit_table(["#", "network", "method", "run", res.x_label.split(" (")[0], "acc"], rows,
+    runs = f"{len(res.rows)} run{'s' * (len(res.rows) != 1)}"
+    print(textwrap.fill(f"{runs} on {data}: final top-1 accuracy vs {res.x_label}; "
+                        "* = Pareto frontier", WIDTH))
+    head = X_AXES[res.x].label.split(" (")[0]
+    print(fit_table(["#", "network", "method", "run", head, "acc"], rows,
                     "<<<<>>", shrink=[1, 3]))
     if res.peers_shown:
         where = (f"{res.peers_dataset}, not {data}: a different data set"

@@ -13,7 +13,7 @@ _WHAT = {
     "stagewise_normalized": "stage ReLUs and MACs normalized as in Table 8",
     "training": "loss and train/test accuracy per epoch",
     "criticality": "C_k per stage and the criticality order",
-    "pi_breakdown": "secure-inference time and bytes per kind (protocol, link, totals in the title)",
+    "pi_breakdown": "secure-inference time and bytes per kind, one protocol and link",
 }
 
 
@@ -47,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
         mb = "n/a" if pi["bytes"] is None else f"{pi['bytes'] / 1e6:,.3g} MB"
         print(f"secure inference, {pi['protocol']} over {pi['link']}: {lat} online, {mb}")
     print(f"wrote {res.markdown}")
+    pad = max((len(p.name) for p in res.plots.values()), default=0)
     for name, path in res.plots.items():
-        print(f"  {path.name:<26} {_WHAT.get(name.split('-')[0], '')}")
+        print(f"  {path.name:<{pad}}  {_WHAT.get(name.split('-')[0], '')}")
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0
