@@ -144,6 +144,9 @@ def test_latency_plots_one_link_and_never_mixes_links(runs: Path, tmp_path: Path
     data = json.loads(res.json.read_text())
     assert not data["peers"]["shown"] and data["link"] == "loopback"
     assert data["x_label"] == "online latency over loopback, semi2k (s)"
+    rows = list(csv.DictReader(res.csv.open()))
+    assert [(r["protocol"], r["link"], float(r["latency"])) for r in rows] == [
+        ("semi2k", "loopback", 0.42), ("semi2k", "loopback", 0.9)]
     assert_png(res.png)
     wan = pareto([runs], x="latency", link="400mbit:40ms", out=tmp_path / "wan.png")
     assert wan.link == "wan" and [(Path(r.run).name, r.x) for r in wan.rows] == [("m4", 2.5)]
@@ -152,7 +155,8 @@ def test_latency_plots_one_link_and_never_mixes_links(runs: Path, tmp_path: Path
     res = pareto([runs / "m4", runs / "m8"], x="bytes", peers="none", out=tmp_path / "b.png")
     assert [r.x for r in res.rows] == [2_000_000, 5_000_000]  # sent + received
     assert [r.on_frontier for r in res.rows] == pareto_frontier([2, 5], [r.acc for r in res.rows])
-    with pytest.raises(UsageError, match="none of the 3 runs"):
+    with pytest.raises(UsageError, match="none of the 3 runs.*over lan.*measured: "
+                       "semi2k-loopback, semi2k-wan"):
         pareto([runs], x="latency", link="lan", out=tmp_path / "lan.png")
     with pytest.raises(UsageError, match="--link and --protocol .* --x latency or --x bytes"):
         pareto([runs], x="relus", link="wan", out=tmp_path / "r.png")

@@ -306,12 +306,13 @@ def _choose_pi(found: list[dict[str, dict]], protocol: str | None, link: str | N
     return key, notes
 
 
-def _collect(loaded: list[tuple[Run, str, float]], x: str, key: str | None,
-             want: str) -> tuple[list[ParetoRow], list[tuple[str, str]], list[str]]:
+def _collect(loaded: list[tuple[Run, str, float]], x: str, key: str | None, want: str,
+             pis: dict[Path, tuple[dict[str, dict], list[str]]]
+             ) -> tuple[list[ParetoRow], list[tuple[str, str]], list[str]]:
     rows, skipped, notes = [], [], []
     for run, label, acc in loaded:
         if x in PI_AXES:
-            results, bad = pi_results(run.path)
+            results, bad = pis[run.path]
             notes += bad
             s = results.get(key) if key else None
             value = None if s is None else s["latency_s" if x == "latency" else "bytes"]
@@ -399,16 +400,20 @@ def pareto(runs: Sequence[str | os.PathLike], x: str = "relus", peers: str = "au
     paths = find_runs(runs)
     loaded, skipped = _load(paths, labels := _labels(paths, [Path(r) for r in runs]))
     pi_key, notes = None, []
+    pis = {r.path: pi_results(r.path) for r, _, _ in loaded} if key in PI_AXES else {}
     if key in PI_AXES:
-        pi_key, notes = _choose_pi([pi_results(r.path)[0] for r, _, _ in loaded], protocol, link)
+        pi_key, notes = _choose_pi([found for found, _ in pis.values()], protocol, link)
     want = (f"over {pi_key.partition('-')[2]} ({protocol_of(pi_key)})" if pi_key else
             f"over {link or 'any link'}" + (f" ({protocol})" if protocol else ""))
-    rows, more, bad = _collect(loaded, key, pi_key, want)
+    rows, more, bad = _collect(loaded, key, pi_key, want, pis)
     skipped += more
     notes += bad
     if not rows:
         why = "; ".join(sorted({w for _, w in skipped}))
-        raise UsageError(f"none of the {len(skipped)} runs found has what --x {key} needs ({why})")
+        have = sorted({k for found, _ in pis.values() for k in found})
+        measured = f"; measured: {', '.join(have)}" if have else ""
+        raise UsageError(f"none of the {len(skipped)} runs found has what --x {key} needs "
+                         f"({why}{measured})")
     _mark_frontier(rows)
     dataset, peer_notes = _resolve_peers(peers, rows, key)
     notes = peer_notes + notes
@@ -435,18 +440,20 @@ def _mark_frontier(rows: list[ParetoRow]) -> None:
 
 
 def _pareto_csv(res: ParetoResult) -> str:
-    """One row per run, then one per peer point (kind = peer; their x is always ReLUs)."""
+    """One row per run (with the protocol and link of latency and bytes), then one per peer
+    point (kind = peer; their x is always ReLUs)."""
     buf = _io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["kind", "number", "run", "label", "name", "arch", "dataset", "method", res.x,
-                "acc", "on_frontier", "convention", "source"])
+                "acc", "on_frontier", "protocol", "link", "convention", "source"])
     for r in res.rows:
         w.writerow(["run", r.number, r.run, r.label, r.name, r.arch, r.dataset, r.method, r.x,
-                    r.acc, int(r.on_frontier), OWN_CONVENTION, ""])
-    for s in res.peers:
+                    r.acc, int(r.on_frontier), res.protocol or "", res.link or "", OWN_CONVENTION,
+                    ""])
+    for s in res.peers if res.peers_shown else []:  # ReLU counts: only under --x relus
         for relus, acc in s.points:
             w.writerow(["peer", "", "", s.method, s.method, s.network, res.peers_dataset, s.method,
-                        relus, acc, "", s.convention, s.source])
+                        relus, acc, "", "", "", s.convention, s.source])
     return buf.getvalue()
 
 
