@@ -7,6 +7,7 @@ from pathlib import Path
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, load_dataset
 from deepreshape.options import with_run_options
+from deepreshape.runinfo import run_name
 from deepreshape.runs import load_run
 from deepreshape.train import evaluate, resolve_device
 
@@ -23,7 +24,8 @@ def evaluate_run(path: str | Path, data_dir: str | None = None, device: str | No
     loader = BatchLoader(data.test_x, data.test_y, 256, mean=data.mean, std=data.std, train=False,
                          device=dev)
     c = count(run.spec)
-    return {"run": str(run.path), "arch": run.spec.describe(), "dataset": data.name,
+    return {"run": str(run.path), "name": run_name(run), "arch": run.spec.describe(),
+            "dataset": data.name,
             "test_acc": evaluate(model, loader, dev), "relus": c.relus, "macs": c.macs,
             "params": c.params, "stem_relus": c.stem_relus,
             "stages": [{"name": s.name, "relus": s.relus, "macs": s.macs} for s in c.stages]}

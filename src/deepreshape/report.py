@@ -1,460 +1,62 @@
-"""Pareto plots across runs and a report per run: the figures and tables a PI paper shows.
+"""A report per run: the figures and tables a PI paper shows for one network.
 
-Both read run directories only (`config.json`, `results.json`, `metrics.jsonl`, and when
-present `pi.json`, `criticality.json`, `snl.json`). Files that other commands add are read
-defensively: every key is optional, a missing or broken file becomes a note, not an error.
-Figures use matplotlib's object API (`Figure`, no pyplot): they render headless with Agg
-and leave the caller's backend alone. Every file is written atomically.
+Reads the run directory only (`config.json`, `results.json`, `metrics.jsonl`, and when
+present its secure-inference results, one per (protocol, link), `criticality.json`,
+`snl.json`, `reduce.json`); what is missing or broken becomes a note, not an error. Every
+figure's title names the run (its short display name) and its data set. `pareto` (many
+runs) lives in `deepreshape.pareto` and is re-exported here.
 """
 
 from __future__ import annotations
 
-import csv
-import io as _io
-import json
-import math
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from importlib import resources
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepreshape import io
 from deepreshape.count import Counts, count, normalized_stagewise
 from deepreshape.errors import CheckpointError, UsageError
-from deepreshape.runs import CONFIG, RESULTS, Run, load_run
-
-PI_JSON, CRITICALITY_JSON, SNL_JSON, REDUCE_JSON = "pi.json", "criticality.json", "snl.json", "reduce.json"
-PEER_SETS = ("cifar100", "cifar10", "tinyimagenet")
-PEER_CHOICES = ("auto", *PEER_SETS, "none")
-ACC_LABEL = "top-1 accuracy (%)"
-OWN_CONVENTION = "stem counted"  # deepreshape counts every ReLU (stage1 includes the stem)
-
-
-@dataclass(frozen=True)
-class XAxis:
-    """One choice of --x: where its value comes from and how it is plotted."""
-
-    name: str
-    label: str  # axis label, with the unit plotted
-    unit: str  # unit of the stored value (tables, CSV, JSON)
-    scale: float = 1.0  # stored value / scale = plotted value
-
-
-X_AXES: dict[str, XAxis] = {
-    "relus": XAxis("relus", "ReLUs (count)", "ReLUs, results.json"),
-    "macs": XAxis("macs", "MACs", "multiply-accumulates, results.json"),
-    "latency": XAxis("latency", "online latency (s)", "seconds per inference, pi.json latency_s"),
-    "bytes": XAxis("bytes", "communication (MB)",
-                   "bytes per inference, sent + received, pi.json", scale=1e6),
-}
-
-
-# --------------------------------------------------------------------------- small readers
-
-
-def _num(v: Any) -> int | float | None:
-    """`v` if it is a finite number (not a bool), else None: JSON from others may hold anything."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _nan(v: Any) -> float:
-    """A number for plotting: missing values become gaps (NaN)."""
-    n = _num(v)
-    return math.nan if n is None else float(n)
-
-
-def read_optional(path: Path) -> tuple[Any, str | None]:
-    """(parsed JSON, None), or (None, why) for a missing or broken file."""
-    if not path.exists():
-        return None, None
-    try:
-        return json.loads(path.read_text()), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, f"{path}: unreadable ({e.__class__.__name__}); left out"
-
-
-def pi_summary(data: Any) -> dict | None:
-    """protocol, latency_s, bytes_sent/recv, bytes (both directions), per_kind from a pi.json.
-
-    Looks at the top level first, then at nested objects (a summary may be wrapped).
-    """
-    if not isinstance(data, dict):
-        return None
-    for d in (data, *(v for v in data.values() if isinstance(v, dict))):
-        sent, recv = _num(d.get("bytes_sent")), _num(d.get("bytes_recv"))
-        total = _num(d.get("total_bytes"))
-        if total is None and sent is not None and recv is not None:
-            total = sent + recv
-        total = total if total is not None else _num(d.get("bytes"))
-        latency = _num(d.get("latency_s"))
-        if latency is None and total is None:
-            continue
-        kinds = d.get("per_kind") if isinstance(d.get("per_kind"), dict) else {}
-        per_kind = {str(k): {"time_s": _num(v.get("time_s")), "bytes": _num(v.get("bytes"))}
-                    for k, v in kinds.items() if isinstance(v, dict)}
-        protocol = d.get("protocol", data.get("protocol"))
-        return {"protocol": str(protocol) if protocol is not None else None, "latency_s": latency,
-                "bytes_sent": sent, "bytes_recv": recv, "bytes": total, "per_kind": per_kind}
-    return None
-
-
-def criticality_summary(data: Any) -> dict | None:
-    """Stages (name, relus, acc, kd_acc, C) and the order from a criticality.json."""
-    stages = data.get("stages") if isinstance(data, dict) else data
-    if not isinstance(stages, list):
-        return None
-    rows = []
-    for k, s in enumerate(stages, 1):
-        if not isinstance(s, dict):
-            continue
-        c = _num(s.get("C", s.get("criticality")))
-        rows.append({"name": str(s.get("name", f"stage{k}")), "relus": _num(s.get("relus")),
-                     "acc": _num(s.get("acc")), "kd_acc": _num(s.get("kd_acc")), "C": c})
-    if not rows:
-        return None
-    order = data.get("order") if isinstance(data, dict) else None
-    order = [int(o) for o in order if _num(o) is not None] if isinstance(order, list) else []
-    if not order and all(r["C"] is not None for r in rows):  # most critical first
-        order = [k + 1 for k in sorted(range(len(rows)), key=lambda k: (-rows[k]["C"], k))]
-    return {"stages": rows, "order": order}
-
-
-# --------------------------------------------------------------------------- peers
-
-
-@dataclass(frozen=True)
-class PeerSeries:
-    """One peer method's published points, under its own ReLU-count convention."""
-
-    method: str
-    network: str
-    convention: str  # "stem counted" | "stem not counted"
-    source: str
-    points: tuple[tuple[int, float], ...]  # (ReLUs, top-1 %)
-    approximate: bool = False
-    like_for_like: bool = True
-    convention_note: str = ""
-
-    @property
-    def label(self) -> str:
-        """Legend text: method, citation, caveats and ReLU convention."""
-        extra = ", approx." if self.approximate else ""
-        extra += ", not like-for-like" if not self.like_for_like else ""
-        cite = ", ".join(self.source.split(", ")[:2]).split(" (")[0]
-        return f"{self.method} ({cite}{extra}) [{self.convention}]"
-
-
-def _peer_data() -> dict:
-    return json.loads(resources.files("deepreshape.resources").joinpath("peers.json").read_text())
-
-
-def load_peers(dataset: str) -> list[PeerSeries]:
-    """The published points for `dataset` (cifar100, cifar10, tinyimagenet; none = [])."""
-    key = dataset.strip().lower()
-    if key == "none":
-        return []
-    if key not in PEER_SETS:
-        raise UsageError(f"unknown --peers {dataset!r}; valid: {', '.join(PEER_CHOICES)}")
-    return [PeerSeries(method=s["method"], network=s.get("network", ""),
-                       convention=s["convention"], source=s["source"],
-                       points=tuple((int(r), float(a)) for r, a in s["points"]),
-                       approximate=bool(s.get("approximate", False)),
-                       like_for_like=bool(s.get("like_for_like", True)),
-                       convention_note=s.get("convention_note", ""))
-            for s in _peer_data()["datasets"][key]]
-
-
-# --------------------------------------------------------------------------- runs
-
-
-def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """Run directories (config.json + results.json) at or anywhere below each path.
-
-    Nested runs count too: method outputs live inside their baseline (RUN/reduce/...).
-    """
-    if not paths:
-        raise UsageError("give at least one run directory or folder of runs")
-    found: dict[Path, Path] = {}
-    for p in map(Path, paths):
-        if not p.exists():
-            raise UsageError(f"{p}: no such file or directory")
-        p = p.parent if p.is_file() else p
-        for res in sorted(p.rglob(RESULTS)):
-            d = res.parent
-            if (d / CONFIG).is_file():
-                found.setdefault(d.resolve(), d)
-    if not found:
-        raise UsageError(f"no run directories (config.json + results.json) under "
-                         f"{', '.join(map(str, paths))}")
-    return sorted(found.values(), key=str)
-
-
-def pareto_frontier(xs: Sequence[float], ys: Sequence[float]) -> list[bool]:
-    """True for every point that no other point dominates (x no larger and y no smaller,
-    one of them strictly): the least-cost, most-accurate points. Equal points share it."""
-    if len(xs) != len(ys):
-        raise ValueError("xs and ys differ in length")
-    order = sorted(range(len(xs)), key=lambda i: (xs[i], -ys[i]))
-    on = [False] * len(xs)
-    best_before = -math.inf  # best y among strictly smaller x
-    i = 0
-    while i < len(order):
-        j = i
-        while j < len(order) and xs[order[j]] == xs[order[i]]:
-            j += 1
-        top = ys[order[i]]  # the group's best y (sorted by -y)
-        for k in order[i:j]:
-            on[k] = ys[k] == top and ys[k] > best_before
-        best_before = max(best_before, top)
-        i = j
-    return on
-
-
-@dataclass
-class ParetoRow:
-    """One run on the Pareto plot: its cost `x`, final accuracy and whether it is on the frontier."""
-
-    run: str
-    label: str
-    arch: str
-    dataset: str
-    method: str
-    x: int | float
-    acc: float
-    on_frontier: bool = False
-
-
-@dataclass
-class ParetoResult:
-    """Points, frontier, peers and the files written (png, csv, json)."""
-
-    x: str
-    rows: list[ParetoRow]
-    peers_dataset: str | None
-    peers: list[PeerSeries]
-    skipped: list[tuple[str, str]]
-    notes: list[str]
-    png: Path
-    csv: Path
-    json: Path
-
-    @property
-    def frontier(self) -> list[ParetoRow]:
-        """The frontier runs, cheapest first."""
-        return sorted((r for r in self.rows if r.on_frontier), key=lambda r: (r.x, -r.acc))
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict of the table, frontier, peers and files (pareto's --json and OUT.json)."""
-        axis = X_AXES[self.x]
-        return {
-            "x": self.x, "x_label": axis.label, "x_unit": axis.unit,
-            "y": "final_acc", "y_label": ACC_LABEL, "relu_convention": OWN_CONVENTION,
-            "runs": [asdict(r) for r in self.rows],
-            "frontier": [r.run for r in self.frontier],
-            "skipped": [{"run": r, "reason": why} for r, why in self.skipped],
-            "peers": None if self.peers_dataset is None else {
-                "dataset": self.peers_dataset, "shown": bool(self.peers) and self.x == "relus",
-                "methods": [asdict(s) for s in self.peers]},
-            "notes": self.notes,
-            "files": {"png": str(self.png), "csv": str(self.csv), "json": str(self.json)},
-        }
-
-
-def _x_value(x: str, run: Run) -> tuple[int | float | None, str]:
-    """The run's x, or None and why not."""
-    if x in ("relus", "macs"):
-        return _num(run.results.get(x)), f"no {x} in results.json"
-    data, bad = read_optional(run.path / PI_JSON)
-    if data is None:
-        return None, bad or "no pi.json (run `deepreshape pi` on it first)"
-    s = pi_summary(data)
-    key = "latency_s" if x == "latency" else "bytes"
-    return (s or {}).get(key), f"pi.json has no {'latency_s' if x == 'latency' else 'bytes_sent/recv'}"
-
-
-def _labels(paths: list[Path]) -> list[str]:
-    """Short names for the plot: paths relative to the runs' common parent."""
-    if len(paths) == 1:
-        return [paths[0].resolve().name]
-    root = Path(os.path.commonpath([p.resolve().parent for p in paths]))
-    return [str(p.resolve().relative_to(root)) for p in paths]
-
-
-def _collect(paths: list[Path], x: str) -> tuple[list[ParetoRow], list[tuple[str, str]]]:
-    rows, skipped = [], []
-    for path, label in zip(paths, _labels(paths), strict=True):
-        try:
-            run = load_run(path)
-            results = run.results
-        except (UsageError, KeyError, TypeError) as e:  # CheckpointError, or a spec from elsewhere
-            skipped.append((str(path), str(e) if isinstance(e, UsageError) else "unreadable spec"))
-            continue
-        results = results if isinstance(results, dict) else {}
-        acc = _num(results.get("final_acc"))
-        if acc is None:
-            skipped.append((str(path), "no final_acc in results.json (unfinished run?)"))
-            continue
-        value, why = _x_value(x, run)
-        if value is None:
-            skipped.append((str(path), why))
-            continue
-        method = run.config.get("method")
-        rows.append(ParetoRow(str(path), label, str(results.get("arch", run.spec.describe())),
-                              str(results.get("dataset", run.config.get("data", {}).get("dataset", ""))),
-                              str(method.get("name", "")) if isinstance(method, dict) else "",
-                              value, acc))
-    return rows, skipped
-
-
-def _resolve_peers(peers: str, rows: list[ParetoRow], x: str) -> tuple[str | None, list[str]]:
-    """The peers' data set ("auto": the runs' own when there are published points for it)."""
-    key = str(peers).strip().lower()
-    if key not in PEER_CHOICES:
-        raise UsageError(f"unknown --peers {peers!r}; valid: {', '.join(PEER_CHOICES)}")
-    datasets = sorted({r.dataset for r in rows})
-    notes = []
-    if key == "auto":
-        key = datasets[0] if len(datasets) == 1 and datasets[0] in PEER_SETS else "none"
-        if key == "none" and x == "relus":
-            notes.append(f"no published peer points for {', '.join(datasets)}; pass --peers "
-                         f"{'|'.join(PEER_SETS)} to show one set anyway")
-    if key == "none":
-        return None, notes
-    if x != "relus":
-        notes.append(f"peer points are ReLU counts: shown only with --x relus, not --x {x}")
-    elif datasets != [key]:
-        notes.append(f"runs are on {', '.join(datasets)}, peer points on {key}: "
-                     "not a like-for-like comparison")
-    return key, notes
-
-
-def _out_paths(out: str | os.PathLike) -> tuple[Path, Path, Path]:
-    png = Path(out)
-    if png.is_dir():
-        png = png / "pareto.png"
-    if png.suffix.lower() != ".png":
-        raise UsageError(f"--out must name a .png file (or a folder), got {str(out)!r}")
-    return png, png.with_suffix(".csv"), png.with_suffix(".json")
-
-
-def pareto(runs: Sequence[str | os.PathLike], x: str = "relus", peers: str = "auto",
-           out: str | os.PathLike = "pareto.png") -> ParetoResult:
-    """Accuracy against ReLUs, MACs, latency or bytes for many runs, frontier highlighted.
-
-    runs: run directories or folders holding them (searched recursively). Runs without the
-    needed x (no pi.json for latency/bytes) are skipped with a note. Peers' published points
-    are drawn for --x relus. Writes OUT (PNG) and the same table as OUT.csv and OUT.json.
-    """
-    runs = [runs] if isinstance(runs, str | os.PathLike) else runs
-    key = str(x).strip().lower()
-    if key not in X_AXES:
-        raise UsageError(f"unknown --x {x!r}; valid: {', '.join(X_AXES)}")
-    png, csv_path, json_path = _out_paths(out)
-    rows, skipped = _collect(find_runs(runs), key)
-    if not rows:
-        why = "; ".join(sorted({w for _, w in skipped}))
-        raise UsageError(f"none of the {len(skipped)} runs found has what --x {key} needs ({why})")
-    for r, on in zip(rows, pareto_frontier([r.x for r in rows], [r.acc for r in rows]), strict=True):
-        r.on_frontier = on
-    dataset, notes = _resolve_peers(peers, rows, key)
-    series = load_peers(dataset) if dataset else []
-    notes += [f"skipped {r}: {why}" for r, why in skipped]
-    result = ParetoResult(key, rows, dataset, series, skipped, notes, png, csv_path, json_path)
-    _plot_pareto(result)
-    io.write_text(csv_path, _pareto_csv(result))
-    io.write_json(json_path, result.to_dict())
-    return result
-
-
-def _pareto_csv(res: ParetoResult) -> str:
-    """One row per run, then one per peer point (kind = peer; their x is always ReLUs)."""
-    buf = _io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["kind", "run", "label", "arch", "dataset", "method", res.x, "acc", "on_frontier",
-                "convention", "source"])
-    for r in res.rows:
-        w.writerow(["run", r.run, r.label, r.arch, r.dataset, r.method, r.x, r.acc,
-                    int(r.on_frontier), OWN_CONVENTION, ""])
-    for s in res.peers:
-        for relus, acc in s.points:
-            w.writerow(["peer", "", s.method, s.network, res.peers_dataset, s.method, relus, acc, "",
-                        s.convention, s.source])
-    return buf.getvalue()
-
-
-# --------------------------------------------------------------------------- figures
-
-_MARKERS = ("s", "^", "v", "D", "P", "X", "<", ">", "*", "h")
-
-
-def _figure(**kw: Any) -> Any:
-    from matplotlib.figure import Figure
-
-    return Figure(layout="constrained", **kw)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    """PNG, atomically (matplotlib is told the format since the temporary name is .tmp)."""
-    return io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
-
-
-def _log_if_wide(ax: Any, values: Sequence[float], axis: str = "x") -> None:
-    """Log scale when the positive values span more than 10x (ReLU counts usually do)."""
-    vals = [v for v in values if v is not None]
-    if vals and min(vals) > 0 and max(vals) / min(vals) > 10:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-
-
-def _plot_pareto(res: ParetoResult) -> Path:
-    axis = X_AXES[res.x]
-    fig = _figure(figsize=(11, 6))
-    ax = fig.subplots()
-    conv = f" [{OWN_CONVENTION}]" if res.x == "relus" else ""
-    off = [r for r in res.rows if not r.on_frontier]
-    if off:
-        ax.scatter([r.x / axis.scale for r in off], [r.acc for r in off], s=24, color="0.55",
-                   alpha=0.45, label=f"other runs ({len(off)})", zorder=2)
-    front = res.frontier
-    fx, fy = [r.x / axis.scale for r in front], [r.acc for r in front]
-    right = max(r.x / axis.scale for r in res.rows)  # the staircase runs to the costliest run
-    ax.step([*fx, right], [*fy, fy[-1]], where="post", color="C0", lw=1.8, zorder=3)
-    ax.scatter(fx, fy, s=46, color="C0", edgecolor="k", lw=0.6, zorder=4,
-               label=f"runs: Pareto frontier ({len(front)}){conv}")
-    for r, px, py in zip(front, fx, fy, strict=True):
-        ax.annotate(r.label, (px, py), textcoords="offset points", xytext=(5, 5), fontsize=7)
-    xs = [r.x / axis.scale for r in res.rows]
-    if res.x == "relus":
-        for i, s in enumerate(res.peers):
-            px, py = [p[0] for p in s.points], [p[1] for p in s.points]
-            ax.plot(px, py, ls="--" if s.like_for_like else ":", lw=0.9, marker=_MARKERS[i % 10],
-                    ms=5, color=f"C{(i + 1) % 10}", alpha=0.85, label=s.label, zorder=2)
-            xs += px
-    _log_if_wide(ax, xs)
-    ax.set_xlabel(axis.label)
-    ax.set_ylabel(ACC_LABEL)
-    data = ", ".join(sorted({r.dataset for r in res.rows}))
-    shown = res.peers_dataset if res.peers and res.x == "relus" else None
-    ax.set_title(f"Accuracy vs {axis.label.split(' (')[0]}: {len(res.rows)} runs on {data}"
-                 + (f"; published points on {shown}" if shown else ""))
-    ax.grid(True, which="major", alpha=0.35)
-    ax.grid(True, which="minor", alpha=0.12)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    return _save(fig, res.png)
-
-
-def _bar_labels(ax: Any, bars: Any, fmt: Callable[[float], str]) -> None:
-    for b in bars:
-        ax.annotate(fmt(b.get_height()), (b.get_x() + b.get_width() / 2, b.get_height()),
-                    ha="center", va="bottom", fontsize=7, textcoords="offset points", xytext=(0, 2))
-
-
-def _plot_relu_share(c: Counts, path: Path) -> Path:
+from deepreshape.figures import bar_labels, figure, log_if_wide, readable_ticks, save, si
+from deepreshape.pareto import (  # noqa: F401 - re-exported: deepreshape.report is the public API
+    ACC_LABEL,
+    PEER_CHOICES,
+    PEER_SETS,
+    X_AXES,
+    ParetoResult,
+    ParetoRow,
+    PeerSeries,
+    find_runs,
+    load_peers,
+    pareto,
+    pareto_frontier,
+)
+from deepreshape.runinfo import (  # noqa: F401 - re-exported
+    CRITICALITY_JSON,
+    REDUCE_JSON,
+    SNL_JSON,
+    criticality_summary,
+    method_kind,
+    nan,
+    num,
+    pi_results,
+    pi_summary,
+    read_optional,
+    run_dataset,
+    run_name,
+)
+from deepreshape.runs import Run, load_run
+
+
+def _titled(fig: Any, who: str, what: str) -> None:
+    """Every figure says which run (short name, data set) it shows, then what it shows."""
+    fig.suptitle(f"{who}\n{what}", fontsize=10)
+
+
+def _plot_relu_share(c: Counts, who: str, path: Path) -> Path:
     """Share of ReLUs per stage (the paper's Figure 5), the stem's part of stage1 hatched."""
-    fig = _figure(figsize=(6.5, 4))
+    fig = figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
     total = max(c.relus, 1)
     names = [s.name for s in c.stages]
@@ -470,15 +72,15 @@ def _plot_relu_share(c: Counts, path: Path) -> Path:
                     textcoords="offset points", xytext=(0, 2))
     ax.set_ylabel("share of the network's ReLUs (%)")
     ax.set_ylim(0, max(shares, default=0) * 1.15 + 1)
-    ax.set_title(f"Stagewise ReLU distribution: {c.arch} ({c.relus:,} ReLUs)", fontsize=9)
+    _titled(fig, who, f"Stagewise ReLU distribution ({c.relus:,} ReLUs)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _plot_normalized(norm: dict[str, list[float]], path: Path) -> Path:
+def _plot_normalized(norm: dict[str, list[float]], who: str, path: Path) -> Path:
     """Table 8 as bars: ReLUs, the idealized FLOPs model and exact MACs, stage1 = 64."""
-    fig = _figure(figsize=(7, 4))
+    fig = figure(figsize=(7, 4.2))
     ax = fig.subplots()
     n = len(norm["relus"])
     series = [("relus", "ReLUs (no stem)"), ("flops_model", "FLOPs (Table 2 model)"),
@@ -486,72 +88,133 @@ def _plot_normalized(norm: dict[str, list[float]], path: Path) -> Path:
     width = 0.8 / len(series)
     for i, (key, label) in enumerate(series):
         pos = [k + (i - 1) * width for k in range(n)]
-        _bar_labels(ax, ax.bar(pos, norm[key], width, label=label, color=f"C{i}"),
-                    lambda v: f"{v:.3g}")
+        bar_labels(ax, ax.bar(pos, norm[key], width, label=label, color=f"C{i}"),
+                   lambda v: f"{v:.3g}")
     ax.set_xticks(range(n), [f"stage{k + 1}" for k in range(n)])
     values = [v for k, _ in series for v in norm[k]]
-    _log_if_wide(ax, values, axis="y")
+    log_if_wide(ax, values, axis="y")
     if ax.get_yscale() == "linear":
         ax.set_ylim(0, max(values) * 1.3)  # room for the legend above the bars
     ax.set_ylabel("normalized (stage1 = 64)")
-    ax.set_title("Stagewise ReLUs and MACs, normalized as in Table 8", fontsize=9)
+    _titled(fig, who, "Stagewise ReLUs and MACs, normalized as in Table 8")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _plot_training(metrics: list[dict], path: Path) -> Path:
-    fig = _figure(figsize=(10, 3.8))
-    left, right = fig.subplots(1, 2)
-    ep = [m.get("epoch", k + 1) for k, m in enumerate(metrics)]
-    style = {"marker": "o" if len(ep) < 30 else None, "ms": 3}
-    left.plot(ep, [_nan(m.get("loss")) for m in metrics], color="C3", **style)
-    left.set(xlabel="epoch", ylabel="training loss", title="Loss")
-    for key, label, color in (("train_acc", "train", "C0"), ("test_acc", "test", "C1")):
-        right.plot(ep, [_nan(m.get(key)) for m in metrics], label=label, color=color, **style)
-    right.set(xlabel="epoch", ylabel=ACC_LABEL, title="Accuracy")
-    right.legend(fontsize=8)
+def _epoch_axis(ax: Any, ep: list[int]) -> None:
+    """Whole-number epochs, every one ticked when there are few."""
     from matplotlib.ticker import MaxNLocator
 
-    for ax in (left, right):  # epochs are whole numbers
-        if len(ep) <= 12:
-            ax.set_xticks(ep)
-            ax.set_xlim(min(ep) - 0.5, max(ep) + 0.5)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    if ep and len(ep) <= 12:
+        ax.set_xticks(ep)
+        ax.set_xlim(min(ep) - 0.5, max(ep) + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
 
 
-def _plot_criticality(crit: dict, path: Path) -> Path:
-    fig = _figure(figsize=(6.5, 4))
+def _plot_training(metrics: list[dict], mask: dict | None, who: str, path: Path) -> Path:
+    """Loss and accuracy per epoch. For an SNL run the mask phase comes first (its ReLUs
+    against the budget, lambda, and its loss and accuracy), then the fine-tune, on one
+    epoch axis with the boundary marked."""
+    history = [h for h in (mask or {}).get("history", []) if isinstance(h, dict)]
+    fig = figure(figsize=(15 if history else 10, 4))
+    axes = fig.subplots(1, 3 if history else 2)
+    if history:
+        _plot_mask_phase(axes[0], history, mask or {})
+    left, right = axes[-2], axes[-1]
+    phases = [("mask phase", history, "--"), ("", metrics, "-")] if history else [("", metrics, "-")]
+    ep_all: list[int] = []
+    for phase, rows, ls in phases:
+        ep = [len(ep_all) + k + 1 for k in range(len(rows))]
+        style = {"marker": "o" if len(metrics) + len(history) < 30 else None, "ms": 3, "ls": ls}
+        tag = f" ({phase})" if phase else (" (fine-tune)" if history else "")
+        left.plot(ep, [nan(m.get("loss")) for m in rows], color="C3", label=f"loss{tag}", **style)
+        for key, label, color in (("train_acc", "train", "C0"), ("test_acc", "test", "C1")):
+            right.plot(ep, [nan(m.get(key)) for m in rows], label=f"{label}{tag}", color=color,
+                       **style)
+        ep_all += ep
+    left.set(xlabel="epoch", ylabel="training loss", title="Loss")
+    right.set(xlabel="epoch", ylabel=ACC_LABEL, title="Accuracy")
+    for ax in (left, right):
+        _epoch_axis(ax, ep_all)
+        if history:
+            ax.axvline(len(history) + 0.5, color="0.4", lw=0.8)
+            ax.legend(fontsize=7)
+    right.legend(fontsize=7)
+    _titled(fig, who, "Training" + (f": SNL mask phase (epochs 1-{len(history)}), then "
+                                    "fine-tune with the masks fixed" if history else ""))
+    return save(fig, path)
+
+
+def _plot_mask_phase(ax: Any, history: list[dict], mask: dict) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ep = [int(h.get("epoch", k + 1)) for k, h in enumerate(history)]
+    (relus,) = ax.plot(ep, [nan(h.get("relus")) for h in history], color="C2",
+                       marker="o" if len(ep) < 30 else None, ms=3, label="ReLUs above the threshold")
+    handles = [relus]
+    budget = num(mask.get("budget"))
+    if budget is not None:
+        handles.append(ax.axhline(budget, color="k", ls="--", lw=1, label=f"budget {si(budget)}"))
+    reached = mask.get("budget_reached")
+    state = "" if reached is None else ("budget reached" if reached else "budget NOT reached")
+    ax.set(xlabel="mask epoch", ylabel="ReLUs",
+           title=f"SNL mask phase: {len(ep)} epoch{'s' * (len(ep) != 1)}"
+           + (f", {state}" if state else ""))
+    readable_ticks(ax, "y")
+    lam = [nan(h.get("lambda")) for h in history]
+    if any(v == v for v in lam):
+        twin = ax.twinx()
+        (line,) = twin.plot(ep, lam, color="0.5", lw=1, ls=":", label="lambda (right axis)")
+        handles.append(line)
+        twin.set_ylabel("lambda (weight of the mask L1)", color="0.4")
+        twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+    ax.legend(handles=handles, fontsize=7, loc="best")
+    _epoch_axis(ax, ep)
+
+
+def _plot_criticality(crit: dict, who: str, path: Path) -> Path:
+    fig = figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
     rows = crit["stages"]
     vals = [r["C"] or 0.0 for r in rows]
     bars = ax.bar([r["name"] for r in rows], vals, color=[f"C{k}" for k in range(len(rows))])
-    _bar_labels(ax, bars, lambda v: f"{v:.2f}")
+    bar_labels(ax, bars, lambda v: f"{v:.2f}")
     order = " > ".join(f"stage{o}" for o in crit["order"])
     ax.set_ylabel("criticality C_k")
-    ax.set_title(f"Stagewise criticality (most to least: {order or 'n/a'})", fontsize=9)
+    _titled(fig, who, f"Stagewise criticality (most to least: {order or 'n/a'})")
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def _plot_pi(pi: dict, path: Path) -> Path:
+def pi_headline(pi: dict) -> str:
+    """protocol, link and the totals of one secure-inference result, in one line."""
+    lat, b = pi.get("latency_s"), pi.get("bytes")
+    total = ", ".join(t for t in ("" if lat is None else f"{lat:.3g} s online",
+                                  "" if b is None else f"{b / 1e6:,.3g} MB") if t)
+    return (f"{pi.get('protocol') or '?'} over {pi.get('link_label') or pi.get('link') or '?'}: "
+            f"{total or 'no totals'} per query")
+
+
+def _plot_pi(pi: dict, who: str, path: Path) -> Path:
     """Where secure inference spends its time and bytes, per kind of operation."""
     kinds = list(pi["per_kind"])
-    fig = _figure(figsize=(9, 3.8))
+    fig = figure(figsize=(9, 4.2))
     left, right = fig.subplots(1, 2)
     colors = [f"C{k}" for k in range(len(kinds))]
     t = [pi["per_kind"][k]["time_s"] or 0.0 for k in kinds]
     b = [(pi["per_kind"][k]["bytes"] or 0) / 1e6 for k in kinds]
-    _bar_labels(left, left.bar(kinds, t, color=colors), lambda v: f"{v:.3g}")
-    _bar_labels(right, right.bar(kinds, b, color=colors), lambda v: f"{v:.3g}")
-    left.set(ylabel="time (s)", title=f"Online time per kind ({pi.get('protocol') or '?'})")
+    bar_labels(left, left.bar(kinds, t, color=colors), lambda v: f"{v:.3g}")
+    bar_labels(right, right.bar(kinds, b, color=colors), lambda v: f"{v:.3g}")
+    left.set(ylabel="time (s)", title="Online time per kind")
     right.set(ylabel="communication (MB)", title="Bytes per kind (sent + received)")
     for ax in (left, right):
         ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path)
+        ax.set_ylim(0, max(ax.get_ylim()[1], 1e-9) * 1.12)  # room for the value labels
+    _titled(fig, who, f"Secure inference, {pi_headline(pi)}")
+    return save(fig, path)
 
 
 # --------------------------------------------------------------------------- report
@@ -567,6 +230,7 @@ class ReportResult:
     plots: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    who: str = ""  # "<short name> on <data set>", in every figure title
 
     def to_dict(self) -> dict:
         """A JSON-ready dict of what was written (`report --json`)."""
@@ -582,15 +246,19 @@ def _md_table(headers: list[str], rows: list[list[Any]], align: str | None = Non
 
 
 def _pct(v: Any) -> str:
-    return "n/a" if _num(v) is None else f"{v:.2f}%"
+    return "n/a" if num(v) is None else f"{v:.2f}%"
 
 
 def _fmt(v: Any, spec: str) -> str:
-    return "n/a" if _num(v) is None else format(v, spec)
+    return "n/a" if num(v) is None else format(v, spec)
 
 
 def _int(v: Any) -> str:
-    return "n/a" if _num(v) is None else f"{int(v):,}"
+    return "n/a" if num(v) is None else f"{int(v):,}"
+
+
+def _mb(v: Any) -> str:
+    return "n/a" if num(v) is None else f"{v / 1e6:,.3f} MB"
 
 
 def _network_md(run: Run) -> str:
@@ -600,13 +268,16 @@ def _network_md(run: Run) -> str:
     recipe = cfg.get("recipe") if isinstance(cfg.get("recipe"), dict) else {}
     stem = (f"3x3 conv, {spec.stem.width} channels, stride {spec.stem.stride}"
             + (", BN + ReLU" if spec.stem.bn_relu else " (bare: pre-activation)"))
-    facts = [["architecture", f"`{spec.describe()}`"], ["family", spec.family],
+    settings = ", ".join(f"{k}={v}" for k, v in method.items()
+                         if k != "name" and not isinstance(v, dict | list))
+    facts = [["network", f"`{run_name(run)}`"], ["architecture", f"`{spec.name}`"],
+             ["family", spec.family],
              ["data set", f"{data.get('dataset', '?')} ({spec.input_size}x{spec.input_size}, "
                           f"{spec.num_classes} classes)"],
              ["stem", stem], ["stage multipliers", " x ".join(f"{m:g}" for m in spec.multipliers)],
-             ["changed ReLU slots", str(len(spec.slots))],
-             ["method", ", ".join(f"{k}={v}" for k, v in method.items() if not isinstance(v, dict | list))
-              or "baseline"],
+             ["changed ReLU slots", f"{len(spec.slots)} (listed under Exact spec)" if spec.slots
+              else "0"],
+             ["method", method_kind(run) + (f" ({settings})" if settings else "")],
              ["teacher (KD)", str(cfg.get("teacher") or "none")],
              ["recipe", ", ".join(f"{k} {recipe[k]}" for k in ("epochs", "batch_size", "lr",
                                                               "weight_decay", "optimizer") if k in recipe)],
@@ -638,7 +309,7 @@ def _normalized_md(norm: dict[str, list[float]]) -> str:
 def _results_md(results: dict, metrics: list[dict]) -> str:
     if not results:
         return "No results.json yet (training unfinished?)."
-    wall = _num(results.get("wall_time_s"))
+    wall = num(results.get("wall_time_s"))
     rows = [["final accuracy (last epoch)", f"**{_pct(results.get('final_acc'))}**"],
             ["best accuracy (information only)", _pct(results.get("best_acc"))],
             ["epochs", str(results.get("epochs", len(metrics)))],
@@ -665,25 +336,67 @@ def _criticality_md(crit: dict) -> str:
             + f"\n\nCriticality order (most to least critical stage): **{order}**")
 
 
-def _pi_md(pi: dict) -> str:
-    def mb(v: Any) -> str:
-        return "n/a" if _num(v) is None else f"{v / 1e6:,.3f} MB"
+def _prediction_cell(pi: dict) -> str:
+    p = pi.get("prediction")
+    if not p:
+        return "n/a"
+    off = p["latency_off"]
+    flag = "" if off is None else f", measured {100 * off:+.0f}%" + (" (> 25% off)" if p["far"] else "")
+    return f"{p['latency_s']:.4g} s (calibrated over {p['calibrated_over']}{flag})"
 
-    lat = pi["latency_s"]
-    text = _md_table(["protocol", "online latency", "sent", "received", "total (both ways)"],
-                     [[pi["protocol"] or "?", "n/a" if lat is None else f"{lat:.4g} s",
-                       mb(pi["bytes_sent"]), mb(pi["bytes_recv"]), mb(pi["bytes"])]])
-    if pi["per_kind"]:
-        rows = [[k, "n/a" if v["time_s"] is None else f"{v['time_s']:.4g} s", mb(v["bytes"])]
-                for k, v in pi["per_kind"].items()]
-        text += "\n\nPer kind of operation:\n\n" + _md_table(["kind", "time", "bytes"], rows)
+
+def _pi_md(results: dict[str, dict]) -> str:
+    """One row per (protocol, link): latency and bytes always with the link they were
+    measured over, the cost model's prediction beside them; then time and bytes per kind."""
+    rows = [[pi["protocol"] or "?", pi["link_label"],
+             "n/a" if pi["latency_s"] is None else f"{pi['latency_s']:.4g} s",
+             _mb(pi["bytes_sent"]), _mb(pi["bytes_recv"]), _mb(pi["bytes"]), _prediction_cell(pi)]
+            for pi in results.values()]
+    text = _md_table(["protocol", "link", "online latency", "sent", "received",
+                      "total (both ways)", "cost model predicted"], rows, "llrrrrl")
+    for pi in results.values():
+        if pi["per_kind"]:
+            kinds = [[k, "n/a" if v["time_s"] is None else f"{v['time_s']:.4g} s", _mb(v["bytes"])]
+                     for k, v in pi["per_kind"].items()]
+            text += (f"\n\nPer kind of operation, {pi['protocol'] or '?'} over {pi['link_label']}:"
+                     "\n\n" + _md_table(["kind", "time", "bytes"], kinds))
     return text
 
 
+def snl_phase(data: Any) -> dict | None:
+    """budget, granularity, ReLUs, budget_reached, mask epochs used (of at most how many),
+    final lambda and the per-epoch history from an snl.json; None if it is not one."""
+    if not isinstance(data, dict) or not isinstance(data.get("mask_phase"), dict):
+        return None
+    phase = data["mask_phase"]
+    cap = data.get("mask_recipe", {}).get("epochs") if isinstance(data.get("mask_recipe"), dict) \
+        else None
+    history = phase.get("history") if isinstance(phase.get("history"), list) else []
+    reached = phase.get("budget_reached")
+    return {"budget": num(data.get("budget")), "granularity": data.get("granularity"),
+            "relus": num(data.get("relus")),
+            "budget_reached": reached if isinstance(reached, bool) else None,
+            "mask_epochs": num(phase.get("epochs_run")) or len(history) or None,
+            "mask_epochs_max": num(cap), "final_lambda": num(phase.get("final_lambda")),
+            "history": history}
+
+
+def _snl_md(snl: dict) -> str:
+    reached = snl["budget_reached"]
+    used = _int(snl["mask_epochs"]) + ("" if snl["mask_epochs_max"] is None
+                                       else f" of at most {int(snl['mask_epochs_max']):,}")
+    rows = [["budget (ReLUs)", _int(snl["budget"])], ["granularity", str(snl["granularity"])],
+            ["ReLUs of the network", _int(snl["relus"])],
+            ["budget_reached (by training)", "n/a" if reached is None else
+             ("yes" if reached else "**no**: the masks were cut to the budget at the end")],
+            ["mask epochs used", used], ["final lambda", _fmt(snl["final_lambda"], ".3g")]]
+    return _md_table(["SNL", ""], rows, "ll")
+
+
 def _method_md(run: Run) -> tuple[str | None, list[str]]:
-    """Scalar facts from a method summary in the run directory (snl.json, reduce.json)."""
+    """Scalar facts from a method summary in the run directory (reduce.json)."""
     parts, notes = [], []
-    for name in (SNL_JSON, REDUCE_JSON):
+    for name in (REDUCE_JSON,):
         data, bad = read_optional(run.path / name)
         notes += [bad] if bad else []
         if isinstance(data, dict):
@@ -700,32 +413,39 @@ def report(run: str | os.PathLike | Run, out: str | os.PathLike | None = None) -
     """Plots and a Markdown summary of one run, in OUT (default RUN/report).
 
     Always: network, exact counts per stage, ReLU distribution, Table 8 normalization,
-    results. When the files exist: training curves (metrics.jsonl), criticality
-    (criticality.json), secure-inference cost (pi.json), method summary (snl.json).
+    results. When the files exist: training curves (metrics.jsonl; an SNL run's mask phase
+    from snl.json too), criticality (criticality.json), secure-inference cost (one result
+    per protocol and link), the SNL phase (budget reached, mask epochs) and reduce.json.
     """
     run = run if isinstance(run, Run) else load_run(run)
     out_dir = Path(out) if out is not None else run.path / "report"
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out_dir} is a file; give a folder for the report")
-    res = ReportResult(run.path, out_dir, out_dir / "report.md")
+    name, dataset = run_name(run), run_dataset(run) or "?"
+    res = ReportResult(run.path, out_dir, out_dir / "report.md", who=f"{name} on {dataset}")
     c = count(run.spec)
     results, metrics = run.results, _metrics(run, res)
-    data = run.config.get("data") if isinstance(run.config.get("data"), dict) else {}
-    res.summary = {"arch": run.spec.describe(), "dataset": data.get("dataset"),
-                   "final_acc": results.get("final_acc"), "best_acc": results.get("best_acc"),
-                   "relus": c.relus, "macs": c.macs, "params": c.params, "stem_relus": c.stem_relus}
-    md = [f"# Report: {run.spec.describe()}", f"Run directory: `{run.path}`",
+    res.summary = {"name": name, "arch": run.spec.describe(), "method": method_kind(run),
+                   "dataset": dataset, "final_acc": results.get("final_acc"),
+                   "best_acc": results.get("best_acc"), "relus": c.relus, "macs": c.macs,
+                   "params": c.params, "stem_relus": c.stem_relus}
+    md = [f"# Report: {name} on {dataset}", f"Run directory: `{run.path}`",
           "## Network", _network_md(run),
           "## Counts", "Exact, from the spec: stage1 includes the stem; MACs are multiply-"
           "accumulates of conv and linear layers (a \"FLOP\" in the paper's tables).",
           _counts_md(c), _image("Stagewise ReLU distribution", _add_plot(
-              res, "relu_distribution", lambda p: _plot_relu_share(c, p)))]
-    if _num(results.get("relus")) not in (None, c.relus):
+              res, "relu_distribution", lambda p: _plot_relu_share(c, res.who, p)))]
+    if num(results.get("relus")) not in (None, c.relus):
         res.notes.append(f"results.json says {results['relus']:,} ReLUs, the spec counts {c.relus:,}")
     md += ["## Stagewise ReLUs and MACs (Table 8 normalization)", *_normalized_section(run, res)]
     md += ["## Results", _results_md(results, metrics)]
-    md += ["## Training", *_training_section(metrics, res)]
+    snl = _snl(run, res)
+    md += ["## Training", *_training_section(metrics, snl, res)]
     md += _optional_sections(run, res)
+    if run.spec.slots:
+        md += ["## Exact spec", "Every changed ReLU slot (the same text is `arch` in "
+               "`results.json`; `config.json` holds the spec itself):",
+               f"```\n{run.spec.describe()}\n```"]
     if res.notes:
         md += ["## Notes", "\n".join(f"- {n}" for n in res.notes)]
     io.write_text(res.markdown, "\n\n".join(md) + "\n")
@@ -749,6 +469,15 @@ def _metrics(run: Run, res: ReportResult) -> list[dict]:
         return []
 
 
+def _snl(run: Run, res: ReportResult) -> dict | None:
+    data, bad = read_optional(run.path / SNL_JSON)
+    res.notes += [bad] if bad else []
+    snl = snl_phase(data)
+    if snl:
+        res.summary["snl"] = {k: v for k, v in snl.items() if k != "history"}
+    return snl
+
+
 def _add_plot(res: ReportResult, name: str, draw: Callable[[Path], Path]) -> str:
     path = res.out / f"{name}.png"
     draw(path)
@@ -762,16 +491,20 @@ def _normalized_section(run: Run, res: ReportResult) -> list[str]:
     except (ZeroDivisionError, IndexError):
         res.notes.append("Table 8 normalization needs ReLUs and MACs in stage1 (beyond the stem)")
         return ["Not available: stage1 has no ReLUs or MACs beyond the stem."]
-    png = _add_plot(res, "stagewise_normalized", lambda p: _plot_normalized(norm, p))
+    png = _add_plot(res, "stagewise_normalized", lambda p: _plot_normalized(norm, res.who, p))
     return [_normalized_md(norm), _image("Normalized stagewise ReLUs and MACs", png)]
 
 
-def _training_section(metrics: list[dict], res: ReportResult) -> list[str]:
+def _training_section(metrics: list[dict], snl: dict | None, res: ReportResult) -> list[str]:
+    md = []
+    if snl:
+        md += ["SNL first trains the masks (mask phase, from `snl.json`), then fine-tunes the "
+               "network with the masks fixed (the epochs below, `metrics.jsonl`).", _snl_md(snl)]
     if not metrics:
         res.notes.append("no metrics.jsonl: no training curves")
-        return ["No per-epoch metrics (metrics.jsonl) in this run."]
-    png = _add_plot(res, "training", lambda p: _plot_training(metrics, p))
-    return [_training_md(metrics), _image("Training curves", png)]
+        return [*md, "No per-epoch metrics (metrics.jsonl) in this run."]
+    png = _add_plot(res, "training", lambda p: _plot_training(metrics, snl, res.who, p))
+    return [*md, _training_md(metrics), _image("Training curves", png)]
 
 
 def _optional_sections(run: Run, res: ReportResult) -> list[str]:
@@ -780,22 +513,27 @@ def _optional_sections(run: Run, res: ReportResult) -> list[str]:
     crit = criticality_summary(data)
     bad = bad or _not_what_it_says(data, crit, run.path / CRITICALITY_JSON, "criticality")
     if crit:
-        png = _add_plot(res, "criticality", lambda p: _plot_criticality(crit, p))
+        png = _add_plot(res, "criticality", lambda p: _plot_criticality(crit, res.who, p))
         md += ["## Stagewise criticality", _criticality_md(crit), _image("Criticality", png)]
         res.summary["criticality_order"] = crit["order"]
     else:
         res.notes.append(bad or "no criticality.json (`deepreshape criticality` adds C_k per stage)")
-    data, bad = read_optional(run.path / PI_JSON)
-    pi = pi_summary(data)
-    bad = bad or _not_what_it_says(data, pi, run.path / PI_JSON, "deepreshape pi")
-    if pi:
-        md += ["## Secure inference", _pi_md(pi)]
-        res.summary["pi"] = {k: pi[k] for k in ("protocol", "latency_s", "bytes")}
-        if pi["per_kind"]:
-            md.append(_image("Secure inference cost per kind", _add_plot(
-                res, "pi_breakdown", lambda p: _plot_pi(pi, p))))
+    pis, bad = pi_results(run.path)
+    res.notes += bad
+    if pis:
+        md += ["## Secure inference", "One result per protocol and link (`pi-<protocol>-"
+               "<link>.json`); a latency is only comparable with one over the same link.",
+               _pi_md(pis)]
+        res.summary["pi"] = {k: {f: pi[f] for f in ("protocol", "link", "latency_s", "bytes")}
+                             for k, pi in pis.items()}
+        for i, (key, pi) in enumerate((k, v) for k, v in pis.items() if v["per_kind"]):
+            plot = "pi_breakdown" if i == 0 else f"pi_breakdown-{key}"
+            md.append(_image(f"Secure inference cost per kind, {pi['protocol']} over "
+                             f"{pi['link_label']}", _add_plot(
+                                 res, plot, lambda p, pi=pi: _plot_pi(pi, res.who, p))))
     else:
-        res.notes.append(bad or "no pi.json (`deepreshape pi` measures latency and communication)")
+        res.notes.append("no secure-inference result (`deepreshape pi RUN [--link L]` measures "
+                         "latency and communication)")
     method, notes = _method_md(run)
     res.notes += notes
     if method:

@@ -24,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(r)
     else:
-        print(f"{r['arch']} on {r['dataset']}: test accuracy {r['test_acc']:.2f}%, "
+        print(f"{r['name']} on {r['dataset']}: test accuracy {r['test_acc']:.2f}%, "
               f"{fmt_int(r['relus'])} ReLUs, {fmt_int(r['macs'])} MACs, {fmt_int(r['params'])} params")
     return 0

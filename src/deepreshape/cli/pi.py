@@ -26,7 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pi", help="secure two-party inference (SPU): measure a run, predict or calibrate costs",
         description="Measure latency and communication of secure two-party inference of a "
         "trained run (server: weights, client: image; only the client learns the logits) and "
-        "write pi.json beside its checkpoint; or predict them from counts (--estimate), or "
+        "write RUN/pi-<protocol>-<link>.json (one per protocol and link: other links' results "
+        "stay); or predict them from counts (--estimate), or "
         "refit the cost model on this machine (--calibrate).")
     p.add_argument("run", nargs="?", help="run directory to measure")
     p.add_argument("--estimate", metavar="NAME", help="predict costs of a zoo network, no run")
@@ -118,8 +119,9 @@ def _estimate(args: argparse.Namespace) -> int:
         print_json({"predicted": pred, "literature": lit})
         return 0
     _warn_semi2k(protocol)
-    print(f"{spec.describe()} at {spec.input_size}x{spec.input_size}, {protocol} with "
-          f"{pred['weights']} weights: predicted "
+    over = (pred.get("link") or {}).get("describe") or "loopback"
+    print(f"{spec.short_name()} at {spec.input_size}x{spec.input_size}, {protocol} with "
+          f"{pred['weights']} weights (cost model calibrated over {over}): predicted "
           f"{pred['latency_s']:.2f} s and {pred['bytes'] / 1e6:.1f} MB per query; ReLUs "
           f"{100 * pred['relu_share_latency_s']:.0f}% of the time, "
           f"{100 * pred['relu_share_bytes']:.0f}% of the bytes")
@@ -186,7 +188,7 @@ def _measure(args: argparse.Namespace) -> int:
                       weights=args.weights)
     if rec is None:  # the server learns nothing
         print(f"server: served {args.samples} image(s) to the client at "
-              f"{_parties(args.parties)[1]}; the client writes pi.json")
+              f"{_parties(args.parties)[1]}; the client writes pi-{protocol}-hosts.json")
         return 0
     if args.json:
         print_json(rec)
@@ -200,13 +202,16 @@ def _mb(n: float | None) -> str:
 
 
 def _measure_text(rec: dict[str, Any]) -> str:
+    from deepreshape.pi.resultfiles import link_label, prediction_text, result_path
+
     lines = [
-        f"{rec['arch']} on {rec['dataset']}, {rec['protocol']} ({rec['security']}) with "
+        f"{rec.get('name', rec['arch'])} on {rec['dataset']}, {rec['protocol']} ({rec['security']}) with "
         f"{rec['weights']} weights, "
         f"{rec['field']} with {rec['fxp_fraction_bits']} fraction bits, {rec['deployment']['mode']}"
         + (f" over an emulated link ({rec['deployment']['link']['describe']})"
            if rec["deployment"].get("link") else ""),
-        f"  online latency {rec['latency_s']:.3f} s per query (warm, median of {rec['repeats']}); "
+        f"  online latency {rec['latency_s']:.3f} s per query over {link_label(rec)}, warm "
+        f"(median of {rec['repeats']}); "
         f"one-time setup {rec['setup_s']:.2f} s (cold run {rec['cold_latency_s']:.2f} s)",
         f"  communication {_mb(rec['total_bytes'])} MB per query (client sent "
         f"{_mb(rec['bytes_sent'])}, received {_mb(rec['bytes_recv'])}), setup "
@@ -216,13 +221,11 @@ def _measure_text(rec: dict[str, Any]) -> str:
              f"{100 * v['bytes_share']:.0f}%" if "bytes_share" in v else "-"]
             for k, v in rec["per_kind"].items()]
     lines += ["  " + ln for ln in table(["kind", "time s", "share", "MB", "share"], rows).split("\n")]
-    pred = (rec.get("predicted") or {}).get("spu")
+    pred = prediction_text(rec)
     if pred:
-        over = (pred.get("link") or {}).get("describe", "loopback")
-        lines.append(f"  predicted by the cost model (calibrated over {over}): "
-                     f"{pred['latency_s']:.3f} s, {pred['bytes'] / 1e6:.2f} MB")
+        lines += [f"  {line}" for line in pred.split("\n")]
     lines.append(f"  secure vs plaintext on {rec['images']} test image(s): argmax agrees on "
                  f"{rec['argmax_agree_count']}/{rec['images']}, max abs error "
                  f"{rec['max_abs_err']:.2e}")
-    lines.append(f"-> {rec['run']}/pi.json")
+    lines.append(f"-> {result_path(rec['run'], rec)}")
     return "\n".join(lines)

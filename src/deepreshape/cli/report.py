@@ -13,7 +13,7 @@ _WHAT = {
     "stagewise_normalized": "stage ReLUs and MACs normalized as in Table 8",
     "training": "loss and train/test accuracy per epoch",
     "criticality": "C_k per stage and the criticality order",
-    "pi_breakdown": "secure-inference time and bytes per kind of operation",
+    "pi_breakdown": "secure-inference time and bytes per kind, one protocol and link",
 }
 
 
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report", help="plots and a Markdown summary of one run",
         description="Write OUT/report.md and PNG plots for a run directory: network, exact "
         "counts per stage, ReLU distribution, Table 8 normalization, results, training curves, "
-        "and criticality (criticality.json) and secure inference (pi.json) when present.")
+        "and criticality (criticality.json), secure inference (one result per protocol and link) and "
+        "the SNL mask phase (snl.json) when present.")
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--out", default=None, help="report folder (default RUN/report)")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
@@ -39,11 +40,16 @@ def run(args: argparse.Namespace) -> int:
     s = res.summary
     acc = s.get("final_acc")
     acc_text = f"final accuracy {acc:.2f}%" if isinstance(acc, int | float) else "no results yet"
-    print(f"{s['arch']} on {s.get('dataset')}: {acc_text}, {fmt_int(s['relus'])} ReLUs, "
+    print(f"{s['name']} on {s.get('dataset')}: {acc_text}, {fmt_int(s['relus'])} ReLUs, "
           f"{fmt_int(s['macs'])} MACs, {fmt_int(s['params'])} params")
+    for pi in s.get("pi", {}).values():
+        lat = "n/a" if pi["latency_s"] is None else f"{pi['latency_s']:.3g} s"
+        mb = "n/a" if pi["bytes"] is None else f"{pi['bytes'] / 1e6:,.3g} MB"
+        print(f"secure inference, {pi['protocol']} over {pi['link']}: {lat} online, {mb}")
     print(f"wrote {res.markdown}")
+    pad = max((len(p.name) for p in res.plots.values()), default=0)
     for name, path in res.plots.items():
-        print(f"  {path.name:<26} {_WHAT.get(name, '')}")
+        print(f"  {path.name:<{pad}}  {_WHAT.get(name.split('-')[0], '')}")
     for note in res.notes:
         print(f"note: {note}", file=sys.stderr)
     return 0

@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
                 amp=args.amp, channels_last=args.channels_last, options=run_options(args))
     if res.run is not None:
         r = res.run.results
-        print(f"{r['arch']}: test accuracy {r['final_acc']:.2f}% (best {r['best_acc']:.2f}%), "
+        print(f"{res.run.spec.short_name()}: test accuracy {r['final_acc']:.2f}% "
+              f"(best {r['best_acc']:.2f}%), "
               f"{fmt_int(r['relus'])} ReLUs, {fmt_int(r['macs'])} MACs -> {out}")
     return 0

@@ -1,4 +1,7 @@
-"""Measure what secure inference of a trained run costs, and write ``pi.json`` beside it.
+"""Measure what secure inference of a trained run costs, and write it beside the run.
+
+One result per (protocol, link): ``pi-<protocol>-<link>.json`` (`deepreshape.pi.resultfiles`),
+so a WAN measurement never overwrites the loopback one.
 
 ReLU counts are a proxy; a PI user pays latency and bytes. `measure_run` exports a run's
 network (`pi.export`), runs it under SPU between a server (weights) and a client (image)
@@ -9,7 +12,7 @@ Two sessions, because batching amortizes HE (under Cheetah a batch of 4 tiny ima
 about 1.7x one image, not 4x), so a batch would understate what one query costs:
 
 1. the cost session: test image 0 alone (batch 1), one cold run (one-time OT/HE setup)
-   then `repeats` warm runs; its warm figures are the per-query costs in ``pi.json``;
+   then `repeats` warm runs; its warm figures are the per-query costs recorded;
 2. the check session (only if ``samples > 1``): all `samples` test images as one batch,
    to compare the secure logits with plaintext on more than one image.
 
@@ -35,9 +38,9 @@ from deepreshape.io import write_json
 from deepreshape.options import with_run_options
 from deepreshape.pi import costmodel, engine
 from deepreshape.pi.link import LinkProfile
+from deepreshape.pi.resultfiles import link_key, result_path
 from deepreshape.spec import NetSpec
 
-PI_JSON = "pi.json"
 DEFAULT_FXP_BITS = 18
 FIELD = "FM64"
 FXP_NOTE = ("FM64: values in the ring Z_2^64 as fixed point round(v * 2^f) with f fraction "
@@ -129,7 +132,8 @@ def cost_record(res: engine.SecureResult) -> dict[str, Any]:
 
 def _counts(spec: NetSpec) -> dict[str, Any]:
     c = count(spec)
-    return {"arch": spec.describe(), "input_size": spec.input_size, "relus": c.relus,
+    return {"arch": spec.describe(), "name": spec.short_name(), "input_size": spec.input_size,
+            "relus": c.relus,
             "macs": c.macs, "stages": [{"name": s.name, "relus": s.relus, "macs": s.macs}
                                        for s in c.stages]}
 
@@ -229,13 +233,14 @@ def measure_run(
     link: LinkProfile | None = None,
     weights: str | None = None,
 ) -> dict[str, Any] | None:
-    """Measure secure inference of the run at `path`; returns (and writes) ``pi.json``.
+    """Measure secure inference of the run at `path`; returns (and writes) the result,
+    ``RUN/pi-<protocol>-<link>.json`` (results over other links stay).
 
     Both parties start locally on loopback, each in its own process, unless `parties`
     ("HOST:PORT" of the server, of the client) and `role` are given: then this process
     is that one party, and the other host runs the same call with the other role. The
     server holds the weights and returns None (it learns nothing, so it writes nothing);
-    the client holds the images, learns the logits and writes ``pi.json``. Its copy of
+    the client holds the images, learns the logits and writes the result. Its copy of
     the run directory supplies the architecture and the public SNL mask positions (the
     compiled program must match the server's) and the plaintext reference; its weights
     never enter the secure computation. `cost_model` is a `CostModel`, a path, or None
@@ -296,6 +301,7 @@ def measure_run(
         "deployment": {"mode": "two hosts" if role else "loopback, two local processes",
                        "role": role or "both", "parties": parties,
                        "link": link.to_dict() if link else None},
+        "link": link_key(link.to_dict() if link else None, "two hosts" if role else None),
         **agree,
         "check_session": None if check is cost else {
             "images": samples, "latency_s": check.latency_s, "total_bytes": check.total_bytes},
@@ -304,12 +310,12 @@ def measure_run(
         "created": now(),
     }
     if write:
-        save_measurement(run.path / PI_JSON, record)
+        save_measurement(result_path(run.path, record), record)
     return record
 
 
 def save_measurement(path: Path, record: dict[str, Any]) -> None:
-    """Write pi.json; if that fails (disk full, read-only), keep the secure measurement in a
+    """Write a result file; if that fails (disk full, read-only), keep the secure measurement in a
     file under the temporary folder and say where, rather than lose minutes of 2PC work."""
     try:
         write_json(path, record)
