@@ -293,6 +293,7 @@ def train(
     compile: bool = False,
     quiet: bool = False,
     tag: dict | None = None,
+    label: str = "",
 ) -> TrainResult:
     """Train a network and (when `out` is given) keep a run directory.
 
@@ -301,7 +302,9 @@ def train(
     init_from: a run directory or state dict to start from (weights that fit are copied).
     model: a prebuilt module to train instead of `build(spec)` (e.g. SNL's masked network).
     extra_loss(model) is added to the loss; on_epoch_end(epoch, metrics) returning True
-    stops training. `tag` is stored in config.json (e.g. which method produced the run).
+    stops training; a "note" it puts in the metrics is shown on the epoch's progress line
+    (not stored). `tag` is stored in config.json (e.g. which method produced the run);
+    `label` names what is trained on every progress line (e.g. "criticality stage2 KD").
     """
     recipe = recipe or Recipe()
     recipe.validate()
@@ -375,20 +378,22 @@ def train(
     t_start = time.perf_counter() - wall0
     for epoch in range(start_epoch, recipe.epochs):
         metrics = _train_epoch(runner, train_loader, optimizer, scheduler, recipe, dev,
-                               teacher_model, extra_loss, progress, epoch, run_dir, dist)
+                               teacher_model, extra_loss, progress, epoch, run_dir, dist, label)
         acc = evaluate(runner, test_loader, dev, dist)
         best = max(best, acc)
         metrics.update(epoch=epoch + 1, test_acc=acc)
         stop = bool(on_epoch_end(epoch, metrics)) if on_epoch_end else False
+        note = metrics.pop("note", "")
         if run_dir is not None and dist.main:
             io.append_jsonl(run_dir / METRICS, metrics)
             io.save_torch(run_dir / CHECKPOINT, {
                 "arch": spec.describe(), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch + 1,
                 "best_acc": best, "rng": _rng_state(), "wall_time": time.perf_counter() - t_start})
-        progress.line(f"epoch {epoch + 1}/{recipe.epochs}  loss {metrics['loss']:.4f}  "
-                      f"train {metrics['train_acc']:.2f}%  test {acc:.2f}%  "
-                      f"{metrics['images_per_s']:.0f} img/s")
+        progress.line(f"{label + ': ' if label else ''}epoch {epoch + 1}/{recipe.epochs}  "
+                      f"loss {metrics['loss']:.4f}  train {metrics['train_acc']:.2f}%  "
+                      f"test {acc:.2f}%  {metrics['images_per_s']:.0f} img/s"
+                      + (f"  {note}" if note else ""))
         if stop:
             stopped = True
             break
@@ -417,14 +422,14 @@ def train(
 def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
                  scheduler: Any, recipe: Recipe, dev: torch.device, teacher: nn.Module | None,
                  extra_loss: LossHook | None, progress: _Progress, epoch: int,
-                 run_dir: Path | None, dist: Dist) -> dict:
+                 run_dir: Path | None, dist: Dist, label: str = "") -> dict:
     model.train()
     loader.set_epoch(epoch)
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev)
     seen = 0
     t0 = time.perf_counter()
-    bar = progress.bar(len(loader), f"epoch {epoch + 1}/{recipe.epochs}")
+    bar = progress.bar(len(loader), f"{label + ': ' if label else ''}epoch {epoch + 1}/{recipe.epochs}")
     for step, (x, y) in enumerate(loader):
         with _autocast(dev):
             out = model(x)

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
                 force=args.force, compile=args.compile, quiet=args.quiet)
     if res.run is not None:
         r = res.run.results
+        kd = f", KD from {args.teacher}" if args.teacher else ""
         print(f"{r['arch']}: test accuracy {r['final_acc']:.2f}% (best {r['best_acc']:.2f}%), "
-              f"{fmt_int(r['relus'])} ReLUs, {fmt_int(r['macs'])} MACs -> {out}")
+              f"{fmt_int(r['relus'])} ReLUs, {fmt_int(r['macs'])} MACs{kd} -> {out}")
     return 0
