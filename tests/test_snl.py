@@ -124,6 +124,7 @@ def test_auto_preset_scales_snl_lambda_and_mask_lr() -> None:
     assert auto_lambda(11_008) == pytest.approx(1e-5 * 491_520 / 11_008)  # 4.47e-4
     assert auto_mask_lr(1e-3, plan_epochs=10, steps_per_epoch=22) == pytest.approx(4 / 220)
     assert auto_mask_lr(1e-3, plan_epochs=150, steps_per_epoch=390) == 1e-3  # CIFAR: SNL's lr
+    assert auto_mask_lr(1e-3, plan_epochs=2, steps_per_epoch=4) == 0.05  # capped: 4/8 = 0.5
     assert PRESETS["paper"] == Preset("paper", 300, 1e-5, 1.1, 5, "stall", 1e-3,
                                       PRESETS["paper"].about)
     with pytest.raises(UsageError, match="valid: auto, paper"):

@@ -44,17 +44,20 @@ class DemoPlan:
     snl_mask_epochs: int
     snl_finetune_epochs: int
     snl_fractions: tuple[float, ...]
+    snl_batch: int
     reuse: tuple[int, ...]
     pi_samples: int
+    pi_measured: int  # main runs measured under SPU (baseline, HRN, SNL); the rest estimated
     limit: int | None
 
 
-FULL = DemoPlan(baseline="resnet18-m8", hrn_base="hrn-2x2x2x-m4", epochs=10, method_epochs=3,
-                snl_mask_epochs=20, snl_finetune_epochs=3, snl_fractions=(0.5, 0.2),
-                reuse=(4,), pi_samples=1, limit=None)
+FULL = DemoPlan(baseline="resnet18-m8", hrn_base="hrn-2x2x2x-m2", epochs=8, method_epochs=2,
+                snl_mask_epochs=20, snl_finetune_epochs=2, snl_fractions=(0.5, 0.2),
+                snl_batch=64, reuse=(4,), pi_samples=1, pi_measured=3, limit=None)
 FAST = DemoPlan(baseline="resnet18-m4-d1,1,1,1", hrn_base="hrn-2x2x2x-m4-d1,1,1,1", epochs=1,
-                method_epochs=1, snl_mask_epochs=4, snl_finetune_epochs=1, snl_fractions=(0.25,),
-                reuse=(4,), pi_samples=1, limit=256)
+                method_epochs=1, snl_mask_epochs=10, snl_finetune_epochs=1,
+                snl_fractions=(0.25,), snl_batch=32, reuse=(4,), pi_samples=1, pi_measured=1,
+                limit=256)
 STEPS = ("count", "baseline", "criticality", "design", "hrn", "reduce", "snl", "pi", "reports",
          "summary")
 
@@ -103,11 +106,30 @@ class _Steps:
             print(text, file=sys.stderr, flush=True)
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch{'s' * (n != 1)}"
+
+
 def run_demo(out: str | Path = "deepreshape-demo", fast: bool = False, quiet: bool = False
              ) -> dict:
-    """Run the demo; returns the summary (also written to OUT/summary.json and .md)."""
-    plan = FAST if fast else FULL
-    out = Path(out)
+    """Run the demo; returns the summary (also written to OUT/summary.json and .md).
+
+    Its networks are tiny (4-8 base channels, 16x16 images), which train fastest on one
+    torch thread: a second thread mostly spins, and on a shared machine it wastes many times
+    the work (measured here: 2.8 vs 0.2 CPU seconds for the same epoch). So the demo trains
+    on one thread, and restores the caller's setting when it ends.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run_demo(Path(out), FAST if fast else FULL, quiet)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     steps = _Steps(out, plan, quiet)
@@ -128,7 +150,7 @@ def run_demo(out: str | Path = "deepreshape-demo", fast: bool = False, quiet: bo
         steps.say(f"      {arch}: {r.final_acc:.1f}% test accuracy (final epoch)")
         return {"run": str(runs / key), "arch": arch, "acc": r.final_acc}
 
-    base = steps.run("baseline", f"train the baseline {plan.baseline} ({plan.epochs} epochs)",
+    base = steps.run("baseline", f"train the baseline {plan.baseline} ({_epochs(plan.epochs)})",
                      lambda: _train("baseline", plan.baseline))
 
     def _criticality() -> dict:
@@ -141,8 +163,8 @@ def run_demo(out: str | Path = "deepreshape-demo", fast: bool = False, quiet: bo
                   f"{PAPER_ORDER}{'' if resolved else '; within test-set noise'})")
         return {"order": c.order_text, "matches_paper": c.order_text == PAPER_ORDER,
                 "resolved": resolved, "stages": c.to_dict()["stages"]}
-    crit = steps.run("criticality", f"stagewise criticality of the baseline ({plan.method_epochs}"
-                     " KD epochs per stage)", _criticality)
+    crit = steps.run("criticality", "stagewise criticality of the baseline "
+                     f"({_epochs(plan.method_epochs)} per stage, KD)", _criticality)
     order = crit["order"]
 
     def _design() -> dict:
@@ -156,7 +178,7 @@ def run_demo(out: str | Path = "deepreshape-demo", fast: bool = False, quiet: bo
         return {"order": order, "solutions": [s.name for s in sols.solutions],
                 "chosen": chosen.name}
     design = steps.run("design", f"DeepReShape: HRNs for the measured order {order}", _design)
-    hrn = steps.run("hrn", f"train the HRN {design['chosen']} ({plan.epochs} epochs)",
+    hrn = steps.run("hrn", f"train the HRN {design['chosen']} ({_epochs(plan.epochs)})",
                     lambda: _train("hrn", design["chosen"]))
 
     def _reduce() -> dict:
@@ -174,8 +196,8 @@ def run_demo(out: str | Path = "deepreshape-demo", fast: bool = False, quiet: bo
         for frac in plan.snl_fractions:
             budget = max(1, int(total * frac))
             r = snl(base["run"], budget,  # the auto preset: SNL's defaults
-                    mask_recipe=Recipe(epochs=plan.snl_mask_epochs, batch_size=64, lr=1e-3,
-                                       optimizer="adam", weight_decay=0.0),
+                    mask_recipe=Recipe(epochs=plan.snl_mask_epochs, batch_size=plan.snl_batch,
+                                       lr=1e-3, optimizer="adam", weight_decay=0.0),
                     finetune=Recipe(epochs=plan.snl_finetune_epochs, batch_size=64, lr=1e-3),
                     **mkw)
             phase = r.info["mask_phase"]
@@ -190,8 +212,11 @@ def run_demo(out: str | Path = "deepreshape-demo", fast: bool = False, quiet: bo
                          "ReLU budget(s) of the baseline", _snl)
     main_runs = [base["run"], hrn["run"]] + [v["run"] for v in snl_runs.values() if v["run"]][-1:]
 
-    steps.run("pi", "secure two-party inference (Cheetah, loopback): baseline, HRN, SNL",
-              lambda: _private_inference(main_runs, plan.pi_samples, steps.say))
+    measured = ("baseline, HRN, SNL" if plan.pi_measured >= 3 else
+                f"{plan.pi_measured} measured, the rest estimated by the cost model")
+    steps.run("pi", f"secure two-party inference (Cheetah, loopback): {measured}",
+              lambda: _private_inference(main_runs, plan.pi_samples, steps.say,
+                                         measure=plan.pi_measured))
 
     def _reports() -> dict:
         from deepreshape.report import report
@@ -219,22 +244,26 @@ def _data(plan: DemoPlan):
     return load_dataset(DATASET, limit=plan.limit)
 
 
-def _private_inference(run_dirs: list[str], samples: int, say: Callable[[str], None]) -> dict:
-    """Measure under Cheetah when the `pi` extra is installed, else estimate (and say so)."""
+def _private_inference(run_dirs: list[str], samples: int, say: Callable[[str], None],
+                       measure: int | None = None) -> dict:
+    """Measure the first `measure` runs (default all) under Cheetah when the `pi` extra is
+    installed; estimate the others with the cost model (and say why)."""
     try:
         import spu  # noqa: F401
     except ImportError:
         spu = None
     res: dict[str, Any] = {}
-    for d in run_dirs:
-        if spu is None:
+    for i, d in enumerate(run_dirs):
+        if spu is None or (measure is not None and i >= measure):
             from deepreshape.pi.costmodel import predict
             from deepreshape.runs import load_run
 
             est = predict(load_run(d).spec, "cheetah")
             res[d] = {"estimated": True, "latency_s": est["latency_s"], "bytes": est["bytes"]}
-            say(f"      {d}: SPU not installed (pip install -e '.[pi]'); cost-model estimate "
-                f"{est['latency_s']:.2f} s, {est['bytes'] / 1e6:.1f} MB")
+            why = ("SPU not installed (pip install -e '.[pi]')" if spu is None
+                   else "not measured in --fast")
+            say(f"      {d}: {why}; cost-model estimate {est['latency_s']:.2f} s, "
+                f"{est['bytes'] / 1e6:.1f} MB")
             continue
         from deepreshape.pi.measure import measure_run
 
@@ -273,15 +302,22 @@ def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
     from deepreshape.report import find_runs
     from deepreshape.runs import load_run
 
+    estimates = {Path(k).resolve(): v for k, v in steps.done.get("pi", {}).items()
+                 if v.get("estimated")}
     rows = []
     for d in find_runs([runs]):
         run = load_run(d)
         r = read_json(d / "results.json", "results.json")
         pi = read_json(d / "pi.json", "pi.json") if (d / "pi.json").exists() else {}
-        rows.append({"run": str(d.relative_to(out)), "method": method_of(run.config),
+        est = estimates.get(d.resolve(), {})
+        method = (f"DeepReShape HRN (order {crit['order']})"
+                  if d.resolve() == (runs / "hrn").resolve() else method_of(run.config))
+        rows.append({"run": str(d.relative_to(out)), "method": method,
                      "arch": run.spec.name, "relus": r["relus"], "macs": r["macs"],
                      "acc": r["final_acc"], "epochs": r.get("epochs"),
-                     "latency_s": pi.get("latency_s"), "bytes": pi.get("total_bytes")})
+                     "latency_s": pi.get("latency_s", est.get("latency_s")),
+                     "bytes": pi.get("total_bytes", est.get("bytes")),
+                     "pi_estimated": bool(est) and not pi})
     rows.sort(key=lambda r: (r["method"].startswith("criticality"), -r["relus"]))
     io.write_json(out / "summary.json", rows)
     spent = sum(t["wall_s"] for t in steps.times.values())
@@ -299,13 +335,15 @@ def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
         f"{PAPER_ORDER}{'' if crit.get('resolved', True) else '; within test-set noise'}); "
         "the HRN was designed for it.", "",
         f"Accuracy: {SUMMARY_NOTE}. ReLUs and MACs are exact counts; PI latency is the online "
-        "time of one secure query under Cheetah on loopback (blank: not measured).", "",
+        "time of one secure query under Cheetah on loopback (~: the cost model's estimate; "
+        "blank: not measured).", "",
         "| run | method | network | ReLUs | MACs | accuracy % | PI latency s | PI MB |",
         "|---|---|---|---:|---:|---:|---:|---:|"]
     lines = list(head)
     for r in rows:
-        lat = f"{r['latency_s']:.2f}" if r["latency_s"] else ""
-        mb = f"{r['bytes'] / 1e6:.1f}" if r["bytes"] else ""
+        est = "~" if r["pi_estimated"] else ""
+        lat = f"{est}{r['latency_s']:.2f}" if r["latency_s"] else ""
+        mb = f"{est}{r['bytes'] / 1e6:.1f}" if r["bytes"] else ""
         lines.append(f"| {r['run']} | {r['method']} | {r['arch']} | {r['relus']:,} | "
                      f"{r['macs']:,} | {r['acc']:.1f} | {lat} | {mb} |")
     lines += ["", "| step | wall s | CPU s |", "|---|---:|---:|"]

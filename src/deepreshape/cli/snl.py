@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Adam lr of the weights in the mask phase")
     p.add_argument("--alpha-lr", type=float, default=None,
                    help="Adam lr of the masks (default: preset -- auto 4/(steps in half the cap), "
-                   "at least --mask-lr; paper --mask-lr)")
+                   "between --mask-lr and 0.05; paper --mask-lr)")
     p.add_argument("--lambda", dest="lam", type=float, default=None,
                    help="initial L1 weight per ReLU (default: preset -- auto 1e-5 x 491,520 / "
                    "maskable ReLUs; paper 1e-5)")

@@ -175,7 +175,7 @@ class Preset:
     entry at N = 11,008 on digits), so lambda = 1e-5 * 491,520 / N keeps the penalty's
     pull on a mask as strong against the task as in SNL. `mask_lr` None sizes the masks'
     Adam step so a mask can travel from 1 to 0 in a quarter of the steps the gap rule plans
-    for (never below the weights' lr).
+    for (never below the weights' lr, never above MAX_AUTO_MASK_LR).
     """
 
     name: str
@@ -206,9 +206,15 @@ def auto_lambda(free: int) -> float:
     return 1e-5 * PAPER_LAMBDA_RELUS / max(1, free)
 
 
+MAX_AUTO_MASK_LR = 0.05  # Adam's step is ~lr even near 0: larger steps keep masks hopping
+# around 0 instead of settling under the 1e-2 threshold (0.018 settles in the tour)
+
+
 def auto_mask_lr(weight_lr: float, plan_epochs: int, steps_per_epoch: int) -> float:
-    """A mask lr that lets Adam move a mask from 1 to 0 in a quarter of the planned steps."""
-    return max(weight_lr, 4.0 / max(1, plan_epochs * steps_per_epoch))
+    """A mask lr that lets Adam move a mask from 1 to 0 in a quarter of the planned steps
+    (at least the weights' lr, at most MAX_AUTO_MASK_LR)."""
+    need = 4.0 / max(1, plan_epochs * steps_per_epoch)
+    return max(weight_lr, min(need, MAX_AUTO_MASK_LR))
 
 
 def get_preset(name: str) -> Preset:
@@ -380,9 +386,12 @@ def snl(
         def on_epoch_end(epoch: int, metrics: dict) -> bool:
             stop = sched(epoch, metrics)
             rec = sched.history[-1]
+            with torch.no_grad():
+                penalty = rec["lambda"] * float(mask_l1(masks))
             metrics["note"] = (f"ReLUs {rec['relus'] + fixed:,} (budget {budget:,}"
                                + (f", path {rec['target'] + fixed:,}" if "target" in rec else "")
-                               + f")  lambda {rec['lambda']:.2g}")
+                               + f")  lambda {rec['lambda']:.2g} (L1 term {penalty:.2f} of "
+                               "the loss)")
             return stop
 
         res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
