@@ -44,6 +44,7 @@ def run_mode(mode: str, folder: Path) -> dict:
         raise SystemExit(f"demo ({mode}) failed with exit {proc.returncode}: {proc.stderr[-800:]}")
     cpu = (after.children_user - before.children_user) + (after.children_system
                                                           - before.children_system)
+    (folder / f"{mode}-console.txt").write_text(proc.stderr + proc.stdout)
     state = json.loads((out / "demo.json").read_text())
     return {"wall_s": wall, "cpu_s": cpu, "times": state["times"],
             "last_line": proc.stdout.strip().splitlines()[-1]}
@@ -55,13 +56,19 @@ def main() -> None:
     ap.add_argument("--mode", choices=("fast", "full", "both"), default="both")
     ap.add_argument("--parallelism", type=float, default=1.0,
                     help="cores a step keeps busy on an idle machine (1.0: conservative)")
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="run in DIR (a fresh folder) and keep the demos' output there, with "
+                    "their console output in DIR/MODE-console.txt")
     args = ap.parse_args()
     modes = ["fast", "full"] if args.mode == "both" else [args.mode]
     load0 = os.getloadavg()[0]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.keep) if args.keep else Path(tmp)
+        if args.keep and any(folder.glob("*/demo.json")):
+            raise SystemExit(f"{folder} already holds demo output; give a fresh folder")
         for mode in modes:
-            results[mode] = run_mode(mode, Path(tmp))
+            results[mode] = run_mode(mode, folder)
     load1 = os.getloadavg()[0]
     print(f"machine: {os.cpu_count()} CPU cores; load average {load0:.1f} before, "
           f"{load1:.1f} after (other jobs: load minus this benchmark's ~1-2)\n")

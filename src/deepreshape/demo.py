@@ -40,6 +40,7 @@ class DemoPlan:
     baseline: str
     hrn_base: str
     epochs: int
+    crit_epochs: int
     method_epochs: int
     snl_mask_epochs: int
     snl_finetune_epochs: int
@@ -51,11 +52,12 @@ class DemoPlan:
     limit: int | None
 
 
-FULL = DemoPlan(baseline="resnet18-m8", hrn_base="hrn-2x2x2x-m2", epochs=8, method_epochs=2,
-                snl_mask_epochs=20, snl_finetune_epochs=2, snl_fractions=(0.5, 0.2),
+FULL = DemoPlan(baseline="resnet18-m8", hrn_base="hrn-2x2x2x-m2", epochs=12, crit_epochs=4,
+                method_epochs=3, snl_mask_epochs=20, snl_finetune_epochs=3,
+                snl_fractions=(0.5, 0.2),
                 snl_batch=64, reuse=(4,), pi_samples=1, pi_measured=3, limit=None)
 FAST = DemoPlan(baseline="resnet18-m4-d1,1,1,1", hrn_base="hrn-2x2x2x-m4-d1,1,1,1", epochs=1,
-                method_epochs=1, snl_mask_epochs=10, snl_finetune_epochs=1,
+                crit_epochs=1, method_epochs=1, snl_mask_epochs=10, snl_finetune_epochs=1,
                 snl_fractions=(0.25,), snl_batch=32, reuse=(4,), pi_samples=1, pi_measured=1,
                 limit=256)
 STEPS = ("count", "baseline", "criticality", "design", "hrn", "reduce", "snl", "pi", "reports",
@@ -156,7 +158,8 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
     def _criticality() -> dict:
         from deepreshape.optimize.criticality import criticality
 
-        c = criticality(base["run"], recipe=method, plain=False, **mkw)
+        c = criticality(base["run"], recipe=Recipe(epochs=plan.crit_epochs, batch_size=64,
+                                                   lr=0.05), plain=False, **mkw)
         match = "matches" if c.order_text == PAPER_ORDER else "differs from"
         resolved = c.info.get("order_resolved", True)
         steps.say(f"      measured criticality order {c.order_text} ({match} the paper's "
@@ -164,7 +167,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
         return {"order": c.order_text, "matches_paper": c.order_text == PAPER_ORDER,
                 "resolved": resolved, "stages": c.to_dict()["stages"]}
     crit = steps.run("criticality", "stagewise criticality of the baseline "
-                     f"({_epochs(plan.method_epochs)} per stage, KD)", _criticality)
+                     f"({_epochs(plan.crit_epochs)} per stage, KD)", _criticality)
     order = crit["order"]
 
     def _design() -> dict:
@@ -267,6 +270,8 @@ def _private_inference(run_dirs: list[str], samples: int, say: Callable[[str], N
             continue
         from deepreshape.pi.measure import measure_run
 
+        say(f"      {d}: starting two SPU parties (Cheetah), {samples} quer"
+            f"{'y' if samples == 1 else 'ies'} ...")
         m = measure_run(d, protocol="cheetah", samples=samples)
         res[d] = {"estimated": False, "latency_s": m["latency_s"], "bytes": m["total_bytes"],
                   "argmax_agree": m.get("argmax_agree")}
@@ -293,8 +298,9 @@ def machine() -> str:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{os.cpu_count()} CPU cores ({platform.machine()}, {torch.get_num_threads()} torch "
-            f"threads), {gpu}, load average {load:.1f} at the end")
+    threads = torch.get_num_threads()
+    return (f"{os.cpu_count()} CPU cores ({platform.machine()}, {threads} torch "
+            f"thread{'s' * (threads != 1)}), {gpu}, load average {load:.1f} at the end")
 
 
 def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
@@ -325,18 +331,19 @@ def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
     head = [
         "# deepreshape demo", "",
         f"What was done: the paper's path on the embedded `{DATASET}` data set ({size}"
-        f"baseline and HRN {plan.epochs} epochs, methods {plan.method_epochs}, SNL "
-        f"{plan.snl_finetune_epochs} fine-tune epochs after at most {plan.snl_mask_epochs} "
-        f"mask epochs), on {machine()}; the steps took {spent:.0f} s in all "
+        f"baseline and HRN {_epochs(plan.epochs)}, criticality {_epochs(plan.crit_epochs)} "
+        f"per stage, DeepReDuce {_epochs(plan.method_epochs)} per network, SNL "
+        f"{_epochs(plan.snl_finetune_epochs)} of fine-tuning after at most "
+        f"{plan.snl_mask_epochs} mask epochs), on {machine()}; the steps took {spent:.0f} s in all "
         f"({wall:.0f} s in this invocation).",
         "",
         f"Criticality order measured on the baseline: {crit['order']} "
         f"({'matches' if crit.get('matches_paper') else 'differs from'} the paper's "
         f"{PAPER_ORDER}{'' if crit.get('resolved', True) else '; within test-set noise'}); "
         "the HRN was designed for it.", "",
-        f"Accuracy: {SUMMARY_NOTE}. ReLUs and MACs are exact counts; PI latency is the online "
-        "time of one secure query under Cheetah on loopback (~: the cost model's estimate; "
-        "blank: not measured).", "",
+        f"{SUMMARY_NOTE[0].upper()}{SUMMARY_NOTE[1:]}. ReLUs and MACs are exact counts; PI "
+        "latency is the online time of one secure query under Cheetah on loopback (~: the "
+        "cost model's estimate; blank: not measured).", "",
         "| run | method | network | ReLUs | MACs | accuracy % | PI latency s | PI MB |",
         "|---|---|---|---:|---:|---:|---:|---:|"]
     lines = list(head)
