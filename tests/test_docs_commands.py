@@ -189,8 +189,8 @@ CHECKS = {
     "runs/tin/hrn-5x7x2x": "needs-data",
     "deepreshape criticality runs/c100/hrn-5x7x2x --jobs 4": "needs-data",
     "deepreshape reduce runs/c100/hrn-5x7x2x --pipeline hrn": "needs-data",
-    "deepreshape snl runs/c100/resnet18 --budget 50k": "needs-data",
-    "deepreshape snl runs/c100/hrn-5x7x2x --budget 180k": "needs-data",
+    "deepreshape snl runs/c100/resnet18 --budget 50k --preset paper": "needs-data",
+    "deepreshape snl runs/c100/hrn-5x7x2x --budget 180k --preset paper": "needs-data",
     "deepreshape pareto runs/c100 --peers cifar100 --out c100-pareto.png": "needs-data",
     "deepreshape train resnet18 --dataset cifar100 --epochs 200 --data-dir ~/data": "needs-data",
     "deepreshape train hrn-5x7x2x --dataset cifar100 --teacher runs/resnet18 --out runs/hrn-kd":

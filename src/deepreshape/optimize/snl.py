@@ -376,44 +376,9 @@ def snl(
                 "lambda_factor": lam_factor, "lambda_after": lam_after, "alpha_lr": alpha_lr,
                 "plan_epochs": plan, "mask_recipe": vars(mask_recipe).copy()}
     saved = _load_phase(root / MASK_PHASE, settings) if resume else None
-    label = f"SNL mask phase ({granularity}, budget {budget:,})"
     if saved is None:
-        model = base.model()
-        masks = attach_masks(model, base.spec, granularity, include_stem, gain)
-        sched = LambdaSchedule(budget - fixed, lambda: soft_relus(masks, threshold), lam,
-                               lam_factor, lam_after, rule, start=free, plan=plan)
-
-        def on_epoch_end(epoch: int, metrics: dict) -> bool:
-            stop = sched(epoch, metrics)
-            rec = sched.history[-1]
-            with torch.no_grad():
-                penalty = rec["lambda"] * float(mask_l1(masks))
-            metrics["note"] = (f"ReLUs {rec['relus'] + fixed:,} (budget {budget:,}"
-                               + (f", path {rec['target'] + fixed:,}" if "target" in rec else "")
-                               + f")  lambda {rec['lambda']:.2g} (L1 term {penalty:.2f} of "
-                               "the loss)")
-            return stop
-
-        res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
-                    extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=on_epoch_end,
-                    seed=seed, device=device, data_dir=data_dir, compile=compile, quiet=quiet,
-                    label=label)
-        reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
-        if not reached:
-            msg = (f"SNL: the mask phase ended after {res.epochs_run} epochs with "
-                   f"{soft_relus(masks, threshold) + fixed:,} ReLUs above the threshold, over the "
-                   f"budget {budget:,}; binarizing to the budget anyway (raise --mask-epochs, "
-                   "--lambda or --alpha-lr to get there by training)")
-            warnings.warn(msg, stacklevel=2)
-        binary = binarize(masks, budget - fixed, granularity)
-        spec = frozen_spec(base.spec, binary, granularity)
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()
-                 if not k.endswith(".alpha")}
-        state.update({f"{a}.mask": b for a, b in binary.items()
-                      if spec.slot_kind(a).kind == "mask"})
-        phase = {"epochs_run": res.epochs_run, "budget_reached": reached,
-                 "final_lambda": sched.lam, "history": sched.history}
-        saved = {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
+        saved = _mask_phase(base, data, settings, fixed, gain, mask_recipe, seed=seed,
+                            device=device, data_dir=data_dir, compile=compile, quiet=quiet)
         io.save_torch(root / MASK_PHASE, saved)
     spec = NetSpec.from_dict(saved["spec"])
     out_res = train(spec, data, recipe=finetune, out=root, teacher=str(base.path),
@@ -430,6 +395,51 @@ def snl(
     io.write_json(root / SNL_JSON, info)
     return SNLResult(out_res.run, out_res.model, spec, out_res.final_acc, relus, budget,
                      saved["phase"]["budget_reached"], info)
+
+
+def _mask_phase(base: Run, data: object, settings: dict, fixed: int, gain: float,
+                mask_recipe: Recipe, **train_kw: object) -> dict:
+    """Train the masks until the count is under the budget (or the cap), binarize them to
+    the budget; returns what OUT/mask_phase.pt keeps (settings, spec, weights, history)."""
+    from deepreshape.train import train
+
+    budget, granularity, threshold = (settings["budget"], settings["granularity"],
+                                      settings["threshold"])
+    model = base.model()
+    masks = attach_masks(model, base.spec, granularity, settings["include_stem"], gain)
+    sched = LambdaSchedule(budget - fixed, lambda: soft_relus(masks, threshold),
+                           settings["lambda"], settings["lambda_factor"],
+                           settings["lambda_after"], settings["rule"],
+                           start=soft_relus(masks, threshold), plan=settings["plan_epochs"])
+
+    def on_epoch_end(epoch: int, metrics: dict) -> bool:
+        stop = sched(epoch, metrics)
+        rec = sched.history[-1]
+        with torch.no_grad():
+            penalty = rec["lambda"] * float(mask_l1(masks))
+        metrics["note"] = (f"ReLUs {rec['relus'] + fixed:,} (budget {budget:,}"
+                           + (f", path {rec['target'] + fixed:,}" if "target" in rec else "")
+                           + f")  lambda {rec['lambda']:.2g} (L1 term {penalty:.2f} of the loss)")
+        return stop
+
+    res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
+                extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=on_epoch_end,
+                label=f"SNL mask phase ({granularity}, budget {budget:,})", **train_kw)
+    reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
+    if not reached:
+        warnings.warn(f"SNL: the mask phase ended after {res.epochs_run} epochs with "
+                      f"{soft_relus(masks, threshold) + fixed:,} ReLUs above the threshold, over "
+                      f"the budget {budget:,}; binarizing to the budget anyway (raise "
+                      "--mask-epochs, --lambda or --alpha-lr to get there by training)",
+                      stacklevel=3)
+    binary = binarize(masks, budget - fixed, granularity)
+    spec = frozen_spec(base.spec, binary, granularity)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()
+             if not k.endswith(".alpha")}
+    state.update({f"{a}.mask": b for a, b in binary.items() if spec.slot_kind(a).kind == "mask"})
+    phase = {"epochs_run": res.epochs_run, "budget_reached": reached,
+             "final_lambda": sched.lam, "history": sched.history}
+    return {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
 
 
 def _load_phase(path: Path, settings: dict) -> dict | None:
