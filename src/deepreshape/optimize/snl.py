@@ -3,15 +3,17 @@
 Every `relu` slot of the trained baseline becomes a learnable mask m (shape (C,H,W) for
 pixels, (C,1,1) for channels): y = m*ReLU(x) + (1-m)*x, m starting at 1.
 
-1. Mask phase, as the SNL authors run it, through `train()`: Adam lr 1e-3 (no weight
-   decay) on weights and masks, loss = CE + KD (T=4, from the baseline) + lambda*||m||_1.
-   The L1 weighs a channel mask by its H*W ReLUs, so lambda is "per ReLU" for both
-   granularities. The ReLU count (|m| > 1e-2, channels counted H*W) is checked after each
-   epoch; lambda starts at 1e-5 and is multiplied by 1.1 after every epoch whose count is
-   not below the lowest count so far, but only once `lambda_after` (SNL: 5) epochs have
-   passed; the phase stops as soon as the count is <= budget. If the epoch cap comes
-   first, the masks are binarized to the budget anyway and the result says so
-   (`budget_reached` False, and a warning).
+1. Mask phase through `train()`: Adam lr 1e-3 (no weight decay) on weights and masks,
+   loss = CE + KD (T=4, from the baseline) + lambda*||m||_1. The L1 weighs a channel mask
+   by its H*W ReLUs, so lambda is "per ReLU" for both granularities. The ReLU count
+   (|m| > 1e-2, channels counted H*W) is checked after each epoch and the phase stops as
+   soon as it is <= budget. How lambda starts and grows is a `Preset`: "paper" is SNL's
+   recipe (lambda 1e-5, x1.1 after every epoch whose count is not below the lowest so far,
+   once 5 epochs have passed, up to 300 epochs); "auto" (the default) reaches the budget
+   by training in small runs too (lambda scaled to the network, x2 while the count is
+   above a straight path to the budget at half the cap, the masks' own Adam step sized
+   to that path; see `Preset`). If the epoch cap comes first, the masks are binarized to
+   the budget anyway and the result says so (`budget_reached` False, and a warning).
 2. Binarize to the budget exactly: pixel: the B largest |m| (B = budget minus the ReLUs
    SNL does not mask); channel: channels by decreasing |m|, each kept if its H*W ReLUs
    still fit under the budget (greedy fill, so the total is as close to the budget as
