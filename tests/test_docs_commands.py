@@ -142,7 +142,7 @@ def assert_shown_output(shown: Shown, proc: subprocess.CompletedProcess) -> None
 # "reports": run here as written on the small runs docs/reports.md describes (slow);
 # "needs-data": needs CIFAR-100 / Tiny ImageNet files or runs trained on them: run as
 #   written against an empty data folder, where it must fail in one line, exit 2;
-# "shortened": a long digits training: run with `--epochs 1 --limit 256` appended;
+# "shortened": a long digits training: run with `--epochs 1 --limit 128` appended;
 # "parse": needs a second host or several processes: the command line must parse;
 # "synopsis": a usage line: every option it names must be in the command's --help;
 # "install": every extra it installs must exist in pyproject.toml (the rest is CI's job);
@@ -326,7 +326,7 @@ def test_install_lines_name_existing_extras() -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("command", _by_kind("shortened"))
 def test_long_digits_trainings_run_shortened(command: str, tmp_path: Path) -> None:
-    proc = ok(run_cli(command + " --epochs 1 --limit 256 --quiet", tmp_path))
+    proc = ok(run_cli(command + " --epochs 1 --limit 128 --quiet", tmp_path))
     assert "test accuracy" in proc.stdout and "ReLUs" in proc.stdout
 
 
@@ -453,11 +453,14 @@ def test_tour_pareto_and_report(tour: Tour) -> None:
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory) -> Path:
-    """docs/reports.md's folder: runs m2, m4, m8 on digits; m4 and m8 measured under SPU."""
+    """docs/reports.md's folder: runs m2, m4, m8 on digits; m4 and m8 measured under SPU,
+    m4 with its criticality (its probe runs kept outside runs/, as the doc's table has none)."""
     root = tmp_path_factory.mktemp("reports")
     for m in (2, 4, 8):
         ok(run_cli(f"deepreshape train resnet18-m{m}-d1,1,1,1 --epochs 1 --limit 128 "
                    f"--batch-size 64 --quiet --out runs/m{m}", root))
+    ok(run_cli("deepreshape criticality runs/m4 --no-plain --epochs 1 --limit 128 --batch-size 64 "
+               "--quiet --out crit-m4", root))
     for m in (4, 8):
         ok(run_cli(f"deepreshape pi runs/m{m} --samples 1", root))
     return root
