@@ -4,7 +4,9 @@ and the whole method end to end on digits."""
 from __future__ import annotations
 
 import json
+import math
 import re
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,12 +15,15 @@ from deepreshape import count, parse
 from deepreshape.cli.main import main
 from deepreshape.errors import UsageError
 from deepreshape.optimize.criticality import (
+    accuracy_noise,
     criticality,
     criticality_metric,
     criticality_order,
     load_accuracies,
+    noise_warning,
     score,
     stage_only,
+    unresolved_pairs,
 )
 from deepreshape.runs import load_run
 from deepreshape.spec import relu_slots
@@ -223,6 +228,48 @@ def test_accuracies_file_and_cli(tmp_path: Path, capsys) -> None:
         printed)
 
 
+def test_noise_of_a_test_accuracy_is_binomial() -> None:
+    assert accuracy_noise(50.0, 100) == pytest.approx(5.0)  # 100 * sqrt(.5 * .5 / 100)
+    assert accuracy_noise(90.0, 10_000) == pytest.approx(0.3)  # 100 * sqrt(.09 / 10,000)
+    assert accuracy_noise(100.0, 400) == pytest.approx(0.25)  # floor: one image, 100/400 %
+
+
+def _four(kd: list[float], test_size: int):
+    stages = [{"name": f"stage{k}", "relus": 1000, "acc": None, "kd_acc": a}
+              for k, a in enumerate(kd, 1)]  # R = 1000: C_k = A_k - min A
+    return score(stages, {"test_size": test_size})
+
+
+def test_order_pairs_within_test_set_noise() -> None:
+    # C = 0, 10, 20, 19 -> order 3,4,2,1 with gaps 1, 9, 10.
+    res = _four([50.0, 60.0, 70.0, 69.0], 10_000)
+    assert res.order_text == "3,4,2,1"
+    # 10,000 images: sd(70%) = 0.458, sd(69%) = 0.462 -> gap 1 < 2 * 0.651; 9 and 10 resolved.
+    pairs = unresolved_pairs(res, 10_000)
+    assert [(a, b) for a, b, _, _ in pairs] == [(3, 4)]
+    assert pairs[0][2] == pytest.approx(1.0) and pairs[0][3] == pytest.approx(
+        math.hypot(accuracy_noise(70, 10_000), accuracy_noise(69, 10_000)))
+    assert len(unresolved_pairs(res, 100)) == 3  # 100 images: sd ~ 4.6-5: nothing resolved
+    assert unresolved_pairs(_four([50.0, 60.0, 80.0, 70.0], 10_000), 10_000) == []
+    assert noise_warning(_four([50.0, 60.0, 80.0, 70.0], 10_000), 10_000) is None
+    assert "stage3 vs stage4 (gap 1.00" in noise_warning(res, 10_000)
+
+
+def test_accuracies_file_with_a_test_size_is_checked_for_noise(tmp_path: Path, capsys) -> None:
+    f = tmp_path / "acc.json"
+    stages = [{"name": f"stage{k}", "relus": 1000, "acc": None, "kd_acc": a}
+              for k, a in enumerate([50.0, 60.0, 70.0, 69.0], 1)]
+    f.write_text(json.dumps({"stages": stages, "test_size": 360}))
+    with pytest.warns(UserWarning, match="3,4,2,1 is not resolved: stage3 vs stage4"):
+        assert main(["criticality", "--accuracies", str(f)]) == 0
+    assert "(not resolved: some C_k gaps are within test-set noise" in capsys.readouterr().out
+    f.write_text(json.dumps({"stages": stages}))  # no test size: nothing to check against
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["criticality", "--accuracies", str(f)]) == 0
+    assert "not resolved" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(("content", "message"), [
     ("{", "not valid JSON"),
     ("[]", "expected an object"),
@@ -282,7 +329,12 @@ def baseline(tmp_path_factory) -> Path:
 
 
 def test_criticality_end_to_end(baseline: Path, capsys) -> None:
-    res = criticality(baseline, recipe=FAST, quiet=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = criticality(baseline, recipe=FAST, quiet=True)
+    # One epoch on 360 test images: the order may be noise, and it says so exactly then.
+    noisy = [w for w in caught if "within run-to-run noise" in str(w.message)]
+    assert res.info["test_size"] == 360 and len(noisy) == (not res.info["order_resolved"])
     spec = load_run(baseline).spec
     exact = [s.relus for s in count(spec).stages]
     assert [s.relus for s in res.stages] == exact == [8 * 256 * 3, 16 * 64 * 2, 32 * 16 * 2, 64 * 4 * 2]
@@ -301,10 +353,16 @@ def test_criticality_end_to_end(baseline: Path, capsys) -> None:
     assert saved["order"] == list(res.order) and saved["order_text"] == res.order_text
     assert not list(baseline.glob(".*.tmp"))
     # The saved file scores again to the same order, and the CLI reuses finished runs.
-    assert load_accuracies(baseline / "criticality.json").order == res.order
-    assert main(["criticality", str(baseline), "--epochs", "1", "--batch-size", "64", "--lr",
-                 "0.05", "--resume", "--quiet", "--order-only"]) == 0
+    with warnings.catch_warnings(record=True) as rescored:
+        warnings.simplefilter("always")
+        assert load_accuracies(baseline / "criticality.json").order == res.order
+    assert [str(w.message) for w in rescored] == [str(w.message) for w in noisy]
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        assert main(["criticality", str(baseline), "--epochs", "1", "--batch-size", "64",
+                     "--lr", "0.05", "--resume", "--quiet", "--order-only"]) == 0
     assert capsys.readouterr().out.strip() == res.order_text
+    assert [str(w.message) for w in again] == [str(w.message) for w in noisy]
     # Without --resume an existing stage run is protected (one-line error, exit 2).
     assert main(["criticality", str(baseline), "--epochs", "1", "--batch-size", "64",
                  "--lr", "0.05", "--quiet"]) == 2
@@ -313,9 +371,13 @@ def test_criticality_end_to_end(baseline: Path, capsys) -> None:
 
 def test_kd_only_to_another_dir_and_dataset_check(baseline: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "crit"
-    assert main(["criticality", str(baseline), "--no-plain", "--out", str(out), "--epochs", "1",
-                 "--batch-size", "64", "--quiet", "--json"]) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["criticality", str(baseline), "--no-plain", "--out", str(out), "--epochs",
+                     "1", "--batch-size", "64", "--quiet", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
+    noisy = [w for w in caught if "within run-to-run noise" in str(w.message)]
+    assert d["test_size"] == 360 and len(noisy) == (not d["order_resolved"])
     assert all(s["acc"] is None and s["run"] is None for s in d["stages"])
     assert sorted(p.name for p in out.iterdir()) == [
         "criticality.json", "stage1-kd", "stage2-kd", "stage3-kd", "stage4-kd"]
@@ -328,8 +390,12 @@ def test_kd_only_to_another_dir_and_dataset_check(baseline: Path, tmp_path: Path
 
 @pytest.mark.slow
 def test_parallel_jobs_match_serial(baseline: Path, tmp_path: Path) -> None:
-    serial = criticality(baseline, recipe=FAST, out=tmp_path / "s", plain=False, quiet=True)
-    parallel = criticality(baseline, recipe=FAST, out=tmp_path / "p", plain=False, jobs=2,
-                           quiet=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        serial = criticality(baseline, recipe=FAST, out=tmp_path / "s", plain=False, quiet=True)
+        parallel = criticality(baseline, recipe=FAST, out=tmp_path / "p", plain=False, jobs=2,
+                               quiet=True)
+    noisy = [w for w in caught if "within run-to-run noise" in str(w.message)]
+    assert len(noisy) == (not serial.info["order_resolved"]) + (not parallel.info["order_resolved"])
     assert [s.kd_acc for s in parallel.stages] == pytest.approx([s.kd_acc for s in serial.stages])
     assert parallel.order == serial.order

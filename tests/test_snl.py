@@ -15,12 +15,17 @@ from deepreshape.cli.main import main
 from deepreshape.cli.snl import parse_budget
 from deepreshape.errors import UsageError
 from deepreshape.optimize.snl import (
+    PRESETS,
     LambdaSchedule,
     LearnableMask,
+    Preset,
     attach_masks,
+    auto_lambda,
+    auto_mask_lr,
     binarize,
     check_budget,
     frozen_spec,
+    get_preset,
     mask_l1,
     snl,
     soft_relus,
@@ -32,8 +37,9 @@ from deepreshape.train import Recipe, train
 TINY = "hrn-2x2x2x-m8-d1,1,1,1"  # 9,728 ReLUs on 16x16 digits, stem 2,048
 SPEC = parse(TINY, dataset="digits")
 FAST = Recipe(epochs=1, batch_size=64, lr=0.05)
-# A mask phase that reaches a 3,000-ReLU budget in a few epochs on digits.
-MASK = Recipe(epochs=8, batch_size=64, lr=0.05, optimizer="adam", weight_decay=0.0)
+# The mask phase's default recipe (Adam lr 1e-3), capped at 8 epochs: the default preset
+# must reach a 3,000-ReLU budget by training within it.
+MASK = Recipe(epochs=8, batch_size=64, lr=1e-3, optimizer="adam", weight_decay=0.0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,6 +105,43 @@ def test_lambda_grows_only_when_the_count_stops_falling_after_epoch_5() -> None:
                                       1.331e-5,  # epoch 10 fell to 80
                                       1.4641e-5])  # epoch 11 stalled
     assert len(sched.history) == 12 and sched.history[-1]["relus"] == 9  # stopped under budget
+
+
+def test_gap_rule_grows_lambda_while_above_the_straight_path_to_the_budget() -> None:
+    # start 1,100, budget 100, plan 4 epochs: path 850, 600, 350, 100 after epochs 1-4.
+    counts = iter([900, 600, 500, 90])
+    sched = LambdaSchedule(100, lambda: next(counts), lam=1.0, factor=2.0, after=0, rule="gap",
+                           start=1_100, plan=4)
+    stops = [sched(e, {}) for e in range(4)]
+    assert stops == [False, False, False, True]
+    assert [h["target"] for h in sched.history] == [850, 600, 350, 100]
+    assert [h["lambda"] for h in sched.history] == [1.0, 2.0, 2.0, 4.0]  # 900>850, 600=600, 500>350
+    assert sched.lam == 4.0  # under the budget: no more growth
+
+
+def test_auto_preset_scales_snl_lambda_and_mask_lr() -> None:
+    assert auto_lambda(491_520) == pytest.approx(1e-5)  # SNL's own setting, ResNet18 w/o stem
+    assert auto_lambda(11_008) == pytest.approx(1e-5 * 491_520 / 11_008)  # 4.47e-4
+    assert auto_mask_lr(1e-3, plan_epochs=10, steps_per_epoch=22) == pytest.approx(4 / 220)
+    assert auto_mask_lr(1e-3, plan_epochs=150, steps_per_epoch=390) == 1e-3  # CIFAR: SNL's lr
+    assert auto_mask_lr(1e-3, plan_epochs=2, steps_per_epoch=4) == 0.05  # capped: 4/8 = 0.5
+    assert PRESETS["paper"] == Preset("paper", 300, 1e-5, 1.1, 5, "stall", 1e-3,
+                                      PRESETS["paper"].about)
+    with pytest.raises(UsageError, match="valid: auto, paper"):
+        get_preset("fastest")
+
+
+def test_mask_gain_scales_the_adam_step_not_the_function() -> None:
+    info = relu_slots(SPEC)[0]
+    one, ten = LearnableMask(info, "pixel"), LearnableMask(info, "pixel", gain=10.0)
+    x = torch.randn(2, *one.alpha.shape)
+    assert torch.allclose(one(x), ten(x)) and float(ten.l1().detach()) == float(one.l1().detach())
+    for m in (one, ten):
+        opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+        m.l1().backward()
+        opt.step()  # Adam's first step is lr * sign(grad) on the parameter
+    assert torch.allclose(one.value(), torch.full_like(one.alpha, 1 - 1e-3))
+    assert torch.allclose(ten.value(), torch.full_like(ten.alpha, 1 - 1e-2))
 
 
 def test_schedule_stops_at_budget_and_after_is_configurable() -> None:
@@ -229,8 +272,9 @@ def _check_final(res, budget: int, granularity: str) -> None:
 @pytest.mark.parametrize("granularity", ["pixel", "channel"])
 def test_snl_end_to_end(baseline: Path, tmp_path: Path, granularity: str) -> None:
     res = snl(baseline, 3_000, granularity=granularity, out=tmp_path / granularity,
-              mask_recipe=MASK, finetune=FAST, lam=1e-2, lam_after=1, quiet=True)
-    assert res.budget_reached
+              mask_recipe=MASK, finetune=FAST, quiet=True)  # the auto preset's defaults
+    assert res.budget_reached and res.info["preset"] == "auto"
+    assert res.info["lambda"] == pytest.approx(1e-5 * 491_520 / 9_728)
     assert res.info["mask_phase"]["history"][-1]["relus"] <= 3_000
     _check_final(res, 3_000, granularity)
     kinds = {str(res.spec.slot_kind(s.address)).split(":")[0] for s in relu_slots(res.spec)}
@@ -252,8 +296,8 @@ def test_cap_reached_binarizes_anyway_and_resume(baseline: Path, tmp_path: Path)
 
 
 def test_stem_left_out_still_counts(baseline: Path, tmp_path: Path) -> None:
-    res = snl(baseline, 3_000, out=tmp_path / "stem", mask_recipe=MASK, finetune=FAST, lam=1e-2,
-              lam_after=1, include_stem=False, quiet=True)
+    res = snl(baseline, 3_000, out=tmp_path / "stem", mask_recipe=MASK, finetune=FAST,
+              include_stem=False, quiet=True)
     assert str(res.spec.slot_kind("stem.relu")) == "relu"
     assert res.relus == 3_000 and res.info["fixed_relus"] == 2_048
 

@@ -427,6 +427,7 @@ def train(
     channels_last: bool | None = None,
     quiet: bool = False,
     tag: dict | None = None,
+    label: str = "",
 ) -> TrainResult:
     """Train a network and (when `out` is given) keep a run directory.
 
@@ -435,7 +436,9 @@ def train(
     init_from: a run directory or state dict to start from (weights that fit are copied).
     model: a prebuilt module to train instead of `build(spec)` (e.g. SNL's masked network).
     extra_loss(model) is added to the loss; on_epoch_end(epoch, metrics) returning True
-    stops training. `tag` is stored in config.json (e.g. which method produced the run).
+    stops training; a "note" it puts in the metrics is shown on the epoch's progress line
+    (not stored). `tag` is stored in config.json (e.g. which method produced the run);
+    `label` names what is trained on every progress line (e.g. "criticality stage2 KD").
     amp ("auto", "fp32", "bf16") and channels_last (None: on GPU only) choose the precision
     (`resolve_precision`); compile wraps the model in torch.compile. None of the three is
     part of a run's identity: a run may resume under another one.
@@ -490,7 +493,7 @@ def train(
             held.enter_context(writer_lock(run_dir))
         return _train_locked(spec, data, recipe, config, run_dir, resume, force, dev, dist,
                              model, init_state, train_loader, test_loader, teacher_model,
-                             extra_loss, on_epoch_end, seed, compile, quiet, precision)
+                             extra_loss, on_epoch_end, seed, compile, quiet, precision, label)
 
 
 def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
@@ -498,7 +501,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
                   model: nn.Module | None, init_state: dict | None, train_loader: BatchLoader,
                   test_loader: BatchLoader, teacher_model: nn.Module | None,
                   extra_loss: LossHook | None, on_epoch_end: EpochHook | None, seed: int,
-                  compile: bool, quiet: bool, precision: Precision) -> TrainResult:
+                  compile: bool, quiet: bool, precision: Precision, label: str = "") -> TrainResult:
     """The training run proper, under the run directory's writer lock (when there is one)."""
     ckpt = _prepare_run_dir(run_dir, config, resume, force) if run_dir is not None else None
     if run_dir is not None and dist.main:
@@ -545,20 +548,23 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
     t_start = time.perf_counter() - wall0
     for epoch in range(start_epoch, recipe.epochs):
         metrics = _train_epoch(runner, train_loader, optimizer, scheduler, recipe, dev,
-                               teacher_model, extra_loss, progress, epoch, run_dir, dist, precision)
+                               teacher_model, extra_loss, progress, epoch, run_dir, dist, precision,
+                               label)
         acc = evaluate(runner, test_loader, dev, dist, precision)
         best = max(best, acc)
         metrics.update(epoch=epoch + 1, test_acc=acc)
         stop = bool(on_epoch_end(epoch, metrics)) if on_epoch_end else False
+        note = metrics.pop("note", "")
         if run_dir is not None and dist.main:
             io.append_jsonl(run_dir / METRICS, metrics)
             io.save_torch(run_dir / CHECKPOINT, {
                 "arch": spec.describe(), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch + 1,
                 "best_acc": best, "rng": _rng_state(), "wall_time": time.perf_counter() - t_start})
-        progress.line(f"epoch {epoch + 1}/{recipe.epochs}  loss {metrics['loss']:.4f}  "
-                      f"train {metrics['train_acc']:.2f}%  test {acc:.2f}%  "
-                      f"{metrics['images_per_s']:.0f} img/s")
+        progress.line(f"{label + ': ' if label else ''}epoch {epoch + 1}/{recipe.epochs}  "
+                      f"loss {metrics['loss']:.4f}  train {metrics['train_acc']:.2f}%  "
+                      f"test {acc:.2f}%  {metrics['images_per_s']:.0f} img/s"
+                      + (f"  {note}" if note else ""))
         if stop:
             stopped = True
             break
@@ -587,7 +593,8 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
 def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
                  scheduler: Any, recipe: Recipe, dev: torch.device, teacher: nn.Module | None,
                  extra_loss: LossHook | None, progress: _Progress, epoch: int,
-                 run_dir: Path | None, dist: Dist, precision: Precision | None = None) -> dict:
+                 run_dir: Path | None, dist: Dist, precision: Precision | None = None,
+                 label: str = "") -> dict:
     precision = precision or resolve_precision(dev)
     model.train()
     loader.set_epoch(epoch)
@@ -595,7 +602,7 @@ def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.O
     correct = torch.zeros((), device=dev)
     seen = 0
     t0 = time.perf_counter()
-    bar = progress.bar(len(loader), f"epoch {epoch + 1}/{recipe.epochs}")
+    bar = progress.bar(len(loader), f"{label + ': ' if label else ''}epoch {epoch + 1}/{recipe.epochs}")
     for step, (x, y) in enumerate(loader):
         with precision.autocast(dev):
             out = model(x)

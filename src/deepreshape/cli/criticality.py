@@ -63,9 +63,12 @@ def format_result(result) -> str:
     rows = [[s.name, fmt_int(s.relus), pct(s.acc), pct(s.kd_acc), f"{s.criticality:.2f}"]
             for s in result.stages]
     head = result.info.get("arch") or result.info.get("source", "")
+    resolved = result.info.get("order_resolved")
+    caveat = [] if resolved is not False else [
+        "  (not resolved: some C_k gaps are within test-set noise; see the warning above)"]
     return "\n".join([
         f"stagewise ReLU criticality{f' of {head}' if head else ''} "
         "(C_k = (A_k - min A) * (R_k/1000)^-0.07, A = KD accuracy %)", "",
         table(["stage", "ReLUs", "acc %", "KD acc %", "C_k"], rows), "",
-        f"criticality order (most to least critical): {result.order_text}",
+        f"criticality order (most to least critical): {result.order_text}", *caveat,
         f"next: deepreshape design --order {result.order_text}"])

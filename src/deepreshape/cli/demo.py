@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from deepreshape.cli.common import print_json
 
@@ -10,11 +11,12 @@ from deepreshape.cli.common import print_json
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `demo` sub-command."""
     p = sub.add_parser("demo", help="the whole paper's path on the embedded digits set, offline",
-                       description="count, design, train, criticality, DeepReDuce + ReLU-reuse, "
-                       "SNL, secure two-party inference and a Pareto plot, in minutes on a CPU. "
-                       "A second run reuses finished steps.")
+                       description="count, train a baseline, measure its criticality, design "
+                       "HRNs for the measured order, train one, DeepReDuce + ReLU-reuse, SNL, "
+                       "secure two-party inference, reports and a Pareto plot: under 10 minutes "
+                       "on 2 CPU cores. A second run reuses finished steps.")
     p.add_argument("--out", default="deepreshape-demo", help="output folder")
-    p.add_argument("--fast", action="store_true", help="a sub-minute smoke run (what CI runs)")
+    p.add_argument("--fast", action="store_true", help="a sub-minute smoke run on 256 images (what CI runs)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -28,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
         return 0
-    print((__import__("pathlib").Path(args.out) / "summary.md").read_text())
-    print(f"Pareto plot: {summary['pareto']}; everything is under {summary['out']}/")
+    print(Path(summary["summary_md"]).read_text())
+    print(f"Pareto plot {summary['pareto']}, run reports in RUN/report/, everything under "
+          f"{summary['out']}/")
+    print(f"summary: {summary['summary_md']}")
     return 0

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from deepreshape.cli.common import fmt_int, print_json
-from deepreshape.evaluate import evaluate_run
+from deepreshape.errors import CheckpointError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,8 +19,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_run_dir(path: str | Path) -> None:
+    """Fail fast, before torch is imported, when RUN is not a trained run directory."""
+    p = Path(path)
+    if not p.is_dir():
+        raise CheckpointError(f"{p}: no such run directory")
+    if not (p / "config.json").is_file():
+        raise CheckpointError(f"{p / 'config.json'}: no config.json here (is this a deepreshape "
+                              "run directory?)")
+    if not (p / "checkpoint.pt").is_file():
+        raise CheckpointError(f"{p / 'checkpoint.pt'}: no checkpoint (train the run first)")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape eval`; returns the exit code."""
+    check_run_dir(args.run)
+    from deepreshape.evaluate import evaluate_run  # torch: only once RUN looks like a run
+
     r = evaluate_run(args.run, data_dir=args.data_dir, device=args.device)
     if args.json:
         print_json(r)

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
                 amp=args.amp, channels_last=args.channels_last, options=run_options(args))
     if res.run is not None:
         r = res.run.results
+        kd = f", KD from {args.teacher}" if args.teacher else ""
         print(f"{res.run.spec.short_name()}: test accuracy {r['final_acc']:.2f}% "
               f"(best {r['best_acc']:.2f}%), "
-              f"{fmt_int(r['relus'])} ReLUs, {fmt_int(r['macs'])} MACs -> {out}")
+              f"{fmt_int(r['relus'])} ReLUs, {fmt_int(r['macs'])} MACs{kd} -> {out}")
     return 0

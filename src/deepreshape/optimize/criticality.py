@@ -23,9 +23,11 @@ so score with exact counts. No printed C_k disagrees with the formula.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
@@ -97,6 +99,54 @@ def criticality_order(scores: Sequence[float]) -> tuple[int, ...]:
     return tuple(k + 1 for k in sorted(range(len(scores)), key=lambda k: (-scores[k], k)))
 
 
+def accuracy_noise(acc: float, test_size: int) -> float:
+    """The binomial standard deviation (percentage points) of a test accuracy `acc` (%)
+    measured on `test_size` images: what run-to-run noise alone moves it by."""
+    p = min(max(acc / 100.0, 0.0), 1.0)
+    return 100.0 * math.sqrt(max(p * (1 - p), 1.0 / test_size) / test_size)
+
+
+def unresolved_pairs(result: Criticality, test_size: int, sigmas: float = 2.0
+                     ) -> list[tuple[int, int, float, float]]:
+    """Neighbours in the order whose C_k gap is under `sigmas` standard deviations of the
+    gap that binomial test-set noise alone would give: (stage, next stage, gap, noise)."""
+    out = []
+    for a, b in itertools.pairwise(result.order):
+        sa, sb = result.stages[a - 1], result.stages[b - 1]
+        fa, fb = (sa.relus / 1000) ** EXPONENT, (sb.relus / 1000) ** EXPONENT
+        noise = math.hypot(fa * accuracy_noise(sa.kd_acc, test_size),
+                           fb * accuracy_noise(sb.kd_acc, test_size))
+        gap = sa.criticality - sb.criticality
+        if gap < sigmas * noise:
+            out.append((a, b, gap, noise))
+    return out
+
+
+def noise_warning(result: Criticality, test_size: int) -> str | None:
+    """One line saying which order positions are within test-set noise, or None."""
+    pairs = unresolved_pairs(result, test_size)
+    if not pairs:
+        return None
+    which = ", ".join(f"stage{a} vs stage{b} (gap {gap:.2f}, noise +-{n:.2f})"
+                      for a, b, gap, n in pairs)
+    return (f"criticality order {result.order_text} is not resolved: {which}; C_k gaps under "
+            f"2 standard deviations of the binomial noise of a {test_size:,}-image test set "
+            "are within run-to-run noise (train longer, or on more data, before designing "
+            "for this order)")
+
+
+def warn_if_noisy(result: Criticality) -> None:
+    """Record in `result.info` whether the order is resolved against test-set noise, and
+    warn when it is not (needs `test_size` in the info)."""
+    size = result.info.get("test_size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        return
+    warning = noise_warning(result, size)
+    result.info["order_resolved"] = warning is None
+    if warning:
+        warnings.warn(warning, stacklevel=3)
+
+
 def score(stages: Sequence[Mapping[str, Any]], info: Mapping | None = None,
           where: str = "accuracies") -> Criticality:
     """Score given per-stage results ({"name", "relus", "acc", "kd_acc"}, in stage order)."""
@@ -108,7 +158,8 @@ def score(stages: Sequence[Mapping[str, Any]], info: Mapping | None = None,
 
 def load_accuracies(path: str | Path) -> Criticality:
     """Score a JSON file {"stages": [{"name", "relus", "acc", "kd_acc"}, ...]} (a
-    criticality.json written here is one); errors are one line naming the bad entry."""
+    criticality.json written here is one); errors are one line naming the bad entry. With
+    a "test_size" (images) the order is checked against test-set noise, as after training."""
     p = Path(path)
     try:
         obj = json.loads(p.read_text())
@@ -119,7 +170,10 @@ def load_accuracies(path: str | Path) -> Criticality:
     if not isinstance(obj, dict) or "stages" not in obj:
         raise UsageError(f'{p}: expected an object {{"stages": [{{"name", "relus", "acc", '
                          '"kd_acc"}, ...]}')
-    return score(obj["stages"], {"source": str(p)}, where=str(p))
+    info = {"source": str(p), **({"test_size": obj["test_size"]} if "test_size" in obj else {})}
+    result = score(obj["stages"], info, where=str(p))
+    warn_if_noisy(result)
+    return result
 
 
 def _validate(stages: Any, where: str) -> list[StageResult]:
@@ -217,6 +271,9 @@ def criticality(
             job_list.append({**common, "spec": spec.to_dict(), "stage": k, "kd": kd,
                              "out": str(root / f"stage{k}{'-kd' if kd else ''}"),
                              "teacher": str(base.path) if kd else None})
+    for i, j in enumerate(job_list, 1):
+        j["label"] = (f"criticality {i}/{len(job_list)}: stage{j['stage']} only "
+                      f"({relus[j['stage'] - 1]:,} ReLUs), {'KD' if j['kd'] else 'no KD'}")
     accs = dict(zip([(j["stage"], j["kd"]) for j in job_list],
                     _run_jobs(job_list, jobs, device, data), strict=True))
     stages = [{"name": f"stage{k}", "relus": r, "acc": accs.get((k, False)),
@@ -224,8 +281,10 @@ def criticality(
                "run": str(root / f"stage{k}") if plain else None, "kd_run": str(root / f"stage{k}-kd")}
               for k, r in enumerate(relus, 1)]
     info = {"baseline": str(base.path), "arch": base.spec.describe(), "dataset": data.name,
-            "recipe": vars(recipe).copy(), "seed": seed, "runs": str(root)}
+            "test_size": len(data.test_y), "recipe": vars(recipe).copy(), "seed": seed,
+            "runs": str(root)}
     result = score(stages, info, where=str(base.path))
+    warn_if_noisy(result)
     io.write_json(base.path / CRITICALITY_JSON, result.to_dict())
     if root.resolve() != (base.path / "criticality").resolve():
         io.write_json(root / CRITICALITY_JSON, result.to_dict())
@@ -284,7 +343,7 @@ def _train_job(job: dict, data: Any = None) -> float:
     res = train(NetSpec.from_dict(job["spec"]), data, recipe=job["recipe"], out=job["out"],
                 teacher=job["teacher"], seed=job["seed"], device=job["device"],
                 data_dir=job["data"][1], resume=job["resume"], force=job["force"],
-                compile=job["compile"], quiet=job["quiet"],
+                compile=job["compile"], quiet=job["quiet"], label=job.get("label", ""),
                 tag={"name": "criticality", "stage": job["stage"], "kd": job["kd"],
                      "baseline": job["baseline"]})
     return float(res.final_acc)

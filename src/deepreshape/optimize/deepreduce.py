@@ -444,6 +444,7 @@ def deepreduce(
         res = train(p.spec, data, recipe=recipe, out=root / p.label, teacher=str(base.path),
                     init_from=init, seed=seed, device=device, data_dir=data_dir, resume=resume,
                     force=force, compile=compile, quiet=quiet,
+                    label=f"DeepReDuce {p.label} ({count(p.spec).relus:,} ReLUs)",
                     tag={"name": "deepreduce", "pipeline": pipeline, "steps": list(p.steps),
                          "order": list(order), "baseline": str(base.path)})
         rows.append(_row(p, float(res.final_acc), str(root / p.label)))

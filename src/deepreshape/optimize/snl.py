@@ -3,15 +3,17 @@
 Every `relu` slot of the trained baseline becomes a learnable mask m (shape (C,H,W) for
 pixels, (C,1,1) for channels): y = m*ReLU(x) + (1-m)*x, m starting at 1.
 
-1. Mask phase, as the SNL authors run it, through `train()`: Adam lr 1e-3 (no weight
-   decay) on weights and masks, loss = CE + KD (T=4, from the baseline) + lambda*||m||_1.
-   The L1 weighs a channel mask by its H*W ReLUs, so lambda is "per ReLU" for both
-   granularities. The ReLU count (|m| > 1e-2, channels counted H*W) is checked after each
-   epoch; lambda starts at 1e-5 and is multiplied by 1.1 after every epoch whose count is
-   not below the lowest count so far, but only once `lambda_after` (SNL: 5) epochs have
-   passed; the phase stops as soon as the count is <= budget. If the epoch cap comes
-   first, the masks are binarized to the budget anyway and the result says so
-   (`budget_reached` False, and a warning).
+1. Mask phase through `train()`: Adam lr 1e-3 (no weight decay) on weights and masks,
+   loss = CE + KD (T=4, from the baseline) + lambda*||m||_1. The L1 weighs a channel mask
+   by its H*W ReLUs, so lambda is "per ReLU" for both granularities. The ReLU count
+   (|m| > 1e-2, channels counted H*W) is checked after each epoch and the phase stops as
+   soon as it is <= budget. How lambda starts and grows is a `Preset`: "paper" is SNL's
+   recipe (lambda 1e-5, x1.1 after every epoch whose count is not below the lowest so far,
+   once 5 epochs have passed, up to 300 epochs); "auto" (the default) reaches the budget
+   by training in small runs too (lambda scaled to the network, x2 while the count is
+   above a straight path to the budget at half the cap, the masks' own Adam step sized
+   to that path; see `Preset`). If the epoch cap comes first, the masks are binarized to
+   the budget anyway and the result says so (`budget_reached` False, and a warning).
 2. Binarize to the budget exactly: pixel: the B largest |m| (B = budget minus the ReLUs
    SNL does not mask); channel: channels by decreasing |m|, each kept if its H*W ReLUs
    still fit under the budget (greedy fill, so the total is as close to the budget as
@@ -54,32 +56,40 @@ MASK_PHASE = "mask_phase.pt"
 
 
 class LearnableMask(nn.Module):
-    """SNL's trainable linearization: y = m*relu(x) + (1-m)*x, m = `alpha` (ones at start)."""
+    """SNL's trainable linearization: y = m*relu(x) + (1-m)*x, m = gain*`alpha` (1 at start).
 
-    def __init__(self, info: SlotInfo, granularity: str) -> None:
+    `gain` makes the masks learn `gain` times faster than the weights under Adam (whose
+    step is about lr whatever the gradient's scale) without a second optimizer.
+    """
+
+    def __init__(self, info: SlotInfo, granularity: str, gain: float = 1.0) -> None:
         super().__init__()
-        self.address, self.granularity = info.address, granularity
+        self.address, self.granularity, self.gain = info.address, granularity, float(gain)
         shape = (info.channels, 1, 1) if granularity == "channel" else (
             info.channels, info.height, info.width)
         self.relus_per_entry = info.height * info.width if granularity == "channel" else 1
-        self.alpha = nn.Parameter(torch.ones(shape))
+        self.alpha = nn.Parameter(torch.full(shape, 1.0 / self.gain))
+
+    def value(self) -> torch.Tensor:
+        """The mask m (the parameter times the gain)."""
+        return self.alpha * self.gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Blend ReLU and identity by the learned mask."""
-        m = self.alpha.to(x.dtype)
+        m = self.value().to(x.dtype)
         return x + m * (torch.relu(x) - x)
 
     def l1(self) -> torch.Tensor:
         """L1 of the mask in ReLU units (a channel entry weighs H*W)."""
-        return self.alpha.abs().sum() * self.relus_per_entry
+        return self.value().abs().sum() * self.relus_per_entry
 
     def relus(self, threshold: float) -> int:
-        """ReLUs kept if entries with |alpha| > `threshold` were binarized to 1."""
-        return int((self.alpha.detach().abs() > threshold).sum()) * self.relus_per_entry
+        """ReLUs kept if entries with |m| > `threshold` were binarized to 1."""
+        return int((self.value().detach().abs() > threshold).sum()) * self.relus_per_entry
 
     def extra_repr(self) -> str:
-        """Granularity and mask shape, for `print(model)`."""
-        return f"granularity={self.granularity}, shape={tuple(self.alpha.shape)}"
+        """Granularity, mask shape and gain, for `print(model)`."""
+        return f"granularity={self.granularity}, shape={tuple(self.alpha.shape)}, gain={self.gain:g}"
 
 
 def maskable(spec: NetSpec, include_stem: bool = True) -> list[SlotInfo]:
@@ -89,11 +99,11 @@ def maskable(spec: NetSpec, include_stem: bool = True) -> list[SlotInfo]:
 
 
 def attach_masks(model: nn.Module, spec: NetSpec, granularity: str = "pixel",
-                 include_stem: bool = True) -> list[LearnableMask]:
+                 include_stem: bool = True, gain: float = 1.0) -> list[LearnableMask]:
     """Swap the model's maskable slot modules for learnable masks (in place)."""
     masks = []
     for info in maskable(spec, include_stem):
-        m = LearnableMask(info, granularity)
+        m = LearnableMask(info, granularity, gain)
         p = next(model.parameters(), None)
         if p is not None:
             m = m.to(p.device)
@@ -112,12 +122,18 @@ def soft_relus(masks: list[LearnableMask], threshold: float = 1e-2) -> int:
     return sum(m.relus(threshold) for m in masks)
 
 
+RULES = ("gap", "stall")
+
+
 @dataclass
 class LambdaSchedule:
-    """SNL's lambda rule as an `on_epoch_end` hook: True (stop) once count <= budget.
+    """The lambda rule as an `on_epoch_end` hook: True (stop) once count <= budget.
 
-    `count()` is the current ReLU count. After each epoch (1-based e): a count below the
-    lowest so far is progress; otherwise, if e > `after`, lambda *= `factor`.
+    `count()` is the current ReLU count. After each epoch (1-based e > `after`):
+    rule "stall" (SNL's): lambda *= `factor` when the count is not below the lowest so far;
+    rule "gap": lambda *= `factor` while the count is above a straight path from the
+    starting count (`start`) down to the budget at epoch `plan`, so lambda keeps growing
+    for as long as the masks fall behind what the budget gap and the epochs left demand.
     """
 
     budget: int
@@ -125,20 +141,90 @@ class LambdaSchedule:
     lam: float = 1e-5
     factor: float = 1.1
     after: int = 5
+    rule: str = "stall"
+    start: int | None = None
+    plan: int = 1
     lowest: int | None = None
     history: list[dict] = field(default_factory=list)
 
+    def target(self, epoch: int) -> int:
+        """Where the gap rule wants the count after 1-based `epoch`."""
+        start = self.budget if self.start is None else self.start
+        left = max(0.0, 1.0 - epoch / max(1, self.plan))
+        return int(self.budget + (start - self.budget) * left)
+
     def __call__(self, epoch: int, metrics: dict) -> bool:
-        n, lam = int(self.count()), self.lam
-        if self.lowest is None or n < self.lowest:
-            self.lowest = n
-        elif epoch + 1 > self.after:
+        n, lam, e = int(self.count()), self.lam, epoch + 1
+        falling = self.lowest is None or n < self.lowest
+        self.lowest = n if falling else self.lowest
+        behind = n > self.target(e) if self.rule == "gap" else not falling
+        if behind and e > self.after and n > self.budget:
             self.lam *= self.factor
-        rec = {"epoch": epoch + 1, "relus": n, "lambda": lam, "next_lambda": self.lam}
+        rec = {"epoch": e, "relus": n, "lambda": lam, "next_lambda": self.lam}
+        if self.rule == "gap":
+            rec["target"] = self.target(e)
         rec.update({k: metrics[k] for k in ("loss", "train_acc", "test_acc") if k in metrics})
         self.history.append(rec)
         metrics.update(relus=n, snl_lambda=lam)
         return n <= self.budget
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A mask-phase recipe: its epoch cap, mask learning rate, lambda and lambda rule.
+
+    `lam` None scales SNL's lambda to the network: 1e-5 was tuned for ResNet18's 491,520
+    maskable ReLUs, and a mask's task gradient shrinks about as 1/N (measured: ~4e-4 per
+    entry at N = 11,008 on digits), so lambda = 1e-5 * 491,520 / N keeps the penalty's
+    pull on a mask as strong against the task as in SNL. `mask_lr` None sizes the masks'
+    Adam step so a mask can travel from 1 to 0 in a quarter of the steps the gap rule plans
+    for (never below the weights' lr, never above MAX_AUTO_MASK_LR).
+    """
+
+    name: str
+    mask_epochs: int
+    lam: float | None
+    lam_factor: float
+    lam_after: int
+    rule: str
+    mask_lr: float | None
+    about: str
+
+
+PRESETS = {
+    "auto": Preset("auto", 20, None, 2.0, 0, "gap", None,
+                   "reach the budget by training in half the mask-epoch cap: lambda scaled to "
+                   "the network (1e-5 x 491,520 / maskable ReLUs), x2 after every epoch the "
+                   "count is above a straight path to the budget; masks learn fast enough to "
+                   "reach 0 in time"),
+    "paper": Preset("paper", 300, 1e-5, 1.1, 5, "stall", 1e-3,
+                    "SNL's recipe (Cho et al. 2022): lambda 1e-5, x1.1 whenever the count "
+                    "stops falling after epoch 5, masks at the weights' lr, up to 300 epochs"),
+}
+PAPER_LAMBDA_RELUS = 491_520  # ResNet18 on 32x32 without the stem: SNL's lambda was tuned here
+
+
+def auto_lambda(free: int) -> float:
+    """SNL's 1e-5 scaled from ResNet18's 491,520 maskable ReLUs to `free` of them."""
+    return 1e-5 * PAPER_LAMBDA_RELUS / max(1, free)
+
+
+MAX_AUTO_MASK_LR = 0.05  # Adam's step is ~lr even near 0: larger steps keep masks hopping
+# around 0 instead of settling under the 1e-2 threshold (0.018 settles in the tour)
+
+
+def auto_mask_lr(weight_lr: float, plan_epochs: int, steps_per_epoch: int) -> float:
+    """A mask lr that lets Adam move a mask from 1 to 0 in a quarter of the planned steps
+    (at least the weights' lr, at most MAX_AUTO_MASK_LR)."""
+    need = 4.0 / max(1, plan_epochs * steps_per_epoch)
+    return max(weight_lr, min(need, MAX_AUTO_MASK_LR))
+
+
+def get_preset(name: str) -> Preset:
+    """The named preset, or a one-line UsageError listing them."""
+    if name not in PRESETS:
+        raise UsageError(f"unknown SNL preset {name!r}; valid: {', '.join(PRESETS)}")
+    return PRESETS[name]
 
 
 # --------------------------------------------------------------------------- binarize
@@ -148,7 +234,7 @@ def binarize(masks: list[LearnableMask], budget: int, granularity: str
              ) -> dict[str, torch.Tensor]:
     """0/1 masks (same shapes) keeping at most `budget` ReLUs: exactly `budget` for pixels
     (when there are that many), a greedy under-budget fill of whole channels otherwise."""
-    values = torch.cat([m.alpha.detach().abs().flatten().float().cpu() for m in masks])
+    values = torch.cat([m.value().detach().abs().flatten().float().cpu() for m in masks])
     sizes = [m.alpha.numel() for m in masks]
     keep = torch.zeros_like(values)
     if granularity == "pixel":
@@ -227,11 +313,14 @@ def snl(
     *,
     granularity: str = "pixel",
     out: str | Path | None = None,
+    preset: str = "auto",
     mask_recipe: Recipe | None = None,
     finetune: Recipe | None = None,
-    lam: float = 1e-5,
-    lam_factor: float = 1.1,
-    lam_after: int = 5,
+    lam: float | None = None,
+    lam_factor: float | None = None,
+    lam_after: int | None = None,
+    rule: str | None = None,
+    alpha_lr: float | None = None,
     threshold: float = 1e-2,
     include_stem: bool = True,
     seed: int = 0,
@@ -247,61 +336,61 @@ def snl(
     """SNL on a trained baseline run; the final network is a run directory under OUT
     (default RUN/snl/<granularity>-<budget>) with snl.json (lambda history, counts).
 
-    `mask_recipe` defaults to SNL's (Adam lr 1e-3, no weight decay, at most 300 epochs);
-    `finetune` to SGD lr 1e-3 cosine for 100 epochs. `resume` continues the fine-tune
-    after a completed mask phase (its result is kept in OUT/mask_phase.pt).
+    `preset` ("auto" or "paper", see PRESETS) fills in whatever of the mask phase is not
+    given: `mask_recipe` (Adam lr 1e-3, no weight decay, the preset's epoch cap), `lam`,
+    `lam_factor`, `lam_after`, `rule` and `alpha_lr` (the masks' own Adam lr). `finetune`
+    defaults to SGD lr 1e-3 cosine for 100 epochs. `resume` continues the fine-tune after a
+    completed mask phase (its result is kept in OUT/mask_phase.pt).
     """
     from deepreshape.optimize import baseline_data, load_baseline
     from deepreshape.train import train
 
+    p = get_preset(preset)
     base = load_baseline(run)
     budget, fixed = check_budget(base.spec, budget, granularity, include_stem)
+    free = count(base.spec).relus - fixed
+    lam = (p.lam if p.lam is not None else auto_lambda(free)) if lam is None else lam
+    lam_factor = p.lam_factor if lam_factor is None else lam_factor
+    lam_after = p.lam_after if lam_after is None else lam_after
+    rule = p.rule if rule is None else rule
+    if rule not in RULES:
+        raise UsageError(f"lambda rule must be one of {', '.join(RULES)}, got {rule!r}")
     if not (lam > 0 and lam_factor >= 1 and lam_after >= 0 and threshold >= 0):
         raise UsageError("lambda must be > 0, its factor >= 1, --lambda-after >= 0, threshold >= 0")
-    mask_recipe = mask_recipe or Recipe(epochs=300, lr=1e-3, optimizer="adam", weight_decay=0.0)
+    mask_recipe = mask_recipe or Recipe(epochs=p.mask_epochs, lr=1e-3, optimizer="adam",
+                                        weight_decay=0.0)
     finetune = finetune or Recipe(epochs=100, lr=1e-3)
     mask_recipe.validate()
     finetune.validate()
     root = Path(out) if out is not None else base.path / "snl" / f"{granularity}-{budget}"
     data = baseline_data(base, data_dir, dataset, limit)
+    plan = max(1, mask_recipe.epochs // 2)
+    steps = max(1, len(data.train_y) // mask_recipe.batch_size)
+    if alpha_lr is None:
+        alpha_lr = p.mask_lr if p.mask_lr is not None else auto_mask_lr(
+            mask_recipe.lr, plan, steps)
+    if not (alpha_lr > 0 and math.isfinite(alpha_lr)):
+        raise UsageError(f"the masks' lr must be a positive number, got {alpha_lr}")
+    gain = alpha_lr / mask_recipe.lr
+    settings = {"budget": budget, "granularity": granularity, "include_stem": include_stem,
+                "threshold": threshold, "preset": p.name, "rule": rule, "lambda": lam,
+                "lambda_factor": lam_factor, "lambda_after": lam_after, "alpha_lr": alpha_lr,
+                "plan_epochs": plan, "mask_recipe": vars(mask_recipe).copy()}
     with writer_lock(root):  # one writer for the mask phase and the fine-tuning
         if (root / CONFIG).exists() and not (resume or force):
             raise UsageError(f"{root} already holds an SNL run; use --resume to continue it, "
                              "--force to start it over, or another --out")
-        settings = {"budget": budget, "granularity": granularity, "include_stem": include_stem,
-                    "threshold": threshold, "lambda": lam, "lambda_factor": lam_factor,
-                    "lambda_after": lam_after, "mask_recipe": vars(mask_recipe).copy()}
         saved = _load_phase(root / MASK_PHASE, settings) if resume else None
         if saved is None:
-            model = base.model()
-            masks = attach_masks(model, base.spec, granularity, include_stem)
-            sched = LambdaSchedule(budget - fixed, lambda: soft_relus(masks, threshold), lam,
-                                   lam_factor, lam_after)
-            res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
-                        extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=sched,
-                        seed=seed, device=device, data_dir=data_dir, compile=compile, quiet=quiet)
-            reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
-            if not reached:
-                msg = (f"SNL: the mask phase ended after {res.epochs_run} epochs with "
-                       f"{soft_relus(masks, threshold) + fixed:,} ReLUs above the threshold, over the "
-                       f"budget {budget:,}; binarizing to the budget anyway (raise --mask-epochs "
-                       "or --lambda to get there by training)")
-                warnings.warn(msg, stacklevel=2)
-            binary = binarize(masks, budget - fixed, granularity)
-            spec = frozen_spec(base.spec, binary, granularity)
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()
-                     if not k.endswith(".alpha")}
-            state.update({f"{a}.mask": b for a, b in binary.items()
-                          if spec.slot_kind(a).kind == "mask"})
-            phase = {"epochs_run": res.epochs_run, "budget_reached": reached,
-                     "final_lambda": sched.lam, "history": sched.history}
-            saved = {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
+            saved = _mask_phase(base, data, settings, fixed, gain, mask_recipe, seed=seed,
+                                device=device, data_dir=data_dir, compile=compile, quiet=quiet)
             io.save_torch(root / MASK_PHASE, saved)
         spec = NetSpec.from_dict(saved["spec"])
         out_res = train(spec, data, recipe=finetune, out=root, teacher=str(base.path),
                         init_from=saved["state"], seed=seed, device=device, data_dir=data_dir,
                         resume=resume, force=force, compile=compile, quiet=quiet,
-                        tag={"name": "snl", "baseline": str(base.path), **settings})
+                        tag={"name": "snl", "baseline": str(base.path), **settings},
+                        label=f"SNL fine-tune ({granularity}, {budget:,} ReLUs)")
         relus = count_module(out_res.model, spec).relus
         if relus > budget or (granularity == "pixel" and relus != budget):
             raise AssertionError(f"SNL produced {relus} ReLUs for a budget of {budget}")  # a bug
@@ -311,6 +400,51 @@ def snl(
         io.write_json(root / SNL_JSON, info)
         return SNLResult(out_res.run, out_res.model, spec, out_res.final_acc, relus, budget,
                          saved["phase"]["budget_reached"], info)
+
+
+def _mask_phase(base: Run, data: object, settings: dict, fixed: int, gain: float,
+                mask_recipe: Recipe, **train_kw: object) -> dict:
+    """Train the masks until the count is under the budget (or the cap), binarize them to
+    the budget; returns what OUT/mask_phase.pt keeps (settings, spec, weights, history)."""
+    from deepreshape.train import train
+
+    budget, granularity, threshold = (settings["budget"], settings["granularity"],
+                                      settings["threshold"])
+    model = base.model()
+    masks = attach_masks(model, base.spec, granularity, settings["include_stem"], gain)
+    sched = LambdaSchedule(budget - fixed, lambda: soft_relus(masks, threshold),
+                           settings["lambda"], settings["lambda_factor"],
+                           settings["lambda_after"], settings["rule"],
+                           start=soft_relus(masks, threshold), plan=settings["plan_epochs"])
+
+    def on_epoch_end(epoch: int, metrics: dict) -> bool:
+        stop = sched(epoch, metrics)
+        rec = sched.history[-1]
+        with torch.no_grad():
+            penalty = rec["lambda"] * float(mask_l1(masks))
+        metrics["note"] = (f"ReLUs {rec['relus'] + fixed:,} (budget {budget:,}"
+                           + (f", path {rec['target'] + fixed:,}" if "target" in rec else "")
+                           + f")  lambda {rec['lambda']:.2g} (L1 term {penalty:.2f} of the loss)")
+        return stop
+
+    res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
+                extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=on_epoch_end,
+                label=f"SNL mask phase ({granularity}, budget {budget:,})", **train_kw)
+    reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
+    if not reached:
+        warnings.warn(f"SNL: the mask phase ended after {res.epochs_run} epochs with "
+                      f"{soft_relus(masks, threshold) + fixed:,} ReLUs above the threshold, over "
+                      f"the budget {budget:,}; binarizing to the budget anyway (raise "
+                      "--mask-epochs, --lambda or --alpha-lr to get there by training)",
+                      stacklevel=3)
+    binary = binarize(masks, budget - fixed, granularity)
+    spec = frozen_spec(base.spec, binary, granularity)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()
+             if not k.endswith(".alpha")}
+    state.update({f"{a}.mask": b for a, b in binary.items() if spec.slot_kind(a).kind == "mask"})
+    phase = {"epochs_run": res.epochs_run, "budget_reached": reached,
+             "final_lambda": sched.lam, "history": sched.history}
+    return {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
 
 
 def _load_phase(path: Path, settings: dict) -> dict | None:
