@@ -246,21 +246,23 @@ def _grid(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any
     return m, mult
 
 
-def counts(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any) -> SpaceCounts:
+def counts(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any,
+           he: bool = True) -> SpaceCounts:
     """Counts and cost features of the networks (m[i], multipliers[i]) of `family`.
 
-    `multipliers` has one row of D-1 multipliers per network. Raises `Unsupported` when
-    the family cannot be templated or the template disagrees with `count` or
+    `multipliers` has one row of D-1 multipliers per network. `he=False` leaves out the
+    Cheetah HE counts (ReLUs and MACs only; `predict` then refuses). Raises `Unsupported`
+    when the family cannot be templated or the template disagrees with `count` or
     `costmodel.features` on a check network.
     """
     m, mult = _grid(family, m, multipliers)
     layers = _template(family)
     _verify(family)
-    return _evaluate(family, layers, m, mult)
+    return _evaluate(family, layers, m, mult, he)
 
 
-def _evaluate(family: Family, layers: Sequence[_Layer], m: np.ndarray, mult: np.ndarray
-              ) -> SpaceCounts:
+def _evaluate(family: Family, layers: Sequence[_Layer], m: np.ndarray, mult: np.ndarray,
+              he: bool = True) -> SpaceCounts:
     d = family.stages
     u = np.empty((len(m), d), dtype=np.int64)
     u[:, 0] = m
@@ -293,7 +295,8 @@ def _evaluate(family: Family, layers: Sequence[_Layer], m: np.ndarray, mult: np.
     feats: dict[str, Any] = {"relus": relus, "macs": macs, "relu_layers": relu_layers,
                              "linear_layers": linear_layers, "params": conv_params,
                              "activations": acts, "masked_relus": 0, "fixed": 1}
-    feats.update(_he_features(layers, u))
+    if he:
+        feats.update(_he_features(layers, u))
     n = len(m)
     feats = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for k, v in feats.items()}
     return SpaceCounts(family, m, mult, relus, macs, params, stage_relus, feats)
@@ -365,6 +368,10 @@ def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
     cm = model if isinstance(model, CostModel) else load(model)
     coef = cm.coef(protocol)
     f = space.features
+    missing = [k for k in FEATURES if coef["latency_s"].get(k) or coef["bytes"].get(k)
+               if k not in f]
+    if missing:
+        raise UsageError(f"these counts leave out {', '.join(missing)}; count with he=True")
     out = {t: sum((coef[t].get(k, 0.0) * f[k] for k in FEATURES if coef[t].get(k, 0.0)),
                   np.zeros(len(space))) for t in ("latency_s", "bytes")}
     if not linkcost.base_link(cm, link):
