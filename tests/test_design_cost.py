@@ -89,6 +89,13 @@ def test_unsupported_families_fall_back_or_refuse():
         ds.counts_any(fam, np.full(5, 8), np.full((5, 3), 2), slow_limit=4)
 
 
+def test_relu_only_counts_cannot_be_priced():
+    space = ds.counts(HRN, [16], [[5, 7, 2]], he=False)
+    assert space.relus[0] == 378_880 and "he_sent" not in space.features
+    with pytest.raises(UsageError, match="he=True"):
+        ds.predict(space)
+
+
 def test_bad_grid_and_span():
     with pytest.raises(UsageError, match="positive"):
         ds.counts(HRN, [0], [[2, 2, 2]])
@@ -420,3 +427,55 @@ def test_docs_exact_and_explore_claims():
     if costmodel.load().meta.get("date", "").startswith("2026-11-24"):
         assert f"{max(slower):.1f}x" == "5.6x"
         assert "calibrated 2026-11-24" in text
+
+
+def _proportional_masks(spec, budget):
+    """Pixel masks keeping `budget` ReLUs, each slot its proportional share (as documented)."""
+    from deepreshape.spec import relu_slots
+
+    slots = relu_slots(spec)
+    total = sum(s.numel for s in slots)
+    kept = {s.address: s.numel * budget // total for s in slots}
+    for s in slots[: budget - sum(kept.values())]:
+        kept[s.address] += 1
+    return spec.with_slots({a: f"mask:pixel:{k}" for a, k in kept.items()})
+
+
+def test_pi_costs_iso_relu_table():
+    from deepreshape.optimize.deepreduce import plan
+
+    text = (DOCS.parent / "pi-costs.md").read_text()
+    section = text[text.index("## Iso-ReLU pairs, predicted"):]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| network")]
+    hrn = parse("hrn-5x7x2x")
+    # the nearest BaseCh and StageCh in ReLUs, over the documented ranges
+    ex = explore(range(1, 129), range(3, 9), families=["basech", "stagech"])
+    ok = (ex.family == "basech") | (ex.m <= 64)
+    near = {}
+    for kind in ("basech", "stagech"):
+        rows_k = np.flatnonzero(ok & (ex.family == kind))
+        near[kind] = ex.name(rows_k[np.argmin(np.abs(ex.relus[rows_k] - count(hrn).relus))])
+    dr = next(p.spec for p in plan(parse("hrn-5x5x3x"), "3,2,4,1") if p.label == "cull-s1s4")
+    snl = _proportional_masks(parse("resnet18"), count(dr).relus)
+    specs = [hrn, parse(near["basech"]), parse(near["stagech"]), dr, snl]
+    assert [r[0].split()[-1] for r in rows[:3]] == ["HRN-5x7x2x", near["basech"], near["stagech"]]
+    dated = costmodel.load().meta.get("date", "").startswith("2026-11-24")
+    lat = []
+    for row, spec in zip(rows, specs, strict=True):
+        c = count(spec)
+        loop, wan = linkcost.predict(spec), linkcost.predict(spec, linkcost.parse_link("wan"))
+        lat.append(loop["latency_s"])
+        if dated:  # "ReLUs 2-7% of it here"
+            assert 0.015 <= loop["relu_share_latency_s"] < 0.075
+        assert row[1] == f"{c.relus:,}" and row[2] == f"{c.macs / 1e6:.1f}M"
+        assert row[7] == f"{costmodel.literature(spec)['online_latency_s']:.2f}"
+        if dated:
+            assert row[3:6] == [f"{loop['latency_s']:.2f}", f"{wan['latency_s']:.2f}",
+                                f"{loop['bytes'] / 1e6:.1f}"]
+    assert count(snl).relus == count(dr).relus
+    if dated:
+        ratios = [lat[i] / lat[0] for i in range(3)] + [1.0, lat[4] / lat[3]]
+        assert [r[6] for r in rows] == [f"{x:.2f}x" for x in ratios]
+    lit = [float(r[7]) for r in rows]
+    assert max(lit[0] / lit[1], lit[0] / lit[2], lit[3] / lit[4]) <= 1.105
