@@ -240,7 +240,11 @@ def _grid(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any
           ) -> tuple[np.ndarray, np.ndarray]:
     d = family.stages
     m = np.asarray(m, dtype=np.int64).reshape(-1)
-    mult = np.asarray(multipliers, dtype=np.int64).reshape(len(m), d - 1)
+    try:
+        mult = np.asarray(multipliers, dtype=np.int64).reshape(len(m), d - 1)
+    except ValueError:
+        raise UsageError(f"{family.base}: need one row of {d - 1} multipliers per base width, "
+                         f"got shape {np.shape(multipliers)}") from None
     if len(m) and (m.min() < 1 or (mult.size and mult.min() < 1)):
         raise UsageError("base widths and multipliers must be positive integers")
     return m, mult
@@ -270,9 +274,8 @@ def _evaluate(family: Family, layers: Sequence[_Layer], m: np.ndarray, mult: np.
         u[:, j] = u[:, j - 1] * mult[:, j - 1]
     if len(m) and (int(u.max()) > 1 << 24):
         raise UsageError(f"a stage would have {int(u.max()):,} channels; narrow the ranges")
-    zeros = lambda: np.zeros(len(m), dtype=np.int64)  # noqa: E731
     stage_relus = np.zeros((len(m), d), dtype=np.int64)
-    macs, params, conv_params, acts = zeros(), zeros(), zeros(), zeros()
+    macs, params, conv_params, acts = (np.zeros(len(m), dtype=np.int64) for _ in range(4))
     relu_layers = linear_layers = 0
     for layer in layers:
         cout = layer.cout.of(u)
@@ -374,7 +377,7 @@ def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
         raise UsageError(f"these counts leave out {', '.join(missing)}; count with he=True")
     out = {t: sum((coef[t].get(k, 0.0) * f[k] for k in FEATURES if coef[t].get(k, 0.0)),
                   np.zeros(len(space))) for t in ("latency_s", "bytes")}
-    if not linkcost.base_link(cm, link):
+    if not linkcost.fit_over(cm, link):
         out["latency_s"] = out["latency_s"] + linkcost.link_seconds(
             f["relu_layers"], f["linear_layers"], out["bytes"], link)
     return out

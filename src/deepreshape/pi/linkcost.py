@@ -25,7 +25,7 @@ from typing import Any
 
 from deepreshape.errors import UsageError
 from deepreshape.pi.costmodel import CostModel, features, load
-from deepreshape.pi.link import LinkProfile
+from deepreshape.pi.link import PRESETS, LinkProfile
 from deepreshape.spec import NetSpec
 
 ROUNDS_PER_RELU_LAYER = 10
@@ -45,8 +45,6 @@ def describe(link: LinkProfile | None) -> str:
     """'loopback' or e.g. 'lan (3 Gbit/s, 0.3 ms RTT)'."""
     if link is None:
         return "loopback"
-    from deepreshape.pi.link import PRESETS
-
     name = next((k for k, v in PRESETS.items() if v == link), None)
     return f"{name} ({link.describe()})" if name else link.describe()
 
@@ -65,16 +63,15 @@ def link_seconds(relu_layers: Any, linear_layers: Any, total_bytes: Any,
     return rounds(relu_layers, linear_layers) * link.rtt_s + wire
 
 
-def base_link(model: CostModel, link: LinkProfile | None) -> float:
-    """0 when `model` was fit over loopback (add the link term), 1 when over `link` itself.
-
-    A model fit over another link cannot be carried over (UsageError naming both).
-    """
+def fit_over(model: CostModel, link: LinkProfile | None) -> bool:
+    """True when `model` was fit over `link` itself (its prediction stands), False when
+    over loopback (add the link term). A model fit over another link cannot be carried
+    over (UsageError naming both)."""
     own = model.meta.get("link")
     if own is None:
-        return 0
+        return link is None
     if link is not None and (own.get("rate_bps"), own.get("rtt_s")) == (link.rate_bps, link.rtt_s):
-        return 1
+        return True
     raise UsageError(f"the cost model was calibrated over {own.get('describe', own)}, not "
                      f"{describe(link)}; pass that link or a loopback-calibrated model "
                      "(--cost-model)")
@@ -87,14 +84,14 @@ def predict(spec: NetSpec, link: LinkProfile | None = None, protocol: str = "che
     ``target_link`` (the model's own calibration link stays in ``link``)."""
     m = model if isinstance(model, CostModel) else load(model)
     pred = m.predict(spec, protocol)
-    own = base_link(m, link)
+    over = fit_over(m, link)
     f = features(spec)
-    extra = 0.0 if own else float(link_seconds(f["relu_layers"], f["linear_layers"],
-                                               pred["bytes"], link))
-    pred.update(loopback_latency_s=None if own else pred["latency_s"],
+    extra = 0.0 if over else float(link_seconds(f["relu_layers"], f["linear_layers"],
+                                                pred["bytes"], link))
+    pred.update(loopback_latency_s=pred["latency_s"] if m.meta.get("link") is None else None,
                 latency_s=pred["latency_s"] + extra, link_s=extra,
                 rounds=int(rounds(f["relu_layers"], f["linear_layers"])),
-                target_link=describe(link), link_model=None if own or link is None else
+                target_link=describe(link), link_model=None if over else
                 f"loopback model + {ROUNDS_PER_RELU_LAYER} rounds per ReLU layer, "
                 f"{ROUNDS_PER_LINEAR_LAYER} per conv/linear layer, bytes at the link rate")
     return pred
