@@ -30,7 +30,7 @@ _FIELDS = ("sent", "outputs", "response", "automorphisms", "muls")
 # --------------------------------------------------------------------------- array counts
 
 
-@pytest.mark.parametrize("rows", [1, 16, 64, 256, 1024])
+@pytest.mark.parametrize("rows", [1, 3, 16, 49, 64, 100, 256, 1024, 4096])
 def test_blocking_counts_equal_cheetahs_search(rows):
     rng = np.random.default_rng(rows)
     k = np.concatenate([rng.integers(1, 40_000, 150), 2 ** rng.integers(0, 16, 30),
@@ -40,6 +40,16 @@ def test_blocking_counts_equal_cheetahs_search(rows):
     for i in range(len(k)):
         b = cheetah.blocking(rows, int(k[i]), int(n[i]))
         assert [int(got[f][i]) for f in _FIELDS] == [getattr(b, f) for f in _FIELDS], (k[i], n[i])
+
+
+@pytest.mark.parametrize("rows", [7, 16])
+def test_blocking_counts_exhaustive_on_small_products(rows):
+    # small dims tie often: every k, n in 1..48 (and a few powers of two)
+    kn = ds.grid([*range(1, 49), 64, 128, 1024, 8192], [*range(1, 49), 512, 4096])
+    got = ds.blocking_counts(rows, kn[:, 0], kn[:, 1])
+    for i, (k, n) in enumerate(kn):
+        b = cheetah.blocking(rows, int(k), int(n))
+        assert [int(got[f][i]) for f in _FIELDS] == [getattr(b, f) for f in _FIELDS], (k, n)
 
 
 def _sample(family, m, mults, idx):

@@ -141,10 +141,14 @@ def _cdiv(a: Any, b: Any) -> Any:
 def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
     """`cheetah.blocking` for one row count `m` and arrays of inner `k` and column `n` dims.
 
-    The same search (every row block d0, power-of-two inner block d1, the column block
-    filling the rest), the same prices in the same floating-point order and the same
-    tie rule (the later of equal prices wins), run over all products at once. Returns the
-    counts ``sent``, ``outputs``, ``response``, ``automorphisms``, ``muls`` per product.
+    The same search (row block d0, power-of-two inner block d1, the column block filling
+    the rest), the same prices in the same floating-point order and the same tie rule (the
+    later of equal prices wins), run over all products at once. For one d1 the price
+    depends on d0 only through b0 = ceil(m/d0) (falling with d0) and b2 = ceil(n/q),
+    q = N // d0 // d1 (rising with d0), and rises strictly with each; so within a run of d0
+    with the same b0 the first is cheapest, and the last d0 of the run with the same b2 ties
+    it: only one price per run of b0 is computed, and that last d0 follows in closed form.
+    Returns the counts ``sent``, ``outputs``, ``response``, ``automorphisms``, ``muls``.
     """
     from deepreshape.pi.cheetah import _PRICE_AUTOMORPHISM, _PRICE_CT, _PRICE_MUL, POLY_DEGREE
 
@@ -153,37 +157,42 @@ def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
     n = np.asarray(n, dtype=np.int64)
     t = len(k)
     best_p = np.full(t, np.inf)
-    best_d0 = np.zeros(t, dtype=np.int64)
+    best_d0 = np.ones(t, dtype=np.int64)
     best_d1 = np.ones(t, dtype=np.int64)
     d0_all = np.arange(1, min(big_n, m) + 1, dtype=np.int64)
     autom = _cdiv(m * n, big_n)
-    d1 = 1
     kmax = int(k.max()) if t else 0
+    d1 = 1
     while d1 <= kmax:
         a = d0_all[d0_all * d1 <= big_n]
         if a.size == 0:
             break
-        b0 = _cdiv(m, a)[None, :]
-        q = (big_n // a // d1)[None, :]
+        b0_all = _cdiv(m, a)
+        first = np.flatnonzero(np.r_[True, b0_all[1:] != b0_all[:-1]])
+        a_lo, a_hi = a[first], a[np.r_[first[1:], a.size] - 1]
+        b0 = b0_all[first][None, :]
+        q = (big_n // a_lo // d1)[None, :]
         live = np.flatnonzero(k >= d1)
-        step = max(1, _CELLS // a.size)
+        step = max(1, _CELLS // a_lo.size)
         for s in range(0, len(live), step):
             idx = live[s : s + step]
             nn = n[idx][:, None]
             b1 = _cdiv(k[idx], d1)[:, None]
-            b2 = _cdiv(nn, np.minimum(nn, q))
+            b2 = _cdiv(nn, q)
             price = (np.minimum(b0, b2) * b1 + _cdiv(b0 * b2, d1)) * _PRICE_CT
             price += (autom[idx] * d1 * _PRICE_AUTOMORPHISM)[:, None]
             price += (b0 * b1 * b2) * _PRICE_MUL
             low = price.min(axis=1)
-            last = a[a.size - 1 - np.argmax((price == low[:, None])[:, ::-1], axis=1)]
+            g = a_lo.size - 1 - np.argmax((price == low[:, None])[:, ::-1], axis=1)
+            b2g = b2[np.arange(len(idx)), g]
+            last = np.minimum(a_hi[g], big_n // (d1 * _cdiv(n[idx], b2g)))
             bp, bd = best_p[idx], best_d0[idx]
             upd = (low < bp) | ((low == bp) & (last >= bd))
             hit = idx[upd]
             best_p[hit], best_d0[hit], best_d1[hit] = low[upd], last[upd], d1
         d1 *= 2
-    bd2 = np.minimum(n, big_n // np.maximum(best_d0, 1) // best_d1)
-    b0, b1, b2 = _cdiv(m, np.maximum(best_d0, 1)), _cdiv(k, best_d1), _cdiv(n, bd2)
+    bd2 = np.minimum(n, big_n // best_d0 // best_d1)
+    b0, b1, b2 = _cdiv(m, best_d0), _cdiv(k, best_d1), _cdiv(n, bd2)
     return {"sent": np.minimum(b0, b2) * b1, "outputs": b0 * b2, "response": _cdiv(b0 * b2, best_d1),
             "automorphisms": autom * best_d1, "muls": b0 * b1 * b2}
 
