@@ -148,6 +148,7 @@ def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
     q = N // d0 // d1 (rising with d0), and rises strictly with each; so within a run of d0
     with the same b0 the first is cheapest, and the last d0 of the run with the same b2 ties
     it: only one price per run of b0 is computed, and that last d0 follows in closed form.
+    Products whose cheapest conceivable price at a d1 is above their best so far skip it.
     Returns the counts ``sent``, ``outputs``, ``response``, ``automorphisms``, ``muls``.
     """
     from deepreshape.pi.cheetah import _PRICE_AUTOMORPHISM, _PRICE_CT, _PRICE_MUL, POLY_DEGREE
@@ -172,7 +173,11 @@ def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
         a_lo, a_hi = a[first], a[np.r_[first[1:], a.size] - 1]
         b0 = b0_all[first][None, :]
         q = (big_n // a_lo // d1)[None, :]
-        live = np.flatnonzero(k >= d1)
+        # skip products this d1 cannot beat: every price is at least the one with
+        # b0 = b2 = 1 (one ciphertext each way), and only a lower price or a tie can win
+        b1_all = _cdiv(k, d1)
+        floor_p = (b1_all + 1) * _PRICE_CT + autom * d1 * _PRICE_AUTOMORPHISM + b1_all * _PRICE_MUL
+        live = np.flatnonzero((k >= d1) & (floor_p <= best_p * (1 + 1e-9)))
         step = max(1, _CELLS // a_lo.size)
         for s in range(0, len(live), step):
             idx = live[s : s + step]
