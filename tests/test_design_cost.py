@@ -196,15 +196,26 @@ def test_no_single_solution_meets_both():
     # order 3,4,2,1 at m=1: hrn-5x6x3x-m1 has fewer ReLUs (23,680 vs 27,520), hrn-5x9x2x-m1
     # is faster; a ReLU bound only the first meets and a latency bound only the second meets
     both = {p.solution.multipliers: p for p in design_for_cost(
-        "3,4,2,1", budget=Budget(relus=10**7), m_range=(1, 1)).priced}
+        "3,4,2,1", budget=Budget(relus=10**7), m_values=[1]).priced}
     assert both[(5, 6, 3)].solution.relus < 25_000 < both[(5, 9, 2)].solution.relus
     fast = both[(5, 9, 2)].latency_s
     assert fast < both[(5, 6, 3)].latency_s
     with pytest.raises(UsageError, match="no solution meets --relus and --latency together"):
-        design_for_cost("3,4,2,1", budget=Budget(relus=25_000, latency_s=fast), m_range=(1, 1))
-    one = design_for_cost("3,4,2,1", budget=Budget(relus=25_000), m_range=(1, 1))
+        design_for_cost("3,4,2,1", budget=Budget(relus=25_000, latency_s=fast), m_values=[1])
+    one = design_for_cost("3,4,2,1", budget=Budget(relus=25_000), m_values=[1])
     assert [p.solution.multipliers for p in one.priced] == [(5, 6, 3)]
     assert one.dropped == ["hrn-5x9x2x"]
+
+
+def test_budget_takes_m_from_a_list():
+    res = design_for_cost("3,2,4,1", budget=Budget(relus=180_000), m_values=[4, 6, 8])
+    # at m=8: hrn-5x5x3x 171,520 ReLUs, hrn-5x7x2x 189,440, hrn-6x6x2x 200,704, hrn-7x5x2x 205,824
+    assert {p.solution.multipliers: p.solution.spec.stem.width for p in res.priced} == {
+        (5, 5, 3): 8, (5, 7, 2): 6, (6, 6, 2): 6, (7, 5, 2): 6}
+    assert all(p.solution.relus <= 180_000 for p in res.priced)
+    assert res.capped == ["hrn-5x5x3x-m8"]  # the top of the list: more m might fit
+    top = design_for_cost("3,2,4,1", budget=Budget(relus=10**7), m_values=[8, 9])
+    assert {p.solution.spec.stem.width for p in top.priced} == {9} and len(top.capped) == 4
 
 
 def test_rank_orders_and_default():

@@ -607,8 +607,8 @@ def design(
     base's), "depth" (depths in `depth_bounds`, multipliers fixed to `multipliers`, default
     the base's) or "both". Each solution carries its network name and spec, its exact counts
     and the pairs of `order` its exact stage ReLUs break. With `exact`, the inequalities
-    are solved on the base's exact stage counts (`exact_coefficients`: the stem in stage1,
-    the downsampling blocks) instead of Algorithm 1's model, so no pair breaks. Sorted by
+    are solved on the base's exact stage counts (`exact_coefficients`: the stem counted in
+    stage1) instead of Algorithm 1's model, so no pair breaks. Sorted by
     total exact ReLUs, then by (multipliers, depths). UsageError on bad input or when no solution exists.
     """
     order = validate_order(order)

@@ -26,7 +26,8 @@ from deepreshape.errors import UsageError
 
 RANKS = ("relus", "macs", "latency", "bytes")
 FAMILIES = ("basech", "stagech", "hrn")
-DEFAULT_M_RANGE = (1, 256)
+DEFAULT_M = tuple(range(1, 257))
+"""Base widths a budget chooses from by default."""
 
 _UNITS = {
     "relus": {"": 1, "k": 1e3, "m": 1e6},
@@ -115,7 +116,7 @@ class CostDesign:
     link: str
     rank: str
     budget: Budget
-    m_range: tuple[int, int]
+    m_values: tuple[int, ...]  # the base widths a budget chose from
     capped: list[str] = field(default_factory=list)  # solutions whose m hit the range's top
     dropped: list[str] = field(default_factory=list)  # solutions no m of the range fits
 
@@ -141,11 +142,11 @@ def price(solution: Solution, link: str | None = "loopback", model: Any = None,
 
 def design_for_cost(order: Sequence[int] | str, *, budget: Budget | None = None,
                     link: str | None = "loopback", rank: str | None = None,
-                    m_range: Sequence[int] = DEFAULT_M_RANGE, model: Any = None,
+                    m_values: Sequence[int] = DEFAULT_M, model: Any = None,
                     **kwargs: Any) -> CostDesign:
     """`design.design(order, **kwargs)` priced over `link` and sorted by `rank`.
 
-    With a `budget`, each solution takes the largest base width m in `m_range` whose
+    With a `budget`, each solution takes the largest base width m in `m_values` whose
     network meets every bound (its multipliers/depths stay the equalizing ones);
     solutions no m fits are dropped, and when none is left a UsageError names the bound
     that stops them. `rank` defaults to latency with a ReLU budget, else ReLUs.
@@ -156,27 +157,27 @@ def design_for_cost(order: Sequence[int] | str, *, budget: Budget | None = None,
     rank = rank or ("latency" if budget.relus is not None else "relus")
     if rank not in RANKS:
         raise UsageError(f"rank must be one of {', '.join(RANKS)}, got {rank!r}")
-    lo, hi = (int(v) for v in m_range)
-    if lo < 1 or hi < lo:
-        raise UsageError(f"base width range must satisfy 1 <= min <= max, got {lo}..{hi}")
+    ms = tuple(sorted({int(v) for v in m_values}))
+    if not ms or ms[0] < 1:
+        raise UsageError(f"base widths must be positive integers, got {list(m_values)[:5]}")
     cm = model if isinstance(model, CostModel) else load(model)
     lk = _link(link)
     result = design(order, **kwargs)
     sols, capped, dropped = list(result.solutions), [], []
     if budget:
-        sols, capped, dropped = _fit(result, budget, lk, cm, (lo, hi))
+        sols, capped, dropped = _fit(result, budget, lk, cm, ms)
     priced = [price(s, link, cm) for s in sols]
     priced.sort(key=lambda p: (p.metric(rank), p.solution.relus, p.solution.multipliers,
                                p.solution.depths))
     from deepreshape.pi.linkcost import describe
 
-    return CostDesign(result, priced, describe(lk), rank, budget, (lo, hi), capped, dropped)
+    return CostDesign(result, priced, describe(lk), rank, budget, ms, capped, dropped)
 
 
-def _fit(result: DesignResult, budget: Budget, link: Any, model: Any, m_range: tuple[int, int]
+def _fit(result: DesignResult, budget: Budget, link: Any, model: Any, m_values: tuple[int, ...]
          ) -> tuple[list[Solution], list[str], list[str]]:
     """Each solution at the largest m meeting the budget; UsageError if none can."""
-    ms = np.arange(m_range[0], m_range[1] + 1, dtype=np.int64)
+    ms = np.asarray(m_values, dtype=np.int64)
     fitted, capped, dropped, smallest = [], [], [], []
     for sol in result.solutions:
         fam = ds.Family(result.base, sol.depths, result.input_size, result.num_classes)
@@ -192,10 +193,10 @@ def _fit(result: DesignResult, budget: Budget, link: Any, model: Any, m_range: t
             continue
         best = int(ms[np.flatnonzero(ok)[-1]])
         fitted.append(with_base_width(result, sol, best))
-        if best == m_range[1]:
+        if best == m_values[-1]:
             capped.append(fitted[-1].name)
     if not fitted:
-        raise UsageError(_no_fit(result, budget, smallest, m_range[0]))
+        raise UsageError(_no_fit(result, budget, smallest, m_values[0]))
     return fitted, capped, dropped
 
 

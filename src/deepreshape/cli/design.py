@@ -19,7 +19,7 @@ from deepreshape.design import (
     parse_ints,
 )
 from deepreshape.designcost import (
-    DEFAULT_M_RANGE,
+    DEFAULT_M,
     FAMILIES,
     RANKS,
     Budget,
@@ -70,8 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--depth-max", type=int, default=DEFAULT_DEPTH_BOUNDS[1],
                    help="largest free stage depth (default %(default)s)")
     p.add_argument("--exact", action="store_true",
-                   help="solve on the base's exact stage ReLUs (stem in stage1, downsampling "
-                   "blocks) instead of Algorithm 1's model, which the paper's HRNs follow")
+                   help="solve on the base's exact stage ReLUs (the stem counted in stage1) "
+                   "instead of Algorithm 1's model, which leaves the stem out as the paper's "
+                   "HRNs do")
     add_shape_args(p)
     cost = p.add_argument_group("PI cost (predicted by the cost model, no secure run)")
     cost.add_argument("--link", default="loopback", metavar="loopback|lan|wan|RATE:RTT",
@@ -89,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="budget: at most B predicted bytes per query, e.g. 60MB")
     cost.add_argument("--m", default=None, metavar="RANGE",
                       help="base widths m to choose from: A:B, A:B:STEP or a list (default "
-                      f"{DEFAULT_M_RANGE[0]}:{DEFAULT_M_RANGE[1]} for a budget, "
+                      f"{DEFAULT_M[0]}:{DEFAULT_M[-1]} for a budget, "
                       f"{EXPLORE_M} for --explore)")
     cost.add_argument("--cost-model", default=None, metavar="PATH",
                       help="cost model to predict with (default: the shipped costmodel.json)")
@@ -128,10 +129,10 @@ def run(args: argparse.Namespace) -> int:
     if args.m is not None and not budget:
         raise UsageError("--m chooses base widths for a budget (--relus, --latency, --bytes) "
                          "or --explore")
-    ms = span(args.m, "--m") if args.m else list(DEFAULT_M_RANGE)
+    ms = span(args.m, "--m") if args.m else DEFAULT_M
     res = design_for_cost(
         args.order, budget=budget, link=args.link, rank=args.rank,
-        m_range=(ms[0], ms[-1]), model=args.cost_model,
+        m_values=ms, model=args.cost_model,
         vary=args.vary,
         depths=parse_ints(args.depths, "--depths") if args.depths else None,
         multipliers=_multipliers(args.multipliers),
@@ -169,15 +170,14 @@ def format_result(res: CostDesign) -> str:
              f"base {result.base}, {result.input_size}x{result.input_size} input, "
              f"{result.num_classes} classes: {n} solution{'s' * (n != 1)}, ranked by {res.rank}"]
     if res.budget:
-        lo, hi = res.m_range
         lines.append(f"budget {res.budget.describe()}: each takes the largest base width m in "
-                     f"{lo}..{hi} that meets it")
+                     f"{_span_text(list(res.m_values))} that meets it")
     lines += [_cost_line(res), ""]
     rows = [_row(p) for p in res.priced]
     headers = ["network", "ReLUs", "MACs", "params", "latency s", "MB", "stage ReLUs %"]
     lines.append(table(headers, rows, align="<>>>>><"))
     if res.dropped:
-        lines.append(f"no base width in {res.m_range[0]}..{res.m_range[1]} meets the budget for: "
+        lines.append(f"no base width in {_span_text(list(res.m_values))} meets the budget for: "
                      + ", ".join(res.dropped))
     if res.capped:
         lines.append(f"m reached the top of the range for {', '.join(res.capped)}: "
