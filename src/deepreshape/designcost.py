@@ -7,7 +7,8 @@ bytes. With a budget (ReLUs, latency, bytes) each solution keeps its equalizing
 multipliers/depths and takes the largest base width m whose network meets every bound
 (all m in the range are evaluated at once, `deepreshape.designspace`), which answers "the
 HRN with about 180K ReLUs that runs fastest". `explore` prices whole BaseCh, StageCh and
-HRN spaces the same way.
+HRN spaces the same way. This module sits above `pi` (it prices with the cost model);
+`design`, the solver, stays below it and knows nothing of PI costs.
 """
 
 from __future__ import annotations

@@ -13,7 +13,9 @@ block-shape search (`deepreshape.pi.cheetah.blocking`) runs here over arrays of 
 matrix products. A third probe network is checked against `count` and
 `costmodel.features` before a template is used; a family the template cannot express
 (grouped RegNets, slot changes) or a cost model whose features changed raises
-`Unsupported`, and callers fall back to one `count`/`predict` per network.
+`Unsupported`, and callers fall back to one `count`/`predict` per network. The counts
+need only `count`; the HE counts and `predict` import `pi.cheetah`/`pi.costmodel` when
+called (pure numpy; no `pi` extra needed).
 """
 
 from __future__ import annotations
