@@ -4,8 +4,11 @@ budgets, ranking, the design space, the link term, `--exact`, and docs/design.md
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -499,3 +502,17 @@ def test_pi_costs_iso_relu_table():
         assert [r[6] for r in rows] == [f"{x:.2f}x" for x in ratios]
     lit = [float(r[7]) for r in rows]
     assert max(lit[0] / lit[1], lit[0] / lit[2], lit[3] / lit[4]) <= 1.105
+
+
+def test_cost_aware_design_needs_no_pi_extra():
+    code = ("import sys\n"
+            "for m in ('spu', 'jax', 'jaxlib'): sys.modules[m] = None\n"
+            "from deepreshape.cli.main import main\n"
+            "sys.exit(main(['design', '--order', '3,2,4,1', '--relus', '180k', '--link', 'wan'])"
+            " or main(['design', '--explore', '--m', '8', '--mult', '2:3']))\n")
+    env = {**os.environ,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "hrn-5x7x2x-m7" in out.stdout and "Design space" in out.stdout
