@@ -386,7 +386,8 @@ def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
 
     cm = model if isinstance(model, CostModel) else load(model)
     coef = cm.coef(protocol)
-    f = space.features
+    scale = _he_directions(protocol) / 2  # the features count both directions
+    f = {k: v * scale if k.startswith("he_") else v for k, v in space.features.items()}
     missing = [k for k in FEATURES if coef["latency_s"].get(k) or coef["bytes"].get(k)
                if k not in f]
     if missing:
@@ -397,6 +398,20 @@ def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
         out["latency_s"] = out["latency_s"] + linkcost.link_seconds(
             f["relu_layers"], f["linear_layers"], out["bytes"], link)
     return out
+
+
+def _he_directions(protocol: str) -> int:
+    """HE products per matrix product in the setting `CostModel.predict(spec, protocol)`
+    prices: 2 with secret-shared weights (both cross terms), 1 with server-owned weights.
+    A `pi` package without weight settings (`costmodel.setting`) prices shared weights."""
+    from deepreshape.pi import cheetah, costmodel
+
+    setting = getattr(costmodel, "setting", None)
+    split = getattr(costmodel, "split_setting", None)
+    directions = getattr(cheetah, "directions", None)
+    if setting is None or split is None or directions is None:
+        return 2
+    return int(directions(split(setting(protocol))[1]))
 
 
 def model_order(order: Sequence[int], stage_relus: np.ndarray) -> np.ndarray:
