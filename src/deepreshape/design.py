@@ -41,6 +41,7 @@ so Stage2 > Stage1 and Stage4 > Stage1 do not hold exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -67,17 +68,52 @@ _MAX_VALUE = 1 << 62  # int64 headroom for the scaled model counts
 # --------------------------------------------------------------------------- the model
 
 
-def model_relus(depths: Sequence[int], multipliers: Sequence[int]) -> tuple[int, ...]:
-    """Model stage ReLUs times 4^{D-1}: phi_k * prod_{j<k} lambda_j * 4^{D-k} (exact ints)."""
+def model_relus(depths: Sequence[int], multipliers: Sequence[int],
+                coef: Coefficients | None = None) -> tuple[int, ...]:
+    """Model stage ReLUs times 4^{D-1}: phi_k * prod_{j<k} lambda_j * 4^{D-k} (exact ints).
+
+    With `coef` ((a_k, b_k) per stage), (a_k * phi_k + b_k) * prod_{j<k} lambda_j instead:
+    `exact_coefficients` makes these the exact stage counts.
+    """
     d = len(depths)
     if len(multipliers) != d - 1:
         raise UsageError(f"{d} depths need {d - 1} multipliers, got {len(multipliers)}")
-    out, prod = [], 1
-    for k, phi in enumerate(depths):
-        out.append(int(phi) * prod * 4 ** (d - 1 - k))
-        if k < d - 1:
-            prod *= int(multipliers[k])
-    return tuple(out)
+    return tuple(int(v) for v in _model_relus_vec([int(p) for p in depths],
+                                                  [int(m) for m in multipliers], coef))
+
+
+Coefficients = tuple[tuple[int, int], ...]
+"""Per stage (a_k, b_k): the stage compares as (a_k * phi_k + b_k) * prod_{j<k} lambda_j."""
+
+
+def model_coefficients(stages: int) -> Coefficients:
+    """Algorithm 1's model: a_k = 4^{D-k} (the area, times 4^{D-1}), b_k = 0."""
+    return tuple((4 ** (stages - 1 - k), 0) for k in range(stages))
+
+
+def exact_coefficients(base: str, stages: int, input_size: int, num_classes: int) -> Coefficients:
+    """Coefficients whose values are `base`'s exact stage ReLUs at base width 1 ("exact").
+
+    A stage's ReLUs are its width times a per-block count (times its depth) plus what sits
+    outside the blocks (the stem, in stage1), so they are (a_k phi_k + b_k) times the
+    product of the multipliers before it; a and b are read off `count` at depths 1 and 2
+    and checked at depths 3 and at other multipliers (UsageError where that fails).
+    """
+    def stage_relus(depths: Sequence[int], mults: Sequence[int]) -> list[int]:
+        spec = parse(base, base_width=1, depths=tuple(depths), multipliers=tuple(mults),
+                     input_size=input_size, num_classes=num_classes)
+        return [int(s.relus) for s in count(spec).stages]
+
+    ones = (1,) * (stages - 1)
+    one, two = stage_relus((1,) * stages, ones), stage_relus((2,) * stages, ones)
+    coef = tuple((b - a, 2 * a - b) for a, b in zip(one, two, strict=True))
+    check = (3, 1, 2, 3, 1, 2, 3, 1)[:stages]
+    mults = (3, 2, 5, 2, 3, 2, 3)[: stages - 1]
+    if (stage_relus(check, mults) != list(_model_relus_vec(check, mults, coef))
+            or any(a < 1 or b < 0 for a, b in coef)):
+        raise UsageError(f"base {base!r}: exact stage ReLUs are not linear in depth and width; "
+                         "solve with the model instead (drop --exact)")
+    return coef
 
 
 def shares(relus: Sequence[int]) -> tuple[float, ...]:
@@ -181,6 +217,7 @@ class Problem:
     multipliers: tuple[int, ...]
     mult_bounds: tuple[int, int]
     depth_bounds: tuple[int, int]
+    coef: Coefficients | None = None  # None: Algorithm 1's model
 
     @classmethod
     def make(
@@ -192,8 +229,11 @@ class Problem:
         multipliers: Sequence[int] | None = None,
         mult_bounds: Sequence[int] = DEFAULT_MULT_BOUNDS,
         depth_bounds: Sequence[int] = DEFAULT_DEPTH_BOUNDS,
+        coef: Coefficients | None = None,
     ) -> Problem:
-        """Validate and fill defaults (depths, multipliers 2); UsageError on bad input or too big a grid."""
+        """Validate and fill defaults (depths, multipliers 2); UsageError on bad input or too big a grid.
+
+        `coef` replaces the model's stage coefficients (see `model_relus`)."""
         order = validate_order(order)
         d = len(order)
         if vary not in VARY:
@@ -202,8 +242,11 @@ class Problem:
         multipliers = _positive(
             (2,) * (d - 1) if multipliers is None else multipliers, d - 1, "multipliers", d
         )
+        if coef is not None and len(coef) != d:
+            raise UsageError(f"{d} stages need {d} coefficient pairs, got {len(coef)}")
         problem = cls(order, vary, depths, multipliers,
-                      _bounds(mult_bounds, "multiplier"), _bounds(depth_bounds, "depth"))
+                      _bounds(mult_bounds, "multiplier"), _bounds(depth_bounds, "depth"),
+                      None if coef is None else tuple((int(a), int(b)) for a, b in coef))
         problem._check_size()
         return problem
 
@@ -250,7 +293,9 @@ class Problem:
             raise UsageError(f"search grid too large ({size:,} points); narrow the bounds")
         top_m = max([self.mult_bounds[1] if self.vary != "depth" else 0, *self.multipliers])
         top_d = max([self.depth_bounds[1] if self.vary != "width" else 0, *self.depths])
-        if top_d * top_m ** (self.stages - 1) * 4 ** (self.stages - 1) >= _MAX_VALUE:
+        coef = self.coef or model_coefficients(self.stages)
+        top_c = max(a * top_d + b for a, b in coef)
+        if top_c * top_m ** (self.stages - 1) >= _MAX_VALUE:
             raise UsageError("bounds too large for exact 64-bit arithmetic; narrow them")
 
 
@@ -286,7 +331,7 @@ def _block_mask(
         shape = [1] * len(inner)
         shape[pos] = -1
         (mult if axis.kind == "mult" else dep)[axis.index] = axis.values.reshape(shape)
-    relus = _model_relus_vec(dep, mult)
+    relus = _model_relus_vec(dep, mult, problem.coef)
     mask: Any = True
     for k, (a, b) in enumerate(problem.pairs):
         mask = np.logical_and(mask, relus[a - 1] > relus[b - 1])
@@ -296,13 +341,16 @@ def _block_mask(
     return full, len(problem.pairs)
 
 
-def _model_relus_vec(depths: Sequence[Any], multipliers: Sequence[Any]) -> list[Any]:
+def _model_relus_vec(depths: Sequence[Any], multipliers: Sequence[Any],
+                     coef: Coefficients | None = None) -> list[Any]:
     """`model_relus` over broadcastable int64 arrays (or ints)."""
     d = len(depths)
+    coef = coef or model_coefficients(d)
     out: list[Any] = []
     prod: Any = 1
     for k in range(d):
-        out.append(depths[k] * prod * 4 ** (d - 1 - k))
+        a, b = coef[k]
+        out.append((depths[k] * a + b) * prod)
         if k < d - 1:
             prod = prod * multipliers[k]
     return out
@@ -440,7 +488,8 @@ def _solve(problem: Problem) -> list[ModelSolution]:
     out = []
     for p in points:
         mult, dep = problem.split(p)
-        out.append(ModelSolution(mult, dep, tuple(int(v) for v in p), model_relus(dep, mult)))
+        out.append(ModelSolution(mult, dep, tuple(int(v) for v in p),
+                                 model_relus(dep, mult, problem.coef)))
     out.sort(key=lambda s: (sum(s.model_relus), s.multipliers, s.depths))
     return out
 
@@ -525,6 +574,7 @@ class DesignResult:
     mult_bounds: tuple[int, int]
     depth_bounds: tuple[int, int]
     solutions: list[Solution]
+    exact: bool = False  # solved on exact stage counts, not Algorithm 1's model
 
     def __iter__(self) -> Iterator[Solution]:
         return iter(self.solutions)
@@ -548,6 +598,7 @@ def design(
     base: str = "hrn-2x2x2x",
     input_size: int = 32,
     num_classes: int = 100,
+    exact: bool = False,
 ) -> DesignResult:
     """DeepReShape (Algorithm 1): all minimal ReLU-equalized variants of `base`.
 
@@ -555,8 +606,10 @@ def design(
     free: "width" (multipliers in `mult_bounds`, depths fixed to `depths`, default the
     base's), "depth" (depths in `depth_bounds`, multipliers fixed to `multipliers`, default
     the base's) or "both". Each solution carries its network name and spec, its exact counts
-    and the pairs of `order` its exact stage ReLUs break. Sorted by total exact ReLUs, then
-    by (multipliers, depths). UsageError on bad input or when no solution exists.
+    and the pairs of `order` its exact stage ReLUs break. With `exact`, the inequalities
+    are solved on the base's exact stage counts (`exact_coefficients`: the stem counted in
+    stage1) instead of Algorithm 1's model, so no pair breaks. Sorted by
+    total exact ReLUs, then by (multipliers, depths). UsageError on bad input or when no solution exists.
     """
     order = validate_order(order)
     base_spec = parse(base, input_size=input_size, num_classes=num_classes)
@@ -565,12 +618,13 @@ def design(
         depths = _fit(base_spec.depths, d, "depths", base)
     if multipliers is None and vary == "depth":
         multipliers = _fit(base_spec.multipliers, d - 1, "multipliers", base)
+    coef = exact_coefficients(base, d, input_size, num_classes) if exact else None
     problem = Problem.make(order, vary=vary, depths=depths, multipliers=multipliers,
-                           mult_bounds=mult_bounds, depth_bounds=depth_bounds)
+                           mult_bounds=mult_bounds, depth_bounds=depth_bounds, coef=coef)
     solutions = [_counted(problem, s, base, input_size, num_classes) for s in _solve(problem)]
     solutions.sort(key=lambda s: (s.relus, s.multipliers, s.depths))
     return DesignResult(order, vary, base_spec.name, input_size, num_classes,
-                        problem.mult_bounds, problem.depth_bounds, solutions)
+                        problem.mult_bounds, problem.depth_bounds, solutions, exact)
 
 
 def _fit(values: Sequence[float], n: int, what: str, base: str) -> tuple[int, ...]:
@@ -607,3 +661,14 @@ def _counted(problem: Problem, sol: ModelSolution, base: str, input_size: int,
         model_shares=sol.model_shares,
         order_violations=order_violations(problem.order, stage_relus),
     )
+
+
+def with_base_width(result: DesignResult, solution: Solution, m: int) -> Solution:
+    """`solution` with base width `m` (stem and stage1 channels), recounted exactly."""
+    spec = parse(result.base, base_width=int(m), multipliers=solution.multipliers,
+                 depths=solution.depths, input_size=result.input_size,
+                 num_classes=result.num_classes)
+    counts = count(spec)
+    return dataclasses.replace(
+        solution, name=spec.name, spec=spec, counts=counts,
+        order_violations=order_violations(result.order, [int(s.relus) for s in counts.stages]))

@@ -1,0 +1,464 @@
+"""Whole design spaces at array speed: exact counts and predicted PI cost of a network family.
+
+A family is one base network (`Family`: base name, depths, input size, classes) whose
+base width m and stage multipliers vary, as in the paper's BaseCh (m), StageCh (one
+multiplier for every stage) and HRN (one per stage) networks. In such a family every
+channel count is a unit width ``u_k = m * prod_{j<k} lambda_j`` times a fixed ratio (or
+a constant: the input's 3 channels, the classes) and every spatial size is fixed, so
+the analytic layer table (`count.layer_table`) of two probe networks is a template for
+all of them. `counts` evaluates the template for arrays of (m, multipliers) at once:
+ReLUs, MACs and parameters as `count` gives them, and the cost model's features as
+`deepreshape.pi.costmodel.features` gives them, including the Cheetah HE counts, whose
+block-shape search (`deepreshape.pi.cheetah.blocking`) runs here over arrays of distinct
+matrix products. A third probe network is checked against `count` and
+`costmodel.features` before a template is used; a family the template cannot express
+(grouped RegNets, slot changes) or a cost model whose features changed raises
+`Unsupported`, and callers fall back to one `count`/`predict` per network. The counts
+need only `count`; the HE counts and `predict` import `pi.cheetah`/`pi.costmodel` when
+called (pure numpy; no `pi` extra needed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from deepreshape.count import count, layer_table
+from deepreshape.errors import UsageError
+from deepreshape.spec import NetSpec, parse
+
+_PROBES = ((5, (3, 7, 11, 13, 17, 19, 23)), (7, (5, 3, 13, 11, 19, 17, 29)))
+_CHECK = (6, (2, 5, 3, 2, 3, 2, 2))
+_CELLS = 1 << 22  # elements of one vectorized block-shape search
+
+
+class Unsupported(Exception):
+    """The family (or the cost model's features) cannot be evaluated from a template."""
+
+
+@dataclass(frozen=True)
+class Family:
+    """A base network with fixed depths, input size and classes; m and multipliers vary."""
+
+    base: str
+    depths: tuple[int, ...] | None = None
+    input_size: int = 32
+    num_classes: int = 100
+
+    def spec(self, m: int, multipliers: Sequence[int]) -> NetSpec:
+        """The family's network with base width `m` and stage `multipliers`."""
+        return parse(self.base, base_width=int(m), multipliers=tuple(int(v) for v in multipliers),
+                     depths=self.depths, input_size=self.input_size, num_classes=self.num_classes)
+
+    @property
+    def stages(self) -> int:
+        """Number of stages D."""
+        return len(_base_spec(self).stages)
+
+
+@lru_cache(maxsize=64)
+def _base_spec(family: Family) -> NetSpec:
+    return parse(family.base, depths=family.depths, input_size=family.input_size,
+                 num_classes=family.num_classes)
+
+
+# --------------------------------------------------------------------------- template
+
+
+@dataclass(frozen=True)
+class _Dim:
+    """A channel count: `ratio` times unit width `unit` (0-based), or `ratio` alone if unit < 0."""
+
+    unit: int
+    ratio: int
+
+    def of(self, u: np.ndarray) -> np.ndarray:
+        return u[:, self.unit] * self.ratio if self.unit >= 0 else np.full(len(u), self.ratio)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    kind: str  # conv | linear | relu | bn
+    stage: int  # 0-based stage, D for the head
+    cin: _Dim
+    cout: _Dim
+    area: int  # output H * W
+    kernel: int
+    groups: int
+
+
+def _units(m: int, mults: Sequence[int], d: int) -> list[int]:
+    u = [m]
+    for a in mults[: d - 1]:
+        u.append(u[-1] * a)
+    return u
+
+
+def _dim(v1: int, v2: int, u1: Sequence[int], u2: Sequence[int]) -> _Dim:
+    for s, (a, b) in enumerate(zip(u1, u2, strict=True)):
+        if v1 % a == 0 and v2 % b == 0 and v1 // a == v2 // b:
+            return _Dim(s, v1 // a)
+    if v1 == v2:
+        return _Dim(-1, v1)
+    raise Unsupported(f"channel count {v1}/{v2} is no multiple of a stage width")
+
+
+@lru_cache(maxsize=64)
+def _template(family: Family) -> tuple[_Layer, ...]:
+    d = family.stages
+    try:
+        (m1, p1), (m2, p2) = _PROBES
+        rows1 = layer_table(family.spec(m1, p1[: d - 1]))
+        rows2 = layer_table(family.spec(m2, p2[: d - 1]))
+    except UsageError as e:
+        raise Unsupported(str(e)) from None
+    if [r.name for r in rows1] != [r.name for r in rows2]:
+        raise Unsupported("the layer structure depends on the widths")
+    u1, u2 = _units(m1, p1, d), _units(m2, p2, d)
+    out = []
+    for a, b in zip(rows1, rows2, strict=True):
+        if a.shape[1:] != b.shape[1:] or a.groups != b.groups or a.kernel != b.kernel:
+            raise Unsupported(f"{a.name}: geometry depends on the widths")
+        stage = d if a.stage == "head" else int(a.stage[5:]) - 1
+        cout = _dim(a.shape[0], b.shape[0], u1, u2)
+        cin = _dim(a.in_shape[0], b.in_shape[0], u1, u2) if a.kind in ("conv", "linear") else cout
+        if a.kind == "relu" and a.relus != a.shape[0] * a.shape[1] * a.shape[2]:
+            raise Unsupported(f"{a.name}: a changed ReLU slot")
+        out.append(_Layer(a.kind, stage, cin, cout, a.shape[1] * a.shape[2], a.kernel, a.groups))
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- HE counts
+
+
+def _cdiv(a: Any, b: Any) -> Any:
+    return -(-a // b)
+
+
+def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
+    """`cheetah.blocking` for one row count `m` and arrays of inner `k` and column `n` dims.
+
+    The same search (row block d0, power-of-two inner block d1, the column block filling
+    the rest), the same prices in the same floating-point order and the same tie rule (the
+    later of equal prices wins), run over all products at once. For one d1 the price
+    depends on d0 only through b0 = ceil(m/d0) (falling with d0) and b2 = ceil(n/q),
+    q = N // d0 // d1 (rising with d0), and rises strictly with each; so within a run of d0
+    with the same b0 the first is cheapest, and the last d0 of the run with the same b2 ties
+    it: only one price per run of b0 is computed, and that last d0 follows in closed form.
+    Products whose cheapest conceivable price at a d1 is above their best so far skip it.
+    Returns the counts ``sent``, ``outputs``, ``response``, ``automorphisms``, ``muls``.
+    """
+    from deepreshape.pi.cheetah import _PRICE_AUTOMORPHISM, _PRICE_CT, _PRICE_MUL, POLY_DEGREE
+
+    big_n = POLY_DEGREE
+    k = np.asarray(k, dtype=np.int64)
+    n = np.asarray(n, dtype=np.int64)
+    t = len(k)
+    best_p = np.full(t, np.inf)
+    best_d0 = np.ones(t, dtype=np.int64)
+    best_d1 = np.ones(t, dtype=np.int64)
+    d0_all = np.arange(1, min(big_n, m) + 1, dtype=np.int64)
+    autom = _cdiv(m * n, big_n)
+    kmax = int(k.max()) if t else 0
+    d1 = 1
+    while d1 <= kmax:
+        a = d0_all[d0_all * d1 <= big_n]
+        if a.size == 0:
+            break
+        b0_all = _cdiv(m, a)
+        first = np.flatnonzero(np.r_[True, b0_all[1:] != b0_all[:-1]])
+        a_lo, a_hi = a[first], a[np.r_[first[1:], a.size] - 1]
+        b0 = b0_all[first][None, :]
+        q = (big_n // a_lo // d1)[None, :]
+        # skip products this d1 cannot beat: every price is at least the one with
+        # b0 = b2 = 1 (one ciphertext each way), and only a lower price or a tie can win
+        b1_all = _cdiv(k, d1)
+        floor_p = (b1_all + 1) * _PRICE_CT + autom * d1 * _PRICE_AUTOMORPHISM + b1_all * _PRICE_MUL
+        live = np.flatnonzero((k >= d1) & (floor_p <= best_p * (1 + 1e-9)))
+        step = max(1, _CELLS // a_lo.size)
+        for s in range(0, len(live), step):
+            idx = live[s : s + step]
+            nn = n[idx][:, None]
+            b1 = _cdiv(k[idx], d1)[:, None]
+            b2 = _cdiv(nn, q)
+            price = (np.minimum(b0, b2) * b1 + _cdiv(b0 * b2, d1)) * _PRICE_CT
+            price += (autom[idx] * d1 * _PRICE_AUTOMORPHISM)[:, None]
+            price += (b0 * b1 * b2) * _PRICE_MUL
+            low = price.min(axis=1)
+            g = a_lo.size - 1 - np.argmax((price == low[:, None])[:, ::-1], axis=1)
+            b2g = b2[np.arange(len(idx)), g]
+            last = np.minimum(a_hi[g], big_n // (d1 * _cdiv(n[idx], b2g)))
+            bp, bd = best_p[idx], best_d0[idx]
+            upd = (low < bp) | ((low == bp) & (last >= bd))
+            hit = idx[upd]
+            best_p[hit], best_d0[hit], best_d1[hit] = low[upd], last[upd], d1
+        d1 *= 2
+    bd2 = np.minimum(n, big_n // best_d0 // best_d1)
+    b0, b1, b2 = _cdiv(m, best_d0), _cdiv(k, best_d1), _cdiv(n, bd2)
+    return {"sent": np.minimum(b0, b2) * b1, "outputs": b0 * b2, "response": _cdiv(b0 * b2, best_d1),
+            "automorphisms": autom * best_d1, "muls": b0 * b1 * b2}
+
+
+_HE = (("he_sent", "sent"), ("he_outputs", "outputs"), ("he_response", "response"),
+       ("he_automorphisms", "automorphisms"), ("he_muls", "muls"))
+
+
+def _he_features(layers: Sequence[_Layer], u: np.ndarray) -> dict[str, np.ndarray]:
+    """HE counts summed over the conv/linear layers, both product directions (as cheetah's)."""
+    out = {f: np.zeros(len(u), dtype=np.int64) for f, _ in _HE}
+    classes: dict[tuple, int] = {}
+    for layer in layers:
+        if layer.kind in ("conv", "linear"):
+            key = (layer.kind, layer.area, layer.kernel, layer.groups, layer.cin, layer.cout)
+            classes[key] = classes.get(key, 0) + 1
+    for (kind, area, kernel, groups, cin, cout), times in classes.items():
+        rows = 1 if kind == "linear" else area
+        kdim = cin.of(u) // groups * (kernel * kernel if kind == "conv" else 1)
+        ndim = cout.of(u) // groups
+        key = kdim * (int(ndim.max()) + 1) + ndim
+        keys, inverse = np.unique(key, return_inverse=True)
+        counts = blocking_counts(rows, keys // (int(ndim.max()) + 1), keys % (int(ndim.max()) + 1))
+        for f, c in _HE:
+            out[f] += 2 * groups * times * counts[c][inverse.reshape(-1)]
+    return out
+
+
+# --------------------------------------------------------------------------- counts
+
+
+@dataclass
+class SpaceCounts:
+    """Exact counts and cost-model features of many networks of one family (arrays)."""
+
+    family: Family
+    m: np.ndarray  # (n,)
+    multipliers: np.ndarray  # (n, D-1)
+    relus: np.ndarray
+    macs: np.ndarray
+    params: np.ndarray
+    stage_relus: np.ndarray  # (n, D), the stem in stage1
+    features: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.m)
+
+    def spec(self, i: int) -> NetSpec:
+        """The spec of network `i`."""
+        return self.family.spec(int(self.m[i]), self.multipliers[i])
+
+
+def _grid(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any
+          ) -> tuple[np.ndarray, np.ndarray]:
+    d = family.stages
+    m = np.asarray(m, dtype=np.int64).reshape(-1)
+    try:
+        mult = np.asarray(multipliers, dtype=np.int64).reshape(len(m), d - 1)
+    except ValueError:
+        raise UsageError(f"{family.base}: need one row of {d - 1} multipliers per base width, "
+                         f"got shape {np.shape(multipliers)}") from None
+    if len(m) and (m.min() < 1 or (mult.size and mult.min() < 1)):
+        raise UsageError("base widths and multipliers must be positive integers")
+    return m, mult
+
+
+def counts(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any,
+           he: bool = True) -> SpaceCounts:
+    """Counts and cost features of the networks (m[i], multipliers[i]) of `family`.
+
+    `multipliers` has one row of D-1 multipliers per network. `he=False` leaves out the
+    Cheetah HE counts (ReLUs and MACs only; `predict` then refuses). Raises `Unsupported`
+    when the family cannot be templated or the template disagrees with `count` or
+    `costmodel.features` on a check network.
+    """
+    m, mult = _grid(family, m, multipliers)
+    layers = _template(family)
+    _verify(family)
+    return _evaluate(family, layers, m, mult, he)
+
+
+def _evaluate(family: Family, layers: Sequence[_Layer], m: np.ndarray, mult: np.ndarray,
+              he: bool = True) -> SpaceCounts:
+    d = family.stages
+    u = np.empty((len(m), d), dtype=np.int64)
+    u[:, 0] = m
+    for j in range(1, d):
+        u[:, j] = u[:, j - 1] * mult[:, j - 1]
+    if len(m) and (int(u.max()) > 1 << 24):
+        raise UsageError(f"a stage would have {int(u.max()):,} channels; narrow the ranges")
+    stage_relus = np.zeros((len(m), d), dtype=np.int64)
+    macs, params, conv_params, acts = (np.zeros(len(m), dtype=np.int64) for _ in range(4))
+    relu_layers = linear_layers = 0
+    for layer in layers:
+        cout = layer.cout.of(u)
+        if layer.kind == "relu":
+            stage_relus[:, layer.stage] += cout * layer.area
+            relu_layers += 1
+        elif layer.kind == "bn":
+            params += 2 * cout
+        else:
+            cin = layer.cin.of(u)
+            k2 = layer.kernel * layer.kernel if layer.kind == "conv" else 1
+            w = cout * (cin // layer.groups) * k2
+            macs += w * layer.area
+            p = w + (cout if layer.kind == "linear" else 0)
+            params += p
+            conv_params += p
+            acts += cout * layer.area
+            linear_layers += 1
+    relus = stage_relus.sum(axis=1)
+    feats: dict[str, Any] = {"relus": relus, "macs": macs, "relu_layers": relu_layers,
+                             "linear_layers": linear_layers, "params": conv_params,
+                             "activations": acts, "masked_relus": 0, "fixed": 1}
+    if he:
+        feats.update(_he_features(layers, u))
+    n = len(m)
+    feats = {k: np.broadcast_to(np.asarray(v, dtype=np.float64), (n,)) for k, v in feats.items()}
+    return SpaceCounts(family, m, mult, relus, macs, params, stage_relus, feats)
+
+
+@lru_cache(maxsize=64)
+def _verify(family: Family) -> None:
+    """Hold the template against `count` and `costmodel.features` on a third network."""
+    from deepreshape.pi.costmodel import FEATURES, features
+
+    d = family.stages
+    m0, p0 = _CHECK
+    spec = family.spec(m0, p0[: d - 1])
+    got = _evaluate(family, _template(family), np.array([m0]), np.array([p0[: d - 1]]))
+    exact = count(spec)
+    want = features(spec)
+    same = (int(got.relus[0]) == exact.relus and int(got.macs[0]) == exact.macs
+            and int(got.params[0]) == exact.params
+            and [int(v) for v in got.stage_relus[0]] == [s.relus for s in exact.stages]
+            and set(want) <= set(got.features)
+            and all(float(got.features[k][0]) == float(want[k]) for k in FEATURES))
+    if not same:
+        raise Unsupported(f"{spec.name}: the array counts disagree with count/costmodel.features")
+
+
+def counts_slow(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any) -> SpaceCounts:
+    """`counts` by one `count` and `costmodel.features` per network (any family)."""
+    from deepreshape.pi.costmodel import features
+
+    m, mult = _grid(family, m, multipliers)
+    d = family.stages
+    n = len(m)
+    rel, mac, par = (np.zeros(n, dtype=np.int64) for _ in range(3))
+    stage = np.zeros((n, d), dtype=np.int64)
+    feats: dict[str, np.ndarray] = {}
+    for i in range(n):
+        spec = family.spec(int(m[i]), mult[i])
+        c = count(spec)
+        rel[i], mac[i], par[i] = c.relus, c.macs, c.params
+        stage[i] = [s.relus for s in c.stages]
+        for k, v in features(spec).items():
+            feats.setdefault(k, np.zeros(n))[i] = v
+    return SpaceCounts(family, m, mult, rel, mac, par, stage, feats)
+
+
+def counts_any(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any,
+               slow_limit: int = 2000) -> SpaceCounts:
+    """`counts`, or `counts_slow` for a family `counts` does not support (up to `slow_limit`)."""
+    try:
+        return counts(family, m, multipliers)
+    except Unsupported as e:
+        if len(np.asarray(m).reshape(-1)) > slow_limit:
+            raise UsageError(f"{family.base}: cannot count {len(np.asarray(m).reshape(-1)):,} "
+                             f"networks at array speed ({e}); narrow the ranges to "
+                             f"{slow_limit:,} networks") from None
+        return counts_slow(family, m, multipliers)
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
+            model: Any = None) -> dict[str, np.ndarray]:
+    """Predicted ``latency_s`` and ``bytes`` arrays: the cost model's coefficients on the
+    features (`CostModel.predict` per network), plus the link term (`pi.linkcost`)."""
+    from deepreshape.pi import linkcost
+    from deepreshape.pi.costmodel import FEATURES, CostModel, load
+
+    cm = model if isinstance(model, CostModel) else load(model)
+    coef = cm.coef(protocol)
+    scale = _he_directions(protocol) / 2  # the features count both directions
+    f = {k: v * scale if k.startswith("he_") else v for k, v in space.features.items()}
+    missing = [k for k in FEATURES if coef["latency_s"].get(k) or coef["bytes"].get(k)
+               if k not in f]
+    if missing:
+        raise UsageError(f"these counts leave out {', '.join(missing)}; count with he=True")
+    out = {t: sum((coef[t].get(k, 0.0) * f[k] for k in FEATURES if coef[t].get(k, 0.0)),
+                  np.zeros(len(space))) for t in ("latency_s", "bytes")}
+    if not linkcost.fit_over(cm, link):
+        out["latency_s"] = out["latency_s"] + linkcost.link_seconds(
+            f["relu_layers"], f["linear_layers"], out["bytes"], link)
+    return out
+
+
+def _he_directions(protocol: str) -> int:
+    """HE products per matrix product in the setting `CostModel.predict(spec, protocol)`
+    prices: 2 with secret-shared weights (both cross terms), 1 with server-owned weights.
+    A `pi` package without weight settings (`costmodel.setting`) prices shared weights."""
+    from deepreshape.pi import cheetah, costmodel
+
+    setting = getattr(costmodel, "setting", None)
+    split = getattr(costmodel, "split_setting", None)
+    directions = getattr(cheetah, "directions", None)
+    if setting is None or split is None or directions is None:
+        return 2
+    return int(directions(split(setting(protocol))[1]))
+
+
+def model_order(order: Sequence[int], stage_relus: np.ndarray) -> np.ndarray:
+    """Per row, whether the stage counts follow `order` strictly (1-based stages)."""
+    ok = np.ones(len(stage_relus), dtype=bool)
+    for a, b in zip(order, order[1:], strict=False):
+        ok &= stage_relus[:, a - 1] > stage_relus[:, b - 1]
+    return ok
+
+
+def model_stage_relus(depths: Sequence[int], multipliers: np.ndarray) -> np.ndarray:
+    """Algorithm 1's model stage ReLUs (times 4^{D-1}) for rows of multipliers."""
+    d = len(depths)
+    out = np.empty((len(multipliers), d), dtype=np.int64)
+    prod = np.ones(len(multipliers), dtype=np.int64)
+    for k in range(d):
+        out[:, k] = depths[k] * prod * 4 ** (d - 1 - k)
+        if k < d - 1:
+            prod = prod * multipliers[:, k]
+    return out
+
+
+def span(text: str, what: str) -> list[int]:
+    """'8:64' (every integer), '8:64:8' (a step) or '8,16,32' -> sorted distinct positive ints."""
+    t = str(text).replace(" ", "")
+    try:
+        if ":" in t:
+            parts = [int(p) for p in t.split(":")]
+            if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] < 1):
+                raise ValueError
+            values = list(range(parts[0], parts[1] + 1, parts[2] if len(parts) == 3 else 1))
+        else:
+            values = [int(p) for p in t.split(",") if p]
+    except ValueError:
+        raise UsageError(f"{what} must be A:B, A:B:STEP or a list like 8,16,32, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{what} must list positive integers, got {text!r}")
+    return sorted(set(values))
+
+
+def grid(*axes: Sequence[int]) -> np.ndarray:
+    """The Cartesian product of integer axes as rows (last axis fastest)."""
+    mesh = np.meshgrid(*[np.asarray(a, dtype=np.int64) for a in axes], indexing="ij")
+    return np.stack([x.reshape(-1) for x in mesh], axis=1) if axes else np.empty((1, 0), np.int64)
+
+
+def size(*axes: Sequence[int]) -> int:
+    """Number of grid points."""
+    return math.prod(len(a) for a in axes)
+
