@@ -349,7 +349,8 @@ def test_cli_estimate_for_each_weights_mode(capsys):
         assert got[mode]["weights"] == mode
     assert got["owned"]["bytes"] < 0.8 * got["shared"]["bytes"]
     assert main(["pi", "--estimate", "resnet18-m16", "--weights", "shared"]) == 0
-    assert "cheetah with shared weights: predicted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "cheetah with shared weights (cost model calibrated over loopback): predicted" in out
     assert main(["pi", "--estimate", "resnet18-m16", "--protocol", "semi2k", "--weights",
                  "owned"]) == 2
     assert "no coefficients for 'semi2k/owned-weights'" in capsys.readouterr().err

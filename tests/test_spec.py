@@ -167,8 +167,8 @@ def test_package_functions_stay_functions_when_their_modules_load():
 @pytest.mark.parametrize("suffix, keyword", [
     ("-d0,2,2,2", {"depths": [0, 2, 2, 2]}),
     ("-d1001,1,1,1", {"depths": [1001, 1, 1, 1]}),
-    ("-w16,32,64,65537", {"widths": [16, 32, 64, 65537]}),
-    ("-m65537", {"base_width": 65537}),
+    ("-w16,32,64,1048577", {"widths": [16, 32, 64, 1048577]}),
+    ("-m1048577", {"base_width": 1048577}),
     ("-1025x2x2x", {"multipliers": [1025, 2, 2]}),
 ])
 def test_suffixes_and_overrides_share_one_check(suffix: str, keyword: dict) -> None:

@@ -117,7 +117,7 @@ def load_run(path: str | Path) -> Run:
 
 # The fields of config.json this version writes and reads.
 CONFIG_FIELDS = ("spec", "arch", "data", "recipe", "seed", "teacher", "method", "versions",
-                 "world_size", "device")
+                 "world_size", "device", "precision")
 
 
 def check_config(config: Any, where: Path) -> None:

@@ -41,9 +41,9 @@ DEFAULT_DATASET = "cifar100"
 # network (ResNet-152 has 36 blocks in a stage and 2,048 channels; WRN-40-10 56M weights,
 # ResNet-18 at 224x224 2.3M activations), low enough that no name or option can ask for
 # terabytes.
-LIMITS = {"depth": 1_000, "width": 65_536, "multiplier": 1_024, "stem stride": 4,
+LIMITS = {"depth": 1_000, "width": 1_048_576, "multiplier": 1_024, "stem stride": 4,
           "input size": 4_096, "classes": 1_000_000, "stages": 8,
-          "weights": 100_000_000_000, "activations": 10_000_000_000}
+          "weights": 10_000_000_000_000, "activations": 10_000_000_000}
 
 
 # --------------------------------------------------------------------------- slot kinds
@@ -332,7 +332,8 @@ def change_tags(spec: NetSpec) -> list[str]:
     SNL masks: ``+SNL pixel|channel R`` with R the network's ReLUs (the zeroed and untouched
     slots SNL leaves are part of it). Otherwise ``+cull sK,...`` for stages with no ReLU left,
     ``+thin`` when every other stage lost exactly the alternate slots DeepReDuce's thinning
-    linearizes (positions 0, 2, ... of the stage, stem excluded), ``+linearized N slots``
+    linearizes (positions 1, 3, ... of the stage, stem excluded: relu2, as its released
+    models; ``+thin relu1`` for positions 0, 2, ...), ``+linearized N slots``
     for any other identity slots, and ``+reuse xN`` for ReLU-reuse.
     """
     if not spec.slots:
@@ -353,8 +354,11 @@ def change_tags(spec: NetSpec) -> list[str]:
             for k, addrs in by_stage.items() if k not in culled}
     rest = linear - {a for k in culled for a in by_stage[k]}
     if rest:
-        thinned = all(set(body[0::2]) == linear & set(by_stage[k]) for k, body in live.items())
-        tags.append("+thin" if thinned else f"+linearized {len(rest)} slot{'s' * (len(rest) > 1)}")
+        def thinned(start: int) -> bool:
+            return all(set(body[start::2]) == linear & set(by_stage[k]) for k, body in live.items())
+
+        tags.append("+thin" if thinned(1) else "+thin relu1" if thinned(0)
+                    else f"+linearized {len(rest)} slot{'s' * (len(rest) > 1)}")
     factors = sorted({k.factor for k in kinds.values() if k.kind == "reuse"})
     if factors:
         tags.append("+reuse x" + ",".join(map(str, factors)))

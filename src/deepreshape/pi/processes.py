@@ -19,6 +19,7 @@ import queue as queue_mod
 import resource
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -153,14 +154,29 @@ def spawn(jobs: dict[str, tuple], timeout_s: float,
                 procs[role] = ctx.Process(
                     target=_party_entry, name=f"deepreshape-pi-{role}", daemon=True,
                     args=(role, str(job_path), str(log_path or tmp / f"{role}.log"), results))
-            for p in procs.values():
-                p.start()
+            _start_quietly(procs.values(), tmp / "parties.stderr")
             got = _collect(procs, results, deadline, timeout_s)
         finally:
             _stop(procs, grace_s=min(10.0, timeout_s) if got is not None else 0.0)
             results.close()
             shutil.rmtree(tmp, ignore_errors=True)
     return got
+
+
+def _start_quietly(procs: Any, stderr_path: Path) -> None:
+    """Start the parties with their stderr in a file of the temporary folder: a party stopped
+    while it starts (SIGTERM, a failed peer) would print the interpreter's start-up traceback
+    under the one-line error; the parties report their own errors on the queue."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(stderr_path, "ab") as f:
+            os.dup2(f.fileno(), 2)
+            for p in procs:
+                p.start()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _death(role: str, code: int | None) -> RunFailure:

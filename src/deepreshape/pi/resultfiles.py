@@ -116,7 +116,8 @@ def read_results(run_dir: str | Path) -> tuple[dict[str, dict], list[str]]:
             notes.append(f"{path}: unreadable ({e.__class__.__name__}); left out")
             continue
         if not isinstance(data, dict):
-            notes.append(f"{path}: not a secure-inference result; left out")
+            notes.append(f"{path}: present but not a deepreshape pi result "
+                         f"(a {type(data).__name__}); left out")
             continue
         found.setdefault(result_key(data), {**data, "_file": path.name})
     order = sorted(found, key=lambda k: (not k.endswith(f"-{LOOPBACK}"), k))
