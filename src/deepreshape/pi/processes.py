@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import multiprocessing
 import os
-import pickle
 import queue as queue_mod
 import resource
 import shutil
@@ -33,7 +33,7 @@ from deepreshape.errors import RunFailure, UsageError
 from deepreshape.pi.channel import free_ports
 from deepreshape.pi.link import LinkProfile, Relay
 from deepreshape.pi.party import run_session
-from deepreshape.pi.program import as_f32, compile_program, plain_logits
+from deepreshape.pi.program import Program, as_f32, compile_program, plain_logits
 from deepreshape.pi.protocols import check_run_args, checked_protocol, default_weights
 from deepreshape.pi.results import SecureResult
 
@@ -60,8 +60,7 @@ def _party_entry(role: str, job_path: str, log_path: str, results: Any) -> None:
     """
     _die_with_parent()
     try:
-        with open(job_path, "rb") as f:
-            program, own, parties, protocol, samples, timeout_s, cfg = pickle.load(f)
+        program, own, parties, protocol, samples, timeout_s, cfg = _read_job(Path(job_path), role)
         params, x = (own, None) if role == "server" else (None, own)
         del own
         res = run_session(role, program, params, x, parties, protocol, samples, timeout_s,
@@ -70,6 +69,36 @@ def _party_entry(role: str, job_path: str, log_path: str, results: Any) -> None:
     except BaseException as e:  # noqa: BLE001 - reported to the parent, which raises
         kind = "UsageError" if isinstance(e, UsageError) else "RunFailure"
         results.put(("error", role, kind, f"{type(e).__name__}: {e}", peak_rss_mb()))
+
+
+def _write_job(base: Path, role: str, job: tuple) -> Path:
+    """Write a party's job as data only (JSON, raw executable bytes, an .npz of arrays), so
+    reading it back runs nothing, whoever could touch the file. Returns the JSON's path."""
+    import jax
+
+    program, own, parties, protocol, samples, timeout_s, cfg = job
+    leaves = jax.tree_util.tree_leaves(own) if role == "server" else [own]  # program's order
+    base.with_suffix(".exe").write_bytes(program.executable)
+    with open(base.with_suffix(".npz"), "wb") as f:
+        np.savez(f, *[np.asarray(a) for a in leaves])
+    meta = {"param_spec": program.param_spec, "x_shape": list(program.x_shape),
+            "out_shape": list(program.out_shape), "parties": list(parties),
+            "protocol": protocol, "samples": samples, "timeout_s": timeout_s, "cfg": cfg}
+    path = base.with_suffix(".json")
+    path.write_text(json.dumps(meta))
+    return path
+
+
+def _read_job(path: Path, role: str) -> tuple:
+    """`_write_job`'s job back: params as the list of leaves the program takes, x as one array."""
+    meta = json.loads(path.read_text())
+    program = Program(path.with_suffix(".exe").read_bytes(), meta["param_spec"],
+                      tuple(meta["x_shape"]), tuple(meta["out_shape"]))
+    with np.load(path.with_suffix(".npz"), allow_pickle=False) as z:
+        leaves = [z[f"arr_{i}"] for i in range(len(z.files))]
+    own = leaves if role == "server" else leaves[0]
+    return (program, own, meta["parties"], meta["protocol"], meta["samples"],
+            meta["timeout_s"], meta["cfg"])
 
 
 def _die_with_parent() -> None:
@@ -148,9 +177,7 @@ def spawn(jobs: dict[str, tuple], timeout_s: float,
         procs: dict[str, Any] = {}
         try:
             for role, job in jobs.items():
-                job_path = tmp / f"{role}.job"
-                with open(job_path, "wb") as f:
-                    pickle.dump(job, f, protocol=pickle.HIGHEST_PROTOCOL)
+                job_path = _write_job(tmp / role, role, job)
                 procs[role] = ctx.Process(
                     target=_party_entry, name=f"deepreshape-pi-{role}", daemon=True,
                     args=(role, str(job_path), str(log_path or tmp / f"{role}.log"), results))

@@ -75,8 +75,8 @@ def flat_shapes(spec: Any) -> list[tuple[int, ...]]:
 class Program:
     """A compiled SPU executable plus the input shapes both parties must agree on.
 
-    Plain bytes and tuples, so it pickles: `run_two_party` compiles once and hands this to
-    the spawned parties instead of pickling `fn`, which is often a closure.
+    Plain bytes and shapes, so it travels as data: `run_two_party` compiles once and hands
+    this to the spawned parties (as files, never pickles) instead of `fn`, often a closure.
     """
 
     executable: bytes  # libspu.Executable.SerializeToString()
