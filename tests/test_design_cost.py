@@ -379,9 +379,9 @@ def test_cli_errors_are_one_line(capsys, argv, message):
 
 def _documented_model() -> bool:
     """Whether the shipped model is the one docs quote numbers for: calibrated 2026-11-24,
-    pricing weights shared two ways (both HE directions)."""
+    pricing server-owned weights (one HE direction), the default."""
     return (costmodel.load().meta.get("date", "").startswith("2026-11-24")
-            and ds._he_directions("cheetah") == 2)
+            and ds._he_directions("cheetah") == 1)
 
 
 def _doc_commands() -> list[tuple[str, str]]:
@@ -463,9 +463,9 @@ def test_docs_exact_and_explore_claims():
             fastest = min(ex.latency_s[i] for i in best.values())
             assert ex.latency_s[best["basech"]] <= 1.10 * fastest
     assert min(slower) > 1  # StageCh slower than the fastest HRN in every shared range
-    assert "5.6x slower than the fastest HRN" in text
+    assert "5.1x slower than the fastest HRN" in text
     if _documented_model():
-        assert f"{max(slower):.1f}x" == "5.6x"
+        assert f"{max(slower):.1f}x" == "5.1x"
         assert "calibrated 2026-11-24" in text
 
 
@@ -506,8 +506,8 @@ def test_pi_costs_iso_relu_table():
         c = count(spec)
         loop, wan = linkcost.predict(spec), linkcost.predict(spec, linkcost.parse_link("wan"))
         lat.append(loop["latency_s"])
-        if dated:  # "ReLUs 2-7% of it here"
-            assert 0.015 <= loop["relu_share_latency_s"] < 0.075
+        if dated:  # "ReLUs 4-12% of it here"
+            assert 0.035 <= loop["relu_share_latency_s"] < 0.125
         assert row[1] == f"{c.relus:,}" and row[2] == f"{c.macs / 1e6:.1f}M"
         assert row[7] == f"{costmodel.literature(spec)['online_latency_s']:.2f}"
         if dated:

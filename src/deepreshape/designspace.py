@@ -402,16 +402,10 @@ def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
 
 def _he_directions(protocol: str) -> int:
     """HE products per matrix product in the setting `CostModel.predict(spec, protocol)`
-    prices: 2 with secret-shared weights (both cross terms), 1 with server-owned weights.
-    A `pi` package without weight settings (`costmodel.setting`) prices shared weights."""
+    prices: 2 with secret-shared weights (both cross terms), 1 with server-owned weights."""
     from deepreshape.pi import cheetah, costmodel
 
-    setting = getattr(costmodel, "setting", None)
-    split = getattr(costmodel, "split_setting", None)
-    directions = getattr(cheetah, "directions", None)
-    if setting is None or split is None or directions is None:
-        return 2
-    return int(directions(split(setting(protocol))[1]))
+    return int(cheetah.directions(costmodel.split_setting(costmodel.setting(protocol))[1]))
 
 
 def model_order(order: Sequence[int], stage_relus: np.ndarray) -> np.ndarray:
