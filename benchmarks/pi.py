@@ -47,27 +47,15 @@ from typing import Any
 import numpy as np
 
 from deepreshape.cli.common import table
+from deepreshape.count import count
 from deepreshape.pi import costmodel, engine
 from deepreshape.pi.channel import free_ports
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
-from deepreshape.spec import NetSpec, parse, relu_slots
+from deepreshape.spec import NetSpec, parse, proportional_masks
 
 DEFAULT_ARCHS = ("resnet18-m16", "hrn-2x5x2x", "hrn-5x7x2x")
 OVERHEAD_TARGET = 0.05
-
-
-def snl_version(spec: NetSpec, budget: int) -> NetSpec:
-    """Pixel masks keeping `budget` ReLUs in all, each slot its proportional share."""
-    slots = relu_slots(spec)
-    total = sum(s.numel for s in slots)
-    if budget >= total:
-        return spec
-    kept = {s.address: int(s.numel * budget / total) for s in slots}
-    short = budget - sum(kept.values())
-    for s in slots[:short]:
-        kept[s.address] += 1
-    return spec.with_slots({a: f"mask:pixel:{k}" for a, k in kept.items()})
 
 
 # --------------------------------------------------------------------------- the table
@@ -327,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = parse(name, input_size=args.input_size, num_classes=args.num_classes)
         jobs.append((name, spec, None))
         if args.snl_budget:
-            jobs.append((f"{name} SNL {args.snl_budget // 1000}K", snl_version(spec, args.snl_budget),
+            kept = min(args.snl_budget, count(spec).relus)
+            jobs.append((f"{name} SNL {args.snl_budget // 1000}K", proportional_masks(spec, kept),
                          None))
     for d in args.run:
         from deepreshape.runs import load_run

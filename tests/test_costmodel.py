@@ -231,6 +231,36 @@ def test_calibrate_resumes_from_its_cache_and_rejects_a_broken_one(tmp_path):
         K.calibrate(["cheetah"], nets, held, measure=measure, cache=cache)
 
 
+def test_merge_replaces_the_recalibrated_setting_and_keeps_the_others():
+    nets, held = K.CALIBRATION[:6], K.HELDOUT[:2]
+    base = K.calibrate(["cheetah", "semi2k"], nets, held, measure=_synthetic)
+    base.meta["date"] = "2026-01-01T00:00:00+00:00"
+
+    def measure(spec, protocol):  # every time doubled, bytes the same
+        rec = _synthetic(spec, protocol)
+        kinds = {k: {**v, "time_s": 2 * v["time_s"]} for k, v in rec["per_kind"].items()}
+        return {**rec, "latency_s": 2 * rec["latency_s"], "per_kind": kinds}
+
+    update = K.calibrate(["cheetah"], nets, held, measure=measure)
+    update.meta["date"] = "2026-02-02T00:00:00+00:00"
+    merged = C.merge(base, update)
+    assert merged.coefficients["semi2k"] == base.coefficients["semi2k"]
+    assert merged.coefficients["cheetah"] == update.coefficients["cheetah"]
+    assert merged.meta["report"]["semi2k"] == base.meta["report"]["semi2k"]
+    assert merged.meta["measurements"]["cheetah"] == update.meta["measurements"]["cheetah"]
+    assert C.provenance(merged, "semi2k")["date"].startswith("2026-01-01")
+    assert C.provenance(merged, "cheetah")["date"].startswith("2026-02-02")
+    spec = parse("resnet18-m8", dataset="cifar100")
+    assert merged.predict(spec)["latency_s"] == pytest.approx(
+        2 * base.predict(spec)["latency_s"], rel=1e-3)
+    again = C.refit(C.CostModel.from_dict(json.loads(json.dumps(merged.to_dict()))))
+    assert again.coefficients == merged.coefficients  # each setting refits from its own
+    assert C.provenance(again, "semi2k")["date"].startswith("2026-01-01")
+    wan = K.calibrate(["cheetah"], nets, held, measure=measure, link=LinkProfile(400e6, 0.04))
+    with pytest.raises(UsageError, match="different links"):
+        C.merge(base, wan)
+
+
 def test_calibration_and_heldout_sets_are_disjoint_and_separable():
     cal = {(n.spec().describe(), n.input_size) for n in K.CALIBRATION}
     held = {(n.spec().describe(), n.input_size) for n in K.HELDOUT}
@@ -354,6 +384,31 @@ def test_cli_estimate_for_each_weights_mode(capsys):
     assert main(["pi", "--estimate", "resnet18-m16", "--protocol", "semi2k", "--weights",
                  "owned"]) == 2
     assert "no coefficients for 'semi2k/owned-weights'" in capsys.readouterr().err
+
+
+def test_cli_calibrate_keeps_the_other_settings_of_an_existing_model(tmp_path, monkeypatch,
+                                                                      capsys):
+    measured = []
+
+    def fake(spec, protocol, **kw):
+        measured.append((protocol, kw["weights"]))
+        return _synthetic(spec, protocol)
+
+    monkeypatch.setattr(K, "measure_spec", fake)
+    out = tmp_path / "cm.json"
+    out.write_text("{broken")
+    assert main(["pi", "--calibrate", "--protocol", "semi2k", "--out", str(out)]) == 2
+    assert "broken cost model file" in capsys.readouterr().err and not measured
+    out.write_text(json.dumps(C.load().to_dict()))  # the shipped model, all three settings
+    assert main(["pi", "--calibrate", "--protocol", "semi2k", "--out", str(out)]) == 0
+    assert set(measured) == {("semi2k", "shared")}
+    assert "are kept, the measured ones replaced" in capsys.readouterr().err
+    merged, shipped = C.load(out), C.load()
+    assert set(merged.coefficients) == set(shipped.coefficients)
+    assert merged.coefficients["cheetah"] == shipped.coefficients["cheetah"]
+    assert merged.coefficients["semi2k"] != shipped.coefficients["semi2k"]
+    assert (C.provenance(merged, "cheetah/shared-weights")
+            == C.provenance(shipped, "cheetah/shared-weights"))
 
 
 @pytest.mark.parametrize("argv, match", [

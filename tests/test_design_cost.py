@@ -23,7 +23,7 @@ from deepreshape.designcost import Budget, design_for_cost, explore, parse_amoun
 from deepreshape.errors import UsageError
 from deepreshape.pi import cheetah, costmodel, linkcost
 from deepreshape.pi.link import PRESETS
-from deepreshape.spec import parse
+from deepreshape.spec import parse, proportional_masks
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 HRN = ds.Family("hrn-2x2x2x", (2, 2, 2, 2), 32, 100)
@@ -469,18 +469,6 @@ def test_docs_exact_and_explore_claims():
         assert "calibrated 2026-11-24" in text
 
 
-def _proportional_masks(spec, budget):
-    """Pixel masks keeping `budget` ReLUs, each slot its proportional share (as documented)."""
-    from deepreshape.spec import relu_slots
-
-    slots = relu_slots(spec)
-    total = sum(s.numel for s in slots)
-    kept = {s.address: s.numel * budget // total for s in slots}
-    for s in slots[: budget - sum(kept.values())]:
-        kept[s.address] += 1
-    return spec.with_slots({a: f"mask:pixel:{k}" for a, k in kept.items()})
-
-
 def test_pi_costs_iso_relu_table():
     from deepreshape.optimize.deepreduce import plan
 
@@ -491,13 +479,10 @@ def test_pi_costs_iso_relu_table():
     hrn = parse("hrn-5x7x2x")
     # the nearest BaseCh and StageCh in ReLUs, over the documented ranges
     ex = explore(range(1, 129), range(3, 9), families=["basech", "stagech"])
-    ok = (ex.family == "basech") | (ex.m <= 64)
-    near = {}
-    for kind in ("basech", "stagech"):
-        rows_k = np.flatnonzero(ok & (ex.family == kind))
-        near[kind] = ex.name(rows_k[np.argmin(np.abs(ex.relus[rows_k] - count(hrn).relus))])
+    near = {"basech": ex.name(ex.nearest(count(hrn).relus, "basech")),
+            "stagech": ex.name(ex.nearest(count(hrn).relus, "stagech", max_m=64))}
     dr = next(p.spec for p in plan(parse("hrn-5x5x3x"), "3,2,4,1") if p.label == "cull-s1s4")
-    snl = _proportional_masks(parse("resnet18"), count(dr).relus)
+    snl = proportional_masks(parse("resnet18"), count(dr).relus)
     specs = [hrn, parse(near["basech"]), parse(near["stagech"]), dr, snl]
     assert [r[0].split()[-1] for r in rows[:3]] == ["HRN-5x7x2x", near["basech"], near["stagech"]]
     dated = _documented_model()
@@ -533,3 +518,14 @@ def test_cost_aware_design_needs_no_pi_extra():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert "hrn-5x7x2x-m7" in out.stdout and "Design space" in out.stdout
+
+
+def test_explored_nearest_finds_the_iso_relu_partner():
+    ex = explore([8, 16, 32], [3, 4], families=["basech", "stagech"])
+    # BaseCh ResNet18 at m = 8, 16, 32 has 139,264, 278,528 and 557,056 ReLUs (32x32)
+    assert ex.name(ex.nearest(200_000, "basech")) == "resnet18-m16"
+    assert ex.name(ex.nearest(10**9, "basech")) == "resnet18-m32"
+    i = ex.nearest(200_000, "stagech", max_m=8)
+    assert ex.family[i] == "stagech" and ex.m[i] == 8
+    with pytest.raises(UsageError, match="no hrn network"):
+        ex.nearest(1000, "hrn")

@@ -190,3 +190,29 @@ def test_limits_hold_for_products_and_stored_specs() -> None:
     with pytest.raises(UsageError, match="every value must be an integer"):
         NetSpec.from_dict(spec)
     assert parse("resnet18", depths=[1000, 1, 1, 1]).depths == (1000, 1, 1, 1)  # at the limit
+
+
+def test_proportional_masks_share_a_budget_by_slot_size() -> None:
+    from deepreshape.count import count
+    from deepreshape.spec import proportional_masks
+
+    # slots of 256 (stem, stage1 x2), 128 (x2), 64 (x2), 32 (x2) positions: 1,216 ReLUs
+    spec = parse("resnet18-m4-d1,1,1,1", input_size=8)
+    half = dict(proportional_masks(spec, 608).slots)
+    assert half == {"stem.relu": "mask:pixel:128",
+                    **{f"stage1.block1.relu{i}": "mask:pixel:128" for i in (1, 2)},
+                    **{f"stage2.block1.relu{i}": "mask:pixel:64" for i in (1, 2)},
+                    **{f"stage3.block1.relu{i}": "mask:pixel:32" for i in (1, 2)},
+                    **{f"stage4.block1.relu{i}": "mask:pixel:16" for i in (1, 2)}}
+    # a culled stage keeps its identity slots and is not counted: 100 of 1,152 ReLUs are
+    # 22/11/5 per slot (98), the remainder one each to the first two slots
+    culled = spec.with_slots({"stage4.*": "identity"})
+    got = dict(proportional_masks(culled, 100).slots)
+    assert got["stem.relu"] == got["stage1.block1.relu1"] == "mask:pixel:23"
+    assert got["stage1.block1.relu2"] == "mask:pixel:22" and got["stage3.block1.relu2"] == (
+        "mask:pixel:5")
+    assert got["stage4.block1.relu1"] == "identity"
+    assert count(proportional_masks(culled, 100)).relus == 100
+    assert proportional_masks(spec, 1216) == spec
+    with pytest.raises(UsageError, match="outside 0..1,216"):
+        proportional_masks(spec, 1217)

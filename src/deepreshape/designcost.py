@@ -278,6 +278,16 @@ class Explored:
                 out.append((int(edges[b]), int(edges[b + 1]), best))
         return out
 
+    def nearest(self, relus: int, family: str, max_m: int | None = None) -> int:
+        """The row of `family` (with base width at most `max_m`) whose ReLUs are nearest
+        `relus`: an iso-ReLU partner for a network of that count."""
+        ok = (self.family == family) & (self.m <= (max_m or self.m.max()))
+        rows = np.flatnonzero(ok)
+        if not len(rows):
+            raise UsageError(f"no {family} network in this design space"
+                             + (f" with m <= {max_m}" if max_m else ""))
+        return int(rows[np.argmin(np.abs(self.relus[rows] - relus))])
+
     def to_list(self, rows: Sequence[int] | None = None) -> list[dict[str, Any]]:
         """Rows as JSON-ready dicts (all by default)."""
         rows = range(len(self)) if rows is None else rows

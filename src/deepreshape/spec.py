@@ -326,6 +326,27 @@ def relu_slots(spec: NetSpec) -> list[SlotInfo]:
     return out
 
 
+def proportional_masks(spec: NetSpec, budget: int) -> NetSpec:
+    """`spec` with pixel masks keeping `budget` ReLUs in all, each full-ReLU slot its
+    proportional share (the remainder one each to the first slots).
+
+    Under a secure engine a mask's cost depends on how many positions it keeps, not
+    which, so this prices an SNL network of a given budget without training one.
+    Slots that are already not plain ReLUs are left as they are and not counted.
+    """
+    slots = [s for s in relu_slots(spec) if spec.slot_kind(s.address).kind == "relu"]
+    total = sum(s.numel for s in slots)
+    if not 0 <= budget <= total:
+        raise UsageError(f"budget {budget:,} is outside 0..{total:,}, the plain ReLUs of "
+                         f"{spec.short_name()}")
+    if budget == total:
+        return spec
+    kept = {s.address: s.numel * budget // total for s in slots}
+    for s in slots[: budget - sum(kept.values())]:
+        kept[s.address] += 1
+    return spec.with_slots({a: f"mask:pixel:{k}" for a, k in kept.items()})
+
+
 def change_tags(spec: NetSpec) -> list[str]:
     """Short tags naming what changed the spec's slots, recognized from the slots alone.
 

@@ -57,7 +57,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--cost-model", default=None, metavar="PATH",
                    help="coefficients to predict with (default: the shipped costmodel.json)")
-    p.add_argument("--out", default="costmodel.json", help="--calibrate: where to save the fit")
+    p.add_argument("--out", default="costmodel.json",
+                   help="--calibrate: where to save the fit (a cost model already there keeps "
+                        "the settings not measured now)")
     add_shape_args(p)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=run)
@@ -146,18 +148,23 @@ def _stage_table(pred: dict[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from deepreshape.pi import calibration
+    from deepreshape.pi import calibration, costmodel
     from deepreshape.pi.link import LinkProfile
 
     protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
     link = LinkProfile.parse(args.link) if args.link else None
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     cache = Path(args.out).with_suffix(".measurements.jsonl")
+    # an existing model keeps the settings not measured now; read it before measuring
+    existing = costmodel.load(args.out) if Path(args.out).exists() else None
     if say:
         say(f"measurements go to {cache} as they complete; rerun the same command to resume")
+        if existing:
+            say(f"{args.out} exists: its other settings "
+                f"({', '.join(sorted(existing.coefficients))}) are kept, the measured ones replaced")
     model = calibration.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
                                   progress=say, cache=cache, link=link, weights=args.weights)
-    path = model.save(args.out)
+    path = (costmodel.merge(existing, model) if existing else model).save(args.out)
     if args.json:
         print_json(model.to_dict())
         return 0

@@ -522,6 +522,43 @@ def transfer(model: CostModel, source: str, target: str,
     return CostModel({**model.coefficients, target: dict(model.coefficients[source])}, meta)
 
 
+_PROVENANCE = ("date", "machine_summary", "method")
+
+
+def provenance(model: CostModel, key: str) -> dict[str, Any]:
+    """When, where and how `key`'s coefficients were obtained (date, machine, method)."""
+    return dict(model.meta.get("settings", {}).get(key)
+                or {k: model.meta.get(k) for k in _PROVENANCE})
+
+
+def merge(base: CostModel, update: CostModel) -> CostModel:
+    """`base` with every setting `update` has replaced by `update`'s, the others kept.
+
+    Lets one protocol or weights mode be recalibrated without measuring the others again.
+    Each setting keeps its own date, machine and method in ``meta["settings"]``; the
+    top-level ones are `update`'s. Both must be calibrated over the same link.
+    """
+    if base.meta.get("link") != update.meta.get("link"):
+        raise UsageError("cannot merge cost models calibrated over different links "
+                         f"({base.meta.get('link')} and {update.meta.get('link')})")
+    new = set(update.coefficients)
+    settings = {k: provenance(base, k) for k in base.coefficients if k not in new}
+    settings.update({k: provenance(update, k) for k in update.coefficients})
+
+    def joined(name: str) -> dict[str, Any]:
+        kept = {k: v for k, v in base.meta.get(name, {}).items() if k not in new}
+        return {**kept, **update.meta.get(name, {})}
+
+    meta = {**base.meta, **update.meta, "settings": settings, "report": joined("report"),
+            "measurements": joined("measurements")}
+    derived = joined("derived_measurements")
+    if derived:
+        meta["derived_measurements"] = derived
+    else:
+        meta.pop("derived_measurements", None)
+    return CostModel({**base.coefficients, **update.coefficients}, meta)
+
+
 def refit(model: CostModel | str | Path | None = None) -> CostModel:
     """Refit a saved model (default: the shipped one) from the measurements it stores."""
     m = model if isinstance(model, CostModel) else load(model)
