@@ -411,12 +411,38 @@ def test_cli_calibrate_keeps_the_other_settings_of_an_existing_model(tmp_path, m
             == C.provenance(shipped, "cheetah/shared-weights"))
 
 
+def test_cli_estimate_over_a_link_adds_rounds_and_wire_time(capsys):
+    from deepreshape.pi import linkcost
+
+    spec = parse("resnet18-m16", dataset="cifar100")
+    f = C.features(spec)
+    extras = {}
+    for weights in ("owned", "shared"):
+        assert main(["pi", "--estimate", "resnet18-m16", "--weights", weights, "--json"]) == 0
+        loop = json.loads(capsys.readouterr().out)["predicted"]
+        assert main(["pi", "--estimate", "resnet18-m16", "--weights", weights, "--link", "wan",
+                     "--json"]) == 0
+        wan = json.loads(capsys.readouterr().out)["predicted"]
+        # 40 ms per round (10 per ReLU layer, 2 per conv/linear layer), half the bytes at 400 Mbit/s
+        extra = extras[weights] = ((10 * f["relu_layers"] + 2 * f["linear_layers"]) * 0.04
+                                   + loop["bytes"] / 2 * 8 / 400e6)
+        assert wan["link_s"] == pytest.approx(extra) and wan["bytes"] == loop["bytes"]
+        assert wan["latency_s"] == pytest.approx(loop["latency_s"] + extra)
+        assert wan["weights"] == weights
+    assert linkcost.predict(spec, None)["latency_s"] == pytest.approx(C.predict(spec)["latency_s"])
+    assert main(["pi", "--estimate", "resnet18-m16", "--link", "wan"]) == 0
+    out = capsys.readouterr().out
+    assert "over wan (400 Mbit/s, 40 ms RTT) about" in out
+    link_row = next(line for line in out.splitlines() if line.startswith("link "))
+    assert float(link_row.split()[1]) == pytest.approx(extras["owned"], abs=1e-3)
+
+
 @pytest.mark.parametrize("argv, match", [
     (["pi", "--estimate", "resnet19"], "unknown architecture"),
     (["pi"], "exactly one of"),
     (["pi", "some_run", "--estimate", "resnet18"], "exactly one of"),
     (["pi", "--estimate", "resnet18", "--role", "client"], "--parties and --role"),
-    (["pi", "--estimate", "resnet18", "--link", "wan"], "calibrate one with --link"),
+    (["pi", "--estimate", "resnet18", "--link", "fast"], "expected lan, wan or RATE:RTT"),
     (["pi", "--calibrate", "--link", "fast"], "expected lan, wan or RATE:RTT"),
     (["pi", "--estimate", "resnet18", "--cost-model", "/nonexistent/cm.json"], "no such"),
 ])

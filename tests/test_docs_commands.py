@@ -197,7 +197,8 @@ CHECKS = {
     "python benchmarks/gpu_check.py --estimate": "benchmark",
     "deepreshape pi RUN --link lan|wan|RATE:RTT": "synopsis",
     "deepreshape pi RUN --role server|client --parties HOST:PORT,HOST:PORT": "synopsis",
-    "deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--json]": "synopsis",
+    "deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--link L] [--json]":
+        "synopsis",
     "deepreshape pi --calibrate [--protocol P] [--link L] [--out costmodel.json]": "synopsis",
     "deepreshape pi runs/r18 --role server --parties 10.0.0.1:9100,10.0.0.2:9101 --samples 4":
         "parse",

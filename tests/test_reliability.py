@@ -314,7 +314,11 @@ def test_argparse_errors_are_one_line_with_the_closest_form(capsys) -> None:
                        (["pi", "--estimate", "resnet18", "--protocol", "cheeta"],
                         "did you mean cheetah?"),
                        (["snl", "runs/x"], "required: --budget"),
-                       (["count", "resnet18", "--depths", "a,b"], "comma-separated integers")):
+                       (["count", "resnet18", "--depths", "a,b"], "comma-separated integers"),
+                       # abbreviations are refused (they change meaning when flags are added)
+                       (["count", "resnet18", "--input-siz", "32"], "did you mean --input-size?"),
+                       (["design", "--order", "3,2,4,1", "--rel", "180k"],
+                        "did you mean --relus?")):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("deepreshape: error: ") and hint in err[0], err

@@ -16,6 +16,7 @@ import pkgutil
 import re
 import sys
 import warnings
+from typing import Any
 
 from deepreshape.errors import DeepReshapeError, UsageError
 
@@ -34,7 +35,12 @@ def command_names() -> list[str]:
 
 class OneLineParser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line (UsageError) with the closest valid form,
-    not argparse's usage block and exit."""
+    not argparse's usage block and exit. Flags must be spelled out: an abbreviation that
+    works today would change meaning when a longer flag is added."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)  # sub-commands are made with this class too
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # noqa: D102 (argparse's hook)
         command = self.prog.removeprefix("deepreshape").strip()

@@ -48,8 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the party this process is (with --parties)")
     p.add_argument("--link", default=None, metavar="lan|wan|RATE:RTT",
                    help="put an emulated network between the two local parties (measuring or "
-                        "--calibrate): lan (3 Gbit/s, 0.3 ms RTT), wan (400 Mbit/s, 40 ms RTT) "
-                        "or e.g. 100mbit:10ms")
+                        "--calibrate; --estimate adds the link's rounds and wire time to the "
+                        "loopback prediction): lan (3 Gbit/s, 0.3 ms RTT), wan (400 Mbit/s, "
+                        "40 ms RTT) or e.g. 100mbit:10ms")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds before an absent or silent peer is an error (default 900)")
     p.add_argument("--fxp-bits", type=int, default=18,
@@ -72,9 +73,6 @@ def _mode(args: argparse.Namespace) -> str:
         raise UsageError("give exactly one of RUN, --estimate NAME or --calibrate")
     if modes[0] != "measure" and (args.parties or args.role):
         raise UsageError("--parties and --role apply only to measuring a RUN")
-    if modes[0] == "estimate" and args.link:
-        raise UsageError("--link applies to measuring a RUN or to --calibrate; an estimate "
-                         "uses the cost model's own link (calibrate one with --link)")
     if modes[0] != "estimate" and any(getattr(args, k) is not None
                                       for k in ("dataset", "input_size", "num_classes")):
         raise UsageError("--dataset, --input-size and --num-classes apply only to --estimate")
@@ -110,20 +108,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from deepreshape.pi import costmodel
+    from deepreshape.pi import costmodel, linkcost
     from deepreshape.spec import parse
 
     protocol = args.protocol or "cheetah"
     spec = parse(args.estimate, **spec_kwargs(args))
-    pred = costmodel.load(args.cost_model).predict(spec, protocol, args.weights)
+    pred = linkcost.predict(spec, linkcost.parse_link(args.link), protocol,
+                            costmodel.load(args.cost_model), args.weights)
     lit = costmodel.literature(spec)
     if args.json:
         print_json({"predicted": pred, "literature": lit})
         return 0
     _warn_semi2k(protocol)
     over = (pred.get("link") or {}).get("describe") or "loopback"
+    carried = (f"; over {pred['target_link']} about {pred['rounds']:,} rounds and the wire "
+               f"time add {pred['link_s']:.2f} s" if pred["link_s"] else "")
     print(f"{spec.short_name()} at {spec.input_size}x{spec.input_size}, {protocol} with "
-          f"{pred['weights']} weights (cost model calibrated over {over}): predicted "
+          f"{pred['weights']} weights (cost model calibrated over {over}{carried}): predicted "
           f"{pred['latency_s']:.2f} s and {pred['bytes'] / 1e6:.1f} MB per query; ReLUs "
           f"{100 * pred['relu_share_latency_s']:.0f}% of the time, "
           f"{100 * pred['relu_share_bytes']:.0f}% of the bytes")
@@ -138,6 +139,8 @@ def _stage_table(pred: dict[str, Any]) -> str:
     rows = [[r["stage"], fmt_int(r["relus"]), fmt_int(r["macs"]), f"{r['latency_s']:.3f}",
              f"{100 * r['relu_latency_s'] / r['latency_s']:.0f}%" if r["latency_s"] else "-",
              f"{r['bytes'] / 1e6:.2f}"] for r in pred["per_stage"]]
+    if pred.get("link_s"):
+        rows.append(["link", "", "", f"{pred['link_s']:.3f}", "-", ""])
     rows.append(["total", fmt_int(pred["relus"]), fmt_int(pred["macs"]),
                  f"{pred['latency_s']:.3f}", f"{100 * pred['relu_share_latency_s']:.0f}%",
                  f"{pred['bytes'] / 1e6:.2f}"])

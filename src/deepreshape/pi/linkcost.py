@@ -78,12 +78,12 @@ def fit_over(model: CostModel, link: LinkProfile | None) -> bool:
 
 
 def predict(spec: NetSpec, link: LinkProfile | None = None, protocol: str = "cheetah",
-            model: CostModel | str | None = None) -> dict[str, Any]:
+            model: CostModel | str | None = None, weights: str | None = None) -> dict[str, Any]:
     """`CostModel.predict` over `link`: its dict with ``latency_s`` including the link term,
     ``loopback_latency_s`` (the model's own figure), ``link_s``, ``rounds`` and
     ``target_link`` (the model's own calibration link stays in ``link``)."""
     m = model if isinstance(model, CostModel) else load(model)
-    pred = m.predict(spec, protocol)
+    pred = m.predict(spec, protocol, weights)
     over = fit_over(m, link)
     f = features(spec)
     extra = 0.0 if over else float(link_seconds(f["relu_layers"], f["linear_layers"],
