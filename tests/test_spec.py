@@ -216,3 +216,38 @@ def test_proportional_masks_share_a_budget_by_slot_size() -> None:
     assert proportional_masks(spec, 1216) == spec
     with pytest.raises(UsageError, match="outside 0..1,216"):
         proportional_masks(spec, 1217)
+
+
+@pytest.mark.parametrize("changes", [
+    {"stage1.*": "identity", "stage4.*": "identity"},  # DeepReDuce culling (stem in stage 1)
+    {"stage2.*.relu2": "identity", "stage3.*.relu2": "identity"},  # thinning
+    {"stage2.*": "reuse:4", "stem.relu": "mask:pixel:64"},
+    {"stage3.block1.relu1": "mask:channel:3"},
+])
+def test_a_described_network_parses_back(changes: dict) -> None:
+    spec = parse("resnet18-m8-d2,1,2,1", input_size=16).with_slots(changes)
+    assert parse(spec.describe(), input_size=16) == spec
+    assert parse(spec.describe().upper(), input_size=16) == spec
+
+
+def test_slot_suffix_stage_means_every_slot_of_the_stage() -> None:
+    from deepreshape.count import count
+
+    culled = parse("hrn-5x5x3x[stage1=identity,stage4=identity]")
+    stages = {s.name: s.relus for s in count(culled).stages}
+    assert stages["stage1"] == stages["stage4"] == 0 and count(culled).stem_relus == 0
+    # stage2: 2 blocks x 2 slots of 80 channels at 16x16; stage3: 4 x 400 at 8x8
+    assert (stages["stage2"], stages["stage3"]) == (4 * 80 * 256, 4 * 400 * 64)
+
+
+@pytest.mark.parametrize("name, match", [
+    ("resnet18[stage1]", "slot changes look like"),
+    ("resnet18[=identity]", "slot changes look like"),
+    ("resnet18[stage9=identity]", "no ReLU slot in stage9"),
+    ("resnet18[stage1=sigmoid]", "unknown ReLU slot kind"),
+    ("resnet18[stage7.*=identity]", "no ReLU slot matches"),
+    ("resnet18[stage1=identity", "unknown"),
+])
+def test_bad_slot_suffixes(name: str, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        parse(name)

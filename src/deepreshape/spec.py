@@ -559,6 +559,9 @@ def parse(
         raise UsageError("empty architecture name; see `deepreshape list`")
     raw = name
     name = name.strip().lower()
+    changed = _SLOT_SUFFIX.search(name)
+    if changed:
+        name = name[:changed.start()]
     m = _BASE_RE.match(name)
     if not m:
         raise UsageError(_unknown(raw, "unknown base"))
@@ -590,7 +593,31 @@ def parse(
         spec = dataclasses.replace(spec, name=f"{spec.name}-s{ov.stem_stride}",
                                    stem=dataclasses.replace(spec.stem, stride=ov.stem_stride))
     _validate(spec)
-    return spec
+    return _with_slot_suffix(spec, changed.group(1), raw) if changed else spec
+
+
+_SLOT_SUFFIX = re.compile(r"\[([^\[\]]*)\]$")
+
+
+def _with_slot_suffix(spec: NetSpec, text: str, raw: str) -> NetSpec:
+    """Apply ``[stage1=identity,stage2.*.relu2=identity,stem.relu=mask:pixel:64]``, the slot
+    changes as `NetSpec.describe` writes them, so a described network parses back. A bare
+    ``stageK`` is every slot of stage K (the stem is in stage 1)."""
+    changes: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        where, eq, kind = part.partition("=")
+        if not eq or not where.strip() or not kind.strip():
+            raise UsageError(f"{raw!r}: slot changes look like [stage1=identity,"
+                             f"stage2.*.relu2=mask:pixel:64], got {part!r}")
+        where = where.strip()
+        if re.fullmatch(r"stage\d+", where):
+            hits = [sl.address for sl in relu_slots(spec) if sl.stage_name == where]
+            if not hits:
+                raise UsageError(f"{raw!r}: {spec.name} has no ReLU slot in {where}")
+            changes.update(dict.fromkeys(hits, kind.strip()))
+        else:
+            changes[where] = kind.strip()
+    return spec.with_slots(changes)
 
 
 def _shape(dataset: str | None, input_size: int | None, num_classes: int | None) -> tuple[int, int]:
