@@ -37,18 +37,24 @@ _UNITS = {
 }
 
 
-def parse_amount(text: str | float, what: str) -> float:
-    """'180k' ReLUs, '30s' / '500ms' / '2min' latency, '50MB' / '1.5GB' bytes -> a number."""
-    m = re.fullmatch(r"\s*([\d,]*\.?\d+)\s*([a-zA-Z]*)\s*", str(text))
+def parse_amount(text: str | float, what: str, option: str | None = None,
+                 signed: bool = False) -> float:
+    """'180k' ReLUs, '30s' / '500ms' / '2min' latency, '50MB' / '1.5GB' bytes -> a number.
+
+    Errors name `option` (default ``--<what>``). Zero and negative amounts are refused
+    unless `signed`, for a caller whose own check gives the better message.
+    """
+    flag = option or f"--{what}"
+    m = re.fullmatch(r"\s*(-?[\d,]*\.?\d+)\s*([a-zA-Z]*)\s*", str(text))
     units = _UNITS[what]
     unit = m.group(2).lower() if m else ""
-    if not m or unit not in units:
+    if not m or unit not in units or (m.group(1).startswith("-") and not signed):
         examples = {"relus": "180000, 180k or 1.5M", "latency": "30s, 500ms or 2min",
                     "bytes": "50MB, 1.5GB or 800kB"}[what]
-        raise UsageError(f"--{what} must be an amount like {examples}, got {text!r}")
+        raise UsageError(f"{flag} must be an amount like {examples}, got {text!r}")
     value = float(m.group(1).replace(",", "")) * units[unit]
-    if value <= 0:
-        raise UsageError(f"--{what} must be positive, got {text!r}")
+    if value <= 0 and not signed:
+        raise UsageError(f"{flag} must be positive, got {text!r}")
     return value
 
 

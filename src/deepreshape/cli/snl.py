@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import warnings
 
@@ -87,11 +86,11 @@ class DefaultsFormatter(argparse.HelpFormatter):
 
 
 def parse_budget(text: str) -> int:
-    """'50000', '50,000', '50k', '1.5M' -> int; UsageError otherwise."""
-    m = re.fullmatch(r"\s*(-?[\d,]*\.?\d+)\s*([kKmM]?)\s*", str(text))
-    if not m:
-        raise UsageError(f"--budget must be a number of ReLUs like 50000 or 50k, got {text!r}")
-    value = float(m.group(1).replace(",", "")) * {"": 1, "k": 1e3, "m": 1e6}[m.group(2).lower()]
+    """'50000', '50,000', '50k', '1.5M' -> int; UsageError otherwise. Zero and negative
+    numbers pass, for `check_budget` to refuse with the network's own range."""
+    from deepreshape.designcost import parse_amount
+
+    value = parse_amount(text, "relus", option="--budget", signed=True)
     if value != int(value):
         raise UsageError(f"--budget must be a whole number of ReLUs, got {text!r}")
     return int(value)
