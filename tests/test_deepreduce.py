@@ -160,6 +160,11 @@ def test_reshape_composes_and_keeps_slots() -> None:
     assert str(r.slot_kind("stage2.block1.relu2")) == "identity"
     with pytest.raises(UsageError, match="positive"):
         scale_channels(R18, 0)
+    # a scaled network is named by its base width where its family has one
+    assert [scale_channels(parse(n), 0.5).name for n in
+            ("resnet18", "hrn-5x5x3x-s2", "resnet34-convnext", "wrn22x4")] == [
+        "resnet18-m32", "hrn-5x5x3x-m8-s2", "resnet34-convnext-m48", "wrn22x4-w32,64,128"]
+    assert scale_channels(parse("resnet34-convnext"), 0.5).stem.width == 32
     with pytest.raises(UsageError, match="stages 1..4"):
         cull(R18, [5])
 

@@ -33,7 +33,7 @@ def test_method_edits_get_one_short_tag_each() -> None:
     assert thin(cull(s, [1])).short_name() == "resnet18 +cull s1 +thin"
     assert reuse(thin(cull(s, [1])), 4).short_name() == "resnet18 +cull s1 +thin +reuse x4"
     assert thin(s).short_name() == "resnet18 +thin"  # the stem stays: still DeepReDuce's thinning
-    assert scale_channels(thin(s), 0.5).short_name() == "resnet18-w32,64,128,256 +thin"
+    assert scale_channels(thin(s), 0.5).short_name() == "resnet18-m32 +thin"
     assert cull(s, [1, 2, 4]).short_name() == "resnet18 +cull s1,s2,s4"  # a criticality probe
     one = s.with_slots({"stage2.block1.relu1": "identity"})
     assert one.short_name() == "resnet18 +linearized 1 slot"

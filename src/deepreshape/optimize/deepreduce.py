@@ -134,7 +134,17 @@ def scale_channels(spec: NetSpec, factor: float) -> NetSpec:
     depths, stem stride and slots."""
     if not (isinstance(factor, int | float) and math.isfinite(factor) and factor > 0):
         raise UsageError(f"channel scale must be positive, got {factor}")
-    return _reparsed(spec, widths=[max(1, int(w * factor + 0.5)) for w in spec.stage_widths])
+    widths = [max(1, int(w * factor + 0.5)) for w in spec.stage_widths]
+    by_widths = _reparsed(spec, widths=widths)
+    # the same network named by a base width (resnet18-m32, not resnet18-w32,64,128,256)
+    for m in sorted({widths[0], spec.stem.width * widths[0] // spec.stage_widths[0]} - {0}):
+        try:
+            by_m = _reparsed(spec, base_width=m)
+        except UsageError:
+            continue
+        if dataclasses.replace(by_m, name=by_widths.name) == by_widths:
+            return by_m
+    return by_widths
 
 
 def scale_feature_maps(spec: NetSpec, stride: int = 2) -> NetSpec:
