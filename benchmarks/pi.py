@@ -61,9 +61,18 @@ OVERHEAD_TARGET = 0.05
 # --------------------------------------------------------------------------- the table
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of this process's finished children (the two parties, once they exit)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def measure_row(label: str, spec: NetSpec, repeats: int, timeout_s: float,
                 model: costmodel.CostModel, run_dir: str | None = None,
                 link: LinkProfile | None = None, weights: str = "owned") -> dict[str, Any]:
+    cpu0 = _children_cpu_s()
     if run_dir is None:
         rec = measure_spec(spec, "cheetah", repeats=repeats, timeout_s=timeout_s, link=link,
                            weights=weights)
@@ -84,7 +93,10 @@ def measure_row(label: str, spec: NetSpec, repeats: int, timeout_s: float,
            "relu_time_share": k["relu"]["time_share"], "conv_time_share": k["conv"]["time_share"],
            "relu_bytes_share": k["relu"].get("bytes_share"),
            "conv_bytes_share": k["conv"].get("bytes_share"),
-           "peak_rss_mb": rec["peak_rss_mb"]}
+           "peak_rss_mb": rec["peak_rss_mb"],
+           # both parties' CPU time (user + system) over the whole session: start-up,
+           # compile, sharing, the cold run and the warm runs; the latencies are wall time
+           "parties_cpu_s": _children_cpu_s() - cpu0}
     if pred:
         row.update(predicted_latency_s=pred["latency_s"], predicted_bytes=pred["bytes"],
                    latency_err=pred["latency_s"] / rec["latency_s"] - 1,
@@ -272,6 +284,8 @@ def compare_weights(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "weight_share_bytes_saved": old["weight_share_bytes"]
                     - new["weight_share_bytes"],
                     "peak_rss_mb": {"shared": old["peak_rss_mb"], "owned": new["peak_rss_mb"]},
+                    "parties_cpu_s": {"shared": old["parties_cpu_s"],
+                                      "owned": new["parties_cpu_s"]},
                     "argmax_equal": bool(old["argmax_equal"] and new["argmax_equal"])})
     return out
 

@@ -191,7 +191,7 @@ CHECKS = {
     "deepreshape sweep study.toml --backend slurm-local --max-parallel 2 --out sweeps/study-slurm":
         "parse",
     "deepreshape sweep study.toml --dry-run": "parse",
-    # a GPU benchmark (tests/test_train_precision.py runs it tiny): its options must exist
+    # a GPU benchmark (tests/test_gpu_check.py runs it on CPU): its options must exist
     "python benchmarks/gpu_check.py": "benchmark",
     "python benchmarks/gpu_check.py --device cpu --out /tmp/gpu_check.json": "benchmark",
     "python benchmarks/gpu_check.py --estimate": "benchmark",

@@ -136,11 +136,13 @@ def test_checkpoints_written_under_bf16_resume_exactly(tmp_path: Path, digits) -
 def test_kd_under_bf16_runs_the_teacher_in_bf16(tmp_path: Path, baseline: Path, digits) -> None:
     teacher = load_run(baseline).model()
     seen = _dtypes_of(teacher, nn.Conv2d)
-    res = train(SPEC, _small(digits, 512), recipe=Recipe(epochs=2, batch_size=64, lr=0.05),
+    res = train(SPEC, _small(digits, 512), recipe=Recipe(epochs=4, batch_size=64, lr=0.05),
                 teacher=teacher, out=tmp_path / "kd", amp="bf16", quiet=True)
     assert seen == {torch.bfloat16}
     losses = [m["loss"] for m in load_run(tmp_path / "kd").metrics]
-    assert losses[1] < losses[0] and res.final_acc > 20.0
+    # it learns: the loss falls and accuracy is well above chance (10 classes); after 2
+    # epochs it was 19% on an Intel Xeon and above 20% on an AMD EPYC, so 4 epochs
+    assert losses[-1] < losses[0] and res.final_acc > 20.0
 
 
 def test_snl_mask_phase_under_bf16_shrinks_the_masks(baseline: Path, digits) -> None:
@@ -381,131 +383,3 @@ def test_compiled_training_equals_eager_and_changed_slots_compile(tmp_path: Path
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     for k, p in model.named_parameters():
         torch.testing.assert_close(p.grad, grads[k], rtol=1e-3, atol=1e-5, msg=k)
-
-
-# --------------------------------------------------------------------------- gpu_check.py
-
-ROOT = Path(__file__).resolve().parents[1]
-GPU_CHECK = ROOT / "benchmarks" / "gpu_check.py"
-
-
-def _gpu_check_module():
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(GPU_CHECK.parent))
-    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def _run_gpu_check(*args: str, timeout: int = 1500):
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    return subprocess.run([sys.executable, str(GPU_CHECK), *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def _check_common(report: dict) -> None:
-    assert report["meta"]["device"] == "cpu" and report["ok"] is True
-    rows = report["steps"]["throughput"]["rows"]
-    for arch in {r["arch"] for r in rows}:
-        mine = [r for r in rows if r["arch"] == arch]
-        ref = next(r for r in mine if r["path"] == "reference")
-        assert ref["dtype"] == "fp32" and ref["images_per_s"] > 0
-        for r in mine:
-            if r["path"] == "project":
-                assert r["ratio_vs_reference"] == pytest.approx(
-                    r["images_per_s"] / ref["images_per_s"])
-                assert r["peak_mb"] > 0 and r["dtype"] == r["config"]
-                assert r["epoch_s_estimate"] == pytest.approx(50_000 / r["images_per_s"])
-    tr = report["steps"]["training"]
-    assert len(tr["losses"]) == 2 and tr["losses"][1] < tr["losses"][0]
-    assert [r["mode"] for r in report["steps"]["snl_kd"]["rows"]] == ["plain", "plain+kd",
-                                                                      "snl-mask"]
-    cuda_only = [t for t in report["targets"] if "10 s" in t["target"] or "3x" in t["target"]]
-    assert cuda_only and all(t["ok"] is None for t in cuda_only)
-
-
-def test_gpu_check_runs_tiny_on_cpu_and_writes_its_json(tmp_path: Path) -> None:
-    out = tmp_path / "check.json"
-    res = _run_gpu_check("--device", "cpu", "--out", str(out), "--arch", "resnet18-m8",
-                         "--skip", "compile", "ddp")
-    assert res.returncode == 0, res.stderr[-2000:]
-    import json
-
-    report = json.loads(out.read_text())
-    _check_common(report)
-    configs = [r["config"] for r in report["steps"]["throughput"]["rows"]]
-    assert configs == ["reference fp32", "fp32", "bf16+channels_last"]
-    assert report["steps"]["ddp"] == {"skipped_by_user": True}
-
-
-@pytest.mark.slow
-def test_gpu_check_full_cpu_run_with_compile_and_ddp(tmp_path: Path) -> None:
-    out = tmp_path / "check.json"
-    res = _run_gpu_check("--device", "cpu", "--out", str(out))
-    assert res.returncode == 0, res.stderr[-2000:]
-    import json
-
-    report = json.loads(out.read_text())
-    _check_common(report)
-    rows = report["steps"]["throughput"]["rows"]
-    assert {r["arch"] for r in rows} == {"resnet18-m8", "hrn-5x7x2x-m2"}
-    compiled = [r["arch"] for r in rows if r["config"] == "bf16+channels_last+compile"]
-    assert compiled == ["resnet18-m8"]  # on CPU only the first network is compiled
-    ddp = report["steps"]["ddp"]
-    assert ddp["ranks"] == ddp["world_size"] == 2 and ddp["backend"] == "gloo"
-    assert all(v == v for v in ddp["losses"])  # finite, not NaN
-
-
-def test_gpu_check_targets_pass_and_fail_on_cuda_figures() -> None:
-    gc = _gpu_check_module()
-    rows = [{"arch": "resnet18", "path": "reference", "images_per_s": 1000.0},
-            {"arch": "resnet18", "path": "project", "config": "fp32", "images_per_s": 2500.0,
-             "ratio_vs_reference": 2.5},
-            {"arch": "resnet18", "path": "project", "config": "bf16+channels_last",
-             "images_per_s": 3500.0, "ratio_vs_reference": 3.5}]
-    report = {"steps": {"throughput": {"rows": rows}, "training": {
-        "arch": "resnet18", "losses": [4.6, 4.1], "epoch_s_per_50k": 12.5},
-        "snl_kd": {"error": "RuntimeError: boom"}, "ddp": {"skipped_by_user": True}},
-        "wall_s": 300.0}
-    got = {t["target"]: t["ok"] for t in gc.targets(report, "cuda")}
-    assert got["resnet18: trainer (bf16+channels_last) >= 3x reference img/s"] is True
-    assert got["resnet18: CIFAR-100 epoch (50,000 images) < 10 s"] is False  # 12.5 s
-    assert got["training: loss falls over 2 epochs and stays finite"] is True
-    assert got["snl_kd step ran"] is False and got["whole check < 8 min"] is True
-    assert "ddp step ran" not in got
-    on_cpu = {t["target"]: t["ok"] for t in gc.targets(report, "cpu")}
-    assert on_cpu["resnet18: CIFAR-100 epoch (50,000 images) < 10 s"] is None
-    assert on_cpu["snl_kd step ran"] is False
-    assert gc.ddp_ranks("cuda", 1) == 1 and gc.ddp_ranks("cuda", 4) == 4
-    assert gc.ddp_ranks("cpu", 0) == 2
-
-
-def test_gpu_check_needs_a_gpu_for_cuda_and_says_so() -> None:
-    if torch.cuda.is_available():
-        pytest.skip("a GPU is present")
-    res = _run_gpu_check("--device", "cuda", "--out", "/nonexistent/x.json", timeout=300)
-    assert res.returncode == 2 and "--device cpu" in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
-
-
-def test_documented_gpu_hours_are_what_the_script_prints() -> None:
-    gc = _gpu_check_module()
-    table = gc.gpu_hours_table()
-    res = _run_gpu_check("--estimate", timeout=300)
-    assert res.returncode == 0 and res.stdout == table + "\n"
-    doc = (ROOT / "docs" / "reproducing.md").read_text()
-    assert "python benchmarks/gpu_check.py --estimate" in doc
-    for line in table.splitlines():
-        assert line in doc, line
-    # By hand: 200 epochs x (50,000 + 10,000/3) images at 5,000 images/s = 0.59 h.
-    assert "| baseline, 200 epochs | resnet18 | 200 | 0.59 |" in table
-    # Criticality: 4 x (200 plain + 200 x 1.43 KD) epochs of hrn-5x7x2x at 5,000 x 10.7/14.6.
-    h = 4 * (200 + 286) * (50_000 + 10_000 / 3) / (5_000 * 10.7 / 14.6) / 3600
-    assert f"| 1,944 | {h:.2f} |" in table
