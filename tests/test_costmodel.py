@@ -334,8 +334,10 @@ def test_the_shipped_model_covers_both_protocols_and_documents_itself():
     assert "derived_from" not in owned and owned["heldout_error"]["latency_s"]["n"] == 7
     assert owned["heldout_error"]["latency_s"]["mean_abs"] <= C.TARGET_REL_ERR
     assert owned["heldout_error"]["bytes"]["mean_abs"] <= 0.03
-    for key in model.coefficients:  # each setting says when and how it was measured
-        assert C.provenance(model, key)["date"] and C.provenance(model, key)["method"]
+    for key in model.coefficients:  # each setting says when, where and how it was measured
+        where = C.provenance(model, key)
+        assert where["date"] and where["method"]
+        assert where["machine_summary"] in model.predict(spec, *C.split_setting(key))["source"]
     # owned weights: half the HE work, fewer bytes predicted than shared
     assert model.predict(spec)["bytes"] < 0.8 * model.predict(spec, "cheetah", "shared")["bytes"]
 

@@ -167,9 +167,10 @@ def _calibrate(args: argparse.Namespace) -> int:
                 f"({', '.join(sorted(existing.coefficients))}) are kept, the measured ones replaced")
     model = calibration.calibrate(protocols, repeats=args.repeats or 3, timeout_s=args.timeout,
                                   progress=say, cache=cache, link=link, weights=args.weights)
-    path = (costmodel.merge(existing, model) if existing else model).save(args.out)
+    saved = costmodel.merge(existing, model) if existing else model
+    path = saved.save(args.out)
     if args.json:
-        print_json(model.to_dict())
+        print_json(saved.to_dict())
         return 0
     for p in model.meta["report"]:
         rep = model.meta["report"][p]

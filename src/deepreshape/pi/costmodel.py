@@ -262,8 +262,8 @@ class CostModel:
         out["per_stage"] = rows
         out["heldout_error"] = self.meta.get("report", {}).get(key, {}).get("heldout_error")
         out["link"] = self.meta.get("link")  # None: calibrated on loopback
-        out["source"] = (f"SPU {protocol} cost model fit on this toolkit's measurements "
-                         f"({self.meta.get('machine_summary', 'see costmodel.json')})")
+        where = provenance(self, key).get("machine_summary") or "see costmodel.json"
+        out["source"] = f"SPU {protocol} cost model fit on this toolkit's measurements ({where})"
         return out
 
     def to_dict(self) -> dict[str, Any]:
