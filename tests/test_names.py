@@ -131,3 +131,26 @@ def test_prediction_names_its_link_and_flags_a_measurement_far_from_it() -> None
     assert on_wan["calibrated_over"] == "wan" and not on_wan["far"]
     assert on_wan["latency_off"] == pytest.approx(2.5 / 2.4 - 1)
     assert prediction_text(_record(1.0, None)) is None
+    # measured over an emulated link: the prediction carries the link model's term
+    carried = _record(2.5, WAN, predicted=2.4)
+    carried["predicted"]["spu"].update(link_s=1.9, target_link="wan (400 Mbit/s, 40 ms RTT)")
+    text = prediction_text(carried)
+    assert text.startswith("predicted by the cost model (calibrated over loopback, plus the "
+                           "link model's 1.90 s for wan (400 Mbit/s, 40 ms RTT)): 2.400 s")
+    assert "more than 25%" not in text
+
+
+def test_a_measurement_over_a_link_stores_the_link_models_prediction() -> None:
+    from deepreshape.pi import linkcost
+    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.measure import _predicted
+    from deepreshape.spec import parse
+
+    spec = parse("resnet18-m8-d1,1,1,1", dataset="digits")
+    wan = LinkProfile(400e6, 0.04)
+    over = _predicted(spec, "cheetah", None, "owned", wan)["spu"]
+    loop = _predicted(spec, "cheetah", None, "owned")["spu"]
+    assert over["link_s"] > 0
+    assert over["link_s"] == pytest.approx(linkcost.predict(spec, wan, weights="owned")["link_s"])
+    assert over["latency_s"] == pytest.approx(loop["latency_s"] + over["link_s"])
+    assert loop["link_s"] == 0 and over["bytes"] == loop["bytes"]

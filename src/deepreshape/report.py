@@ -342,7 +342,7 @@ def _prediction_cell(pi: dict) -> str:
         return "n/a"
     off = p["latency_off"]
     flag = "" if off is None else f", measured {100 * off:+.0f}%" + (" (> 25% off)" if p["far"] else "")
-    return f"{p['latency_s']:.4g} s (calibrated over {p['calibrated_over']}{flag})"
+    return f"{p['latency_s']:.4g} s (calibrated over {p.get('calibrated_label', p['calibrated_over'])}{flag})"
 
 
 def _pi_md(results: dict[str, dict]) -> str:

@@ -138,12 +138,17 @@ def _counts(spec: NetSpec) -> dict[str, Any]:
                                        for s in c.stages]}
 
 
-def _predicted(spec: NetSpec, protocol: str, cost_model: Any,
-               weights: str | None = None) -> dict[str, Any] | None:
+def _predicted(spec: NetSpec, protocol: str, cost_model: Any, weights: str | None = None,
+               link: LinkProfile | None = None) -> dict[str, Any] | None:
+    """The cost model's prediction for what was measured: over an emulated `link`, the
+    loopback model plus the link's rounds and wire time (`linkcost`), as `design` does."""
+    from deepreshape.pi import linkcost
+
     try:
         model = cost_model if isinstance(cost_model, costmodel.CostModel) else costmodel.load(cost_model)
-        out = model.predict(spec, protocol, weights) if model.has(protocol, weights) else None
-    except UsageError:
+        out = (linkcost.predict(spec, link, protocol, model, weights)
+               if model.has(protocol, weights) else None)
+    except UsageError:  # e.g. a model calibrated over another link than the one measured
         out = None
     return {"spu": out, "literature": costmodel.literature(spec)}
 
@@ -305,7 +310,7 @@ def measure_run(
         **agree,
         "check_session": None if check is cost else {
             "images": samples, "latency_s": check.latency_s, "total_bytes": check.total_bytes},
-        "predicted": _predicted(spec, protocol, cost_model, weights),
+        "predicted": _predicted(spec, protocol, cost_model, weights, link),
         "machine": machine_info(),
         "created": now(),
     }

@@ -171,8 +171,10 @@ def prediction_check(record: Mapping[str, Any]) -> dict[str, Any] | None:
         p = pred.get(what)
         ok = isinstance(measured, int | float) and isinstance(p, int | float) and p > 0
         off[what] = (measured / p - 1) if ok else None
-    return {"calibrated_over": over,
-            "calibrated_label": over if not cal else f"{over} ({cal.get('describe', '')})",
+    label = over if not cal else f"{over} ({cal.get('describe', '')})"
+    if isinstance(pred.get("link_s"), int | float) and pred["link_s"] > 0:
+        label += f", plus the link model's {pred['link_s']:.2f} s for {pred.get('target_link')}"
+    return {"calibrated_over": over, "calibrated_label": label,
             "measured_over": record_link(record), "latency_s": pred["latency_s"],
             "bytes": pred.get("bytes"), "latency_off": off["latency_s"], "bytes_off": off["bytes"],
             "far": any(v is not None and abs(v) > FAR for v in off.values())}
