@@ -48,7 +48,7 @@ import numpy as np
 
 from deepreshape.cli.common import table
 from deepreshape.count import count
-from deepreshape.pi import costmodel, engine
+from deepreshape.pi import costmodel, engine, linkcost
 from deepreshape.pi.channel import free_ports
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
@@ -81,7 +81,9 @@ def measure_row(label: str, spec: NetSpec, repeats: int, timeout_s: float,
 
         rec = measure_run(run_dir, samples=1, repeats=repeats, timeout_s=timeout_s, write=False,
                           link=link, weights=weights)
-    pred = model.predict(spec, "cheetah", weights) if model.has("cheetah", weights) else None
+    # over an emulated link: the loopback model plus the link model's rounds and wire time
+    pred = (linkcost.predict(spec, link, "cheetah", model, weights)
+            if model.has("cheetah", weights) else None)
     k = rec["per_kind"]
     row = {"network": label, "weights": weights, "arch": spec.describe(),
            "relus": rec["relus"], "macs": rec["macs"],
