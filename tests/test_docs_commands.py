@@ -199,7 +199,7 @@ CHECKS = {
     "deepreshape pi RUN --role server|client --parties HOST:PORT,HOST:PORT": "synopsis",
     "deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--link L] [--json]":
         "synopsis",
-    "deepreshape pi --calibrate [--protocol P] [--link L] [--out costmodel.json]": "synopsis",
+    "deepreshape pi --calibrate [--protocol P] [--weights W] [--link L] [--out F]": "synopsis",
     "deepreshape pi runs/r18 --role server --parties 10.0.0.1:9100,10.0.0.2:9101 --samples 4":
         "parse",
     "deepreshape pi runs/r18 --role client --parties 10.0.0.1:9100,10.0.0.2:9101 --samples 4":
