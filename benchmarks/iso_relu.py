@@ -32,6 +32,7 @@ from deepreshape.count import count
 from deepreshape.designcost import explore
 from deepreshape.optimize.deepreduce import plan
 from deepreshape.pi import costmodel, linkcost
+from deepreshape.report import md_table
 from deepreshape.spec import NetSpec, parse, proportional_masks
 
 
@@ -81,11 +82,9 @@ def render(rows: list[dict[str, Any]]) -> str:
                     f"{r['predicted_bytes'] / 1e6:.1f}", f"{r['bytes'] / 1e6:.1f}" if m else "-",
                     f"{r['predicted_wan_latency_s']:.2f}", f"{r[key] / ref[key]:.2f}x",
                     f"{r['delphi_online_s']:.2f}"])
-    head = ["network", "ReLUs", "MACs", "predicted s", "measured s", "predicted MB", "measured MB",
-            "predicted s, WAN", "time vs the first of its pair", "Delphi-style online s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(r) + " |" for r in out]
-    return "\n".join(lines)
+    return md_table(["network", "ReLUs", "MACs", "predicted s", "measured s", "predicted MB",
+                     "measured MB", "predicted s, WAN", "time vs the first of its pair",
+                     "Delphi-style online s"], out)
 
 
 def main(argv: list[str] | None = None) -> int:

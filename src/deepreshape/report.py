@@ -239,7 +239,8 @@ class ReportResult:
                 "summary": self.summary}
 
 
-def _md_table(headers: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+def md_table(headers: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    """A Markdown table; `align` one letter per column, l or r (default: first left)."""
     align = align or "l" + "r" * (len(headers) - 1)
     sep = ["---:" if a == "r" else "---" for a in align]
     return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in [headers, sep, *rows])
@@ -284,8 +285,8 @@ def _network_md(run: Run) -> str:
              ["seed", str(cfg.get("seed", "?"))]]
     stages = [[f"stage{k}", s.block, s.depth, s.width, s.stride]
               for k, s in enumerate(spec.stages, 1)]
-    return "\n\n".join([_md_table(["network", ""], facts, "ll"),
-                        _md_table(["stage", "block", "depth", "width", "stride"], stages)])
+    return "\n\n".join([md_table(["network", ""], facts, "ll"),
+                        md_table(["stage", "block", "depth", "width", "stride"], stages)])
 
 
 def _counts_md(c: Counts) -> str:
@@ -293,7 +294,7 @@ def _counts_md(c: Counts) -> str:
     rows = [[s.name, f"{s.relus:,}", f"{100 * s.relus / total:.1f}%", f"{s.macs:,}", f"{s.params:,}"]
             for s in (*c.stages, c.head)]
     rows.append(["**total**", f"**{c.relus:,}**", "100.0%", f"**{c.macs:,}**", f"**{c.params:,}**"])
-    return (_md_table(["stage", "ReLUs", "share", "MACs", "params"], rows)
+    return (md_table(["stage", "ReLUs", "share", "MACs", "params"], rows)
             + f"\n\nStem ReLUs (included in stage1): {c.stem_relus:,}; without the stem: "
             f"{c.relus - c.stem_relus:,} (SNL's convention).")
 
@@ -303,7 +304,7 @@ def _normalized_md(norm: dict[str, list[float]]) -> str:
             in enumerate(zip(norm["relus"], norm["flops_model"], norm["macs_exact"], strict=True))]
     return ("ReLUs and MACs without the stem, scaled so that stage1 = 64; FLOPs (model) is the "
             "paper's idealized per-stage formula (Table 2).\n\n"
-            + _md_table(["stage", "ReLUs", "FLOPs (model)", "MACs (exact)"], rows))
+            + md_table(["stage", "ReLUs", "FLOPs (model)", "MACs (exact)"], rows))
 
 
 def _results_md(results: dict, metrics: list[dict]) -> str:
@@ -316,7 +317,7 @@ def _results_md(results: dict, metrics: list[dict]) -> str:
             ["stopped early", str(results.get("stopped_early", False))],
             ["wall time", "n/a" if wall is None else f"{wall:.1f} s"],
             ["ReLUs / MACs / params", " / ".join(_int(results.get(k)) for k in ("relus", "macs", "params"))]]
-    return _md_table(["result", ""], rows, "ll")
+    return md_table(["result", ""], rows, "ll")
 
 
 def _training_md(metrics: list[dict], keep: int = 10) -> str:
@@ -325,14 +326,14 @@ def _training_md(metrics: list[dict], keep: int = 10) -> str:
              _pct(m.get("test_acc")), _fmt(m.get("lr"), ".4g"), _fmt(m.get("images_per_s"), ",.0f")]
             for m in shown]
     head = "" if len(shown) == len(metrics) else f"Last {keep} of {len(metrics)} epochs.\n\n"
-    return head + _md_table(["epoch", "loss", "train acc", "test acc", "lr", "images/s"], rows)
+    return head + md_table(["epoch", "loss", "train acc", "test acc", "lr", "images/s"], rows)
 
 
 def _criticality_md(crit: dict) -> str:
     rows = [[r["name"], _int(r["relus"]), _pct(r["acc"]), _pct(r["kd_acc"]),
              "n/a" if r["C"] is None else f"{r['C']:.3f}"] for r in crit["stages"]]
     order = ", ".join(map(str, crit["order"])) or "n/a"
-    return (_md_table(["stage", "ReLUs", "acc", "KD acc", "C_k"], rows)
+    return (md_table(["stage", "ReLUs", "acc", "KD acc", "C_k"], rows)
             + f"\n\nCriticality order (most to least critical stage): **{order}**")
 
 
@@ -352,14 +353,14 @@ def _pi_md(results: dict[str, dict]) -> str:
              "n/a" if pi["latency_s"] is None else f"{pi['latency_s']:.4g} s",
              _mb(pi["bytes_sent"]), _mb(pi["bytes_recv"]), _mb(pi["bytes"]), _prediction_cell(pi)]
             for pi in results.values()]
-    text = _md_table(["protocol", "link", "online latency", "sent", "received",
+    text = md_table(["protocol", "link", "online latency", "sent", "received",
                       "total (both ways)", "cost model predicted"], rows, "llrrrrl")
     for pi in results.values():
         if pi["per_kind"]:
             kinds = [[k, "n/a" if v["time_s"] is None else f"{v['time_s']:.4g} s", _mb(v["bytes"])]
                      for k, v in pi["per_kind"].items()]
             text += (f"\n\nPer kind of operation, {pi['protocol'] or '?'} over {pi['link_label']}:"
-                     "\n\n" + _md_table(["kind", "time", "bytes"], kinds))
+                     "\n\n" + md_table(["kind", "time", "bytes"], kinds))
     return text
 
 
@@ -390,7 +391,7 @@ def _snl_md(snl: dict) -> str:
             ["budget_reached (by training)", "n/a" if reached is None else
              ("yes" if reached else "**no**: the masks were cut to the budget at the end")],
             ["mask epochs used", used], ["final lambda", _fmt(snl["final_lambda"], ".3g")]]
-    return _md_table(["SNL", ""], rows, "ll")
+    return md_table(["SNL", ""], rows, "ll")
 
 
 def _method_md(run: Run) -> tuple[str | None, list[str]]:
@@ -401,7 +402,7 @@ def _method_md(run: Run) -> tuple[str | None, list[str]]:
         notes += [bad] if bad else []
         if isinstance(data, dict):
             rows = [[k, str(v)] for k, v in data.items() if isinstance(v, str | int | float | bool)][:20]
-            parts.append(f"From `{name}`:\n\n" + _md_table(["key", "value"], rows, "ll"))
+            parts.append(f"From `{name}`:\n\n" + md_table(["key", "value"], rows, "ll"))
     return ("\n\n".join(parts) or None), notes
 
 

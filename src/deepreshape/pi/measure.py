@@ -36,7 +36,7 @@ from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.io import write_json
 from deepreshape.options import with_run_options
-from deepreshape.pi import costmodel, engine
+from deepreshape.pi import costmodel, engine, linkcost
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.resultfiles import link_key, result_path
 from deepreshape.spec import NetSpec
@@ -142,8 +142,6 @@ def _predicted(spec: NetSpec, protocol: str, cost_model: Any, weights: str | Non
                link: LinkProfile | None = None) -> dict[str, Any] | None:
     """The cost model's prediction for what was measured: over an emulated `link`, the
     loopback model plus the link's rounds and wire time (`linkcost`), as `design` does."""
-    from deepreshape.pi import linkcost
-
     try:
         model = cost_model if isinstance(cost_model, costmodel.CostModel) else costmodel.load(cost_model)
         out = (linkcost.predict(spec, link, protocol, model, weights)
