@@ -2,7 +2,7 @@
 
 The space is every HRN (three stage multipliers, each in --mult, default 2..16) at every
 base width m in --m (default 8..64) at 32x32: 57 x 15^3 = 192,375 networks. The array
-path (`deepreshape.designspace`) counts them all, with and without the Cheetah HE counts
+path (`deepreshape.design.space`) counts them all, with and without the Cheetah HE counts
 the cost model needs, and predicts their latency and bytes; the reference, timed in the
 same run, is what `design` did before: `count(spec)` and `costmodel.predict(spec)` per
 network, on a random sample, extrapolated to the space. Sampled networks must agree
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from deepreshape import designspace as ds
 from deepreshape.count import count
-from deepreshape.pi import costmodel
+from deepreshape.design import space as ds
+from deepreshape.pi.costs import costmodel
 
 TARGET_S = 1.0
 

@@ -23,7 +23,7 @@ import sys
 import numpy as np
 
 from deepreshape.cli.common import table
-from deepreshape.designcost import Budget, design_for_cost, parse_amount
+from deepreshape.design.costs import Budget, design_for_cost, parse_amount
 
 TARGET = 0.15
 

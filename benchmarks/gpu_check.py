@@ -44,9 +44,9 @@ from typing import Any
 
 import torch
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.data import Dataset
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.train import Recipe, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         return worker(args)
     report = run_check(args)
-    io.write_json(Path(args.out), report)
+    fileio.write_json(Path(args.out), report)
     for t in report["targets"]:
         mark = {True: "PASS", False: "FAIL", None: "n/a (CUDA only)"}[t["ok"]]
         print(f"{mark:<16}{t['target']}: {t['value']}")

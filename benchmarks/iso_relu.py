@@ -2,12 +2,12 @@
 
 The journal version of the paper claims 5.2x lower PI runtime for HybReNets at equal
 ReLUs. This builds such pairs and prices them with the shipped cost model (loopback and,
-with the link term of `deepreshape.pi.linkcost`, the WAN), then measures each network
+with the link term of `deepreshape.pi.costs.linkcost`, the WAN), then measures each network
 (32x32, 100 classes, random weights: costs do not depend on weight values) as one query
 under Cheetah with server-owned weights: two real SPU parties on this machine's loopback,
 one cold run, then `--repeats` warm runs (latency = their median).
 
-The pairs (the partners nearest in ReLUs; `deepreshape.designcost.Explored.nearest`):
+The pairs (the partners nearest in ReLUs; `deepreshape.design.costs.Explored.nearest`):
 - `--hrn` (default hrn-5x7x2x) against the BaseCh ResNet18 `resnet18-mM` (m 1..128) and
   the StageCh `resnet18-mM-LxLxLx` (m 1..64, L 3..8);
 - the `--deepreduce` network (default hrn-5x5x3x) through DeepReDuce for `--order`,
@@ -29,10 +29,10 @@ from typing import Any
 
 from deepreshape.cli.common import table
 from deepreshape.count import count
-from deepreshape.designcost import explore
+from deepreshape.design.costs import explore
 from deepreshape.optimize.deepreduce import plan
-from deepreshape.pi import costmodel, linkcost
-from deepreshape.report import md_table
+from deepreshape.pi.costs import costmodel, linkcost
+from deepreshape.reports.runreport import md_table
 from deepreshape.spec import NetSpec, parse, proportional_masks
 
 

@@ -48,8 +48,9 @@ import numpy as np
 
 from deepreshape.cli.common import table
 from deepreshape.count import count
-from deepreshape.pi import costmodel, engine, linkcost
+from deepreshape.pi import engine
 from deepreshape.pi.channel import free_ports
+from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
 from deepreshape.spec import NetSpec, parse, proportional_masks
@@ -335,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
             jobs.append((f"{name} SNL {args.snl_budget // 1000}K", proportional_masks(spec, kept),
                          None))
     for d in args.run:
-        from deepreshape.runs import load_run
+        from deepreshape.rundir.run import load_run
 
         run = load_run(d)
         jobs.append((f"{run.spec.describe()} (run)", run.spec, d))

@@ -13,8 +13,8 @@ from deepreshape.cli.main import main  # noqa: E402
 from deepreshape.count import count  # noqa: E402
 from deepreshape.errors import UsageError  # noqa: E402
 from deepreshape.pi import calibration as K  # noqa: E402
-from deepreshape.pi import cheetah  # noqa: E402
-from deepreshape.pi import costmodel as C  # noqa: E402
+from deepreshape.pi.costs import costmodel as C  # noqa: E402
+from deepreshape.pi.costs import he  # noqa: E402
 from deepreshape.pi.link import LinkProfile  # noqa: E402
 from deepreshape.spec import parse  # noqa: E402
 
@@ -75,7 +75,7 @@ def test_he_counts_are_summed_per_stage_and_ignore_culling():
     rows = [r for r in count(base, layers=True).layers if r.stage == "stage2"]
     want = dict.fromkeys(HE, 0)
     for r in rows:
-        for k, v in cheetah.layer_counts(r).items():
+        for k, v in he.layer_counts(r).items():
             want[k] += v
     assert {k: stages["stage2"][k] for k in HE} == want and want["he_muls"] > 0
     culled = C.features(base.with_slots({"stage2.*": "identity"}))
@@ -415,7 +415,7 @@ def test_cli_calibrate_keeps_the_other_settings_of_an_existing_model(tmp_path, m
 
 
 def test_cli_estimate_over_a_link_adds_rounds_and_wire_time(capsys):
-    from deepreshape.pi import linkcost
+    from deepreshape.pi.costs import linkcost
 
     spec = parse("resnet18-m16", dataset="cifar100")
     f = C.features(spec)

@@ -25,7 +25,7 @@ from deepreshape.optimize.criticality import (
     stage_only,
     unresolved_pairs,
 )
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.spec import relu_slots
 from deepreshape.train import Recipe, train
 

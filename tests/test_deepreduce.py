@@ -12,7 +12,7 @@ import torch
 from deepreshape import build, count, count_module, parse
 from deepreshape.cli.main import main
 from deepreshape.errors import UsageError
-from deepreshape.io import write_json
+from deepreshape.fileio import write_json
 from deepreshape.optimize.deepreduce import (
     alternate_slots,
     apply_reshapes,
@@ -25,7 +25,7 @@ from deepreshape.optimize.deepreduce import (
     scale_feature_maps,
     thin,
 )
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.spec import relu_slots
 from deepreshape.train import Recipe, train
 
@@ -374,7 +374,7 @@ def test_cli_thinning_option(capsys) -> None:
 
 
 def test_dry_run_reads_no_checkpoint(baseline: Path, tmp_path: Path, monkeypatch, capsys) -> None:
-    from deepreshape.runs import Run
+    from deepreshape.rundir.run import Run
 
     def refuse(*a, **kw):
         raise AssertionError("a dry run loaded a checkpoint")

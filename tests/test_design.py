@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepreshape.cli.main import main
-from deepreshape.design import (
+from deepreshape.design.solver import (
     design,
     minimal_points,
     model_relus,
@@ -26,7 +26,7 @@ from deepreshape.design import (
 )
 from deepreshape.errors import UsageError
 
-dm = importlib.import_module("deepreshape.design")  # `deepreshape.design` is the function
+dm = importlib.import_module("deepreshape.design.solver")  # `deepreshape.design.solver` is the function
 
 HRN_3241 = {(7, 5, 2), (5, 5, 3), (6, 6, 2), (5, 7, 2)}  # paper, Sec. 3 / App. B.1
 HRN_3421 = {(5, 9, 2), (5, 6, 3)}  # paper, App. D.6

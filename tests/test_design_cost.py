@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deepreshape import designspace as ds
 from deepreshape.cli.design import STAR_NOTE
 from deepreshape.cli.main import main
 from deepreshape.count import count
-from deepreshape.design import design, exact_coefficients
-from deepreshape.designcost import Budget, design_for_cost, explore, parse_amount
+from deepreshape.design import space as ds
+from deepreshape.design.costs import Budget, design_for_cost, explore, parse_amount
+from deepreshape.design.solver import design, exact_coefficients
 from deepreshape.errors import UsageError
-from deepreshape.pi import cheetah, costmodel, linkcost
+from deepreshape.pi.costs import costmodel, he, linkcost
 from deepreshape.pi.link import PRESETS
 from deepreshape.spec import parse, relu_slots
 
@@ -41,7 +41,7 @@ def test_blocking_counts_equal_cheetahs_search(rows):
     n = np.concatenate([rng.integers(1, 20_000, 150), rng.integers(1, 600, 30), [1, 10, 8192, 4096]])
     got = ds.blocking_counts(rows, k, n)
     for i in range(len(k)):
-        b = cheetah.blocking(rows, int(k[i]), int(n[i]))
+        b = he.blocking(rows, int(k[i]), int(n[i]))
         assert [int(got[f][i]) for f in _FIELDS] == [getattr(b, f) for f in _FIELDS], (k[i], n[i])
 
 
@@ -51,7 +51,7 @@ def test_blocking_counts_exhaustive_on_small_products(rows):
     kn = ds.grid([*range(1, 49), 64, 128, 1024, 8192], [*range(1, 49), 512, 4096])
     got = ds.blocking_counts(rows, kn[:, 0], kn[:, 1])
     for i, (k, n) in enumerate(kn):
-        b = cheetah.blocking(rows, int(k), int(n))
+        b = he.blocking(rows, int(k), int(n))
         assert [int(got[f][i]) for f in _FIELDS] == [getattr(b, f) for f in _FIELDS], (k, n)
 
 

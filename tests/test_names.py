@@ -10,7 +10,7 @@ import pytest
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.optimize.deepreduce import cull, reuse, scale_channels, thin
-from deepreshape.pi.resultfiles import (
+from deepreshape.pi.records import (
     link_key,
     parse_link,
     prediction_check,
@@ -141,7 +141,7 @@ def test_prediction_names_its_link_and_flags_a_measurement_far_from_it() -> None
 
 
 def test_a_measurement_over_a_link_stores_the_link_models_prediction() -> None:
-    from deepreshape.pi import linkcost
+    from deepreshape.pi.costs import linkcost
     from deepreshape.pi.link import LinkProfile
     from deepreshape.pi.measure import _predicted
     from deepreshape.spec import parse

@@ -14,7 +14,7 @@ from deepreshape.optimize.criticality import criticality
 from deepreshape.optimize.deepreduce import deepreduce
 from deepreshape.optimize.snl import snl
 from deepreshape.options import RunOptions, with_run_options
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.train import Recipe, train
 
 TINY = "resnet18-m4-d1,1,1,1"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepreshape.count import count
-from deepreshape.pi import cheetah
+from deepreshape.pi.costs import he
 from deepreshape.spec import parse
 
 
@@ -35,7 +35,7 @@ def _search_by_loops(m: int, k: int, n: int, deg: int) -> tuple[int, int, int]:
 
 def test_the_block_shape_spu_logs_for_a_16_channel_3x3_conv_at_32x32():
     # SPU 0.9.5 logs "1@1024x144x16 => 4x128x16": 4*128*16 = 8192 coefficients.
-    b = cheetah.blocking(1024, 144, 16)
+    b = he.blocking(1024, 144, 16)
     assert b.block == (4, 128, 16)
     # 256 row blocks x 2 inner blocks; the 2 kernel ciphertexts are encrypted and sent,
     # 256 sparse results are packed into 2 with 2 * 128 automorphisms.
@@ -46,7 +46,7 @@ def test_the_block_shape_spu_logs_for_a_16_channel_3x3_conv_at_32x32():
 @given(m=st.integers(1, 300), k=st.integers(1, 700), n=st.integers(1, 300),
        deg=st.sampled_from([64, 256, 4096]))
 def test_vectorized_search_equals_the_plain_loops(m, k, n, deg):
-    b = cheetah.blocking(m, k, n, deg)
+    b = he.blocking(m, k, n, deg)
     assert b.block == _search_by_loops(m, k, n, deg)
     d0, d1, d2 = b.block
     assert d0 * d1 * d2 <= deg
@@ -56,14 +56,14 @@ def test_vectorized_search_equals_the_plain_loops(m, k, n, deg):
 def test_layer_products_follow_the_im2col_shapes():
     spec = parse("resnet18-m16", input_size=32, num_classes=10)
     rows = {r.name: r for r in count(spec, layers=True).layers}
-    assert cheetah.layer_products(rows["stem.conv"]) == [(32 * 32, 3 * 9, 16)]
+    assert he.layer_products(rows["stem.conv"]) == [(32 * 32, 3 * 9, 16)]
     # the first conv of stage2 has stride 2: 16x16 outputs of 16-channel 3x3 patches
-    assert cheetah.layer_products(rows["stage2.block1.conv1"]) == [(16 * 16, 16 * 9, 32)]
-    assert cheetah.layer_products(rows["stage2.block1.shortcut.conv"]) == [(16 * 16, 16, 32)]
-    assert cheetah.layer_products(rows["fc"]) == [(1, 128, 10)]
-    assert cheetah.layer_products(rows["stage1.block1.relu1"]) == []
-    counts = cheetah.layer_counts(rows["stem.conv"])
-    one = cheetah.blocking(1024, 27, 16)
+    assert he.layer_products(rows["stage2.block1.conv1"]) == [(16 * 16, 16 * 9, 32)]
+    assert he.layer_products(rows["stage2.block1.shortcut.conv"]) == [(16 * 16, 16, 32)]
+    assert he.layer_products(rows["fc"]) == [(1, 128, 10)]
+    assert he.layer_products(rows["stage1.block1.relu1"]) == []
+    counts = he.layer_counts(rows["stem.conv"])
+    one = he.blocking(1024, 27, 16)
     assert counts == {"he_sent": 2 * one.sent, "he_outputs": 2 * one.outputs,
                       "he_response": 2 * one.response, "he_automorphisms": 2 * one.automorphisms,
                       "he_muls": 2 * one.muls}
@@ -74,7 +74,7 @@ def test_grouped_convs_count_one_product_per_group():
     grouped = [r for r in count(spec, layers=True).layers if r.kind == "conv" and r.groups > 1]
     assert grouped
     r = grouped[0]
-    prods = cheetah.layer_products(r)
+    prods = he.layer_products(r)
     assert len(prods) == r.groups
     assert prods[0] == (r.shape[1] * r.shape[2], r.in_shape[0] // r.groups * 9,
                         r.shape[0] // r.groups)
@@ -82,7 +82,7 @@ def test_grouped_convs_count_one_product_per_group():
 
 def test_bad_dims_are_rejected():
     with pytest.raises(ValueError, match="positive"):
-        cheetah.blocking(0, 3, 3)
+        he.blocking(0, 3, 3)
 
 
 @pytest.mark.slow
@@ -106,7 +106,7 @@ def test_spu_chooses_the_same_blocks(cin, cout, size, k, stride, capfd):
     dims = (out * out, cin * k * k, cout)
     for got in logged:
         assert tuple(map(int, got[:3])) == dims
-        assert tuple(map(int, got[3:])) == cheetah.blocking(*dims).block
+        assert tuple(map(int, got[3:])) == he.blocking(*dims).block
 
 
 @pytest.mark.slow
@@ -133,5 +133,5 @@ def test_grouped_convs_run_under_spu_as_one_product_per_group(capfd):
     logged = re.findall(r"1@(\d+)x(\d+)x(\d+) => ", capfd.readouterr().out)
     row = LayerCount("c", "conv", "stage1", (cout, size, size), in_shape=(cin, size, size),
                      kernel=3, stride=1, groups=groups)
-    per_direction = cheetah.layer_products(row)
+    per_direction = he.layer_products(row)
     assert sorted(tuple(map(int, g)) for g in logged) == sorted(per_direction * 2)

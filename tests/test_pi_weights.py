@@ -16,8 +16,9 @@ jax = pytest.importorskip("jax")
 
 from deepreshape.count import LayerCount  # noqa: E402
 from deepreshape.errors import UsageError  # noqa: E402
-from deepreshape.pi import channel, cheetah, costmodel, party  # noqa: E402
+from deepreshape.pi import channel, party  # noqa: E402
 from deepreshape.pi import engine as E  # noqa: E402
+from deepreshape.pi.costs import costmodel, he  # noqa: E402
 from deepreshape.pi.export import conv2d  # noqa: E402
 from deepreshape.spec import parse  # noqa: E402
 
@@ -57,15 +58,15 @@ def test_weights_modes_and_their_defaults():
 def test_owned_weights_halve_the_he_counts():
     row = LayerCount("c", "conv", "stage1", (16, 32, 32), in_shape=(16, 32, 32), kernel=3,
                      stride=1)
-    one = cheetah.blocking(1024, 144, 16)
-    owned = cheetah.layer_counts(row, cheetah.directions("owned"))
-    shared = cheetah.layer_counts(row, cheetah.directions("shared"))
+    one = he.blocking(1024, 144, 16)
+    owned = he.layer_counts(row, he.directions("owned"))
+    shared = he.layer_counts(row, he.directions("shared"))
     assert owned == {"he_sent": one.sent, "he_outputs": one.outputs, "he_response": one.response,
                      "he_automorphisms": one.automorphisms, "he_muls": one.muls}
     assert shared == {k: 2 * v for k, v in owned.items()}
     spec = parse("resnet18-m8", input_size=32, num_classes=10)
     f1, f2 = costmodel.features(spec, 1), costmodel.features(spec, 2)
-    assert all(f2[k] == 2 * f1[k] for k in cheetah.HE_COUNTS)
+    assert all(f2[k] == 2 * f1[k] for k in he.HE_COUNTS)
     assert f1["relus"] == f2["relus"] and f1["macs"] == f2["macs"]
 
 
@@ -110,11 +111,11 @@ def test_owned_weights_run_one_he_product_per_conv_as_counted(tmp_path):
                  for r, p in logs.items()}
         runs = 1 + res.samples  # one cold run and the warm ones, all in the same log
         products = sum(len(v) for v in lines.values()) // runs
-        assert products == cheetah.directions(mode)
+        assert products == he.directions(mode)
         for found in [*lines["server"], *lines["client"]]:
             assert tuple(map(int, found[:3])) == dims
-            assert tuple(map(int, found[3:])) == cheetah.blocking(*dims).block
-        assert cheetah.layer_counts(row, products)["he_sent"] == products * cheetah.blocking(
+            assert tuple(map(int, found[3:])) == he.blocking(*dims).block
+        assert he.layer_counts(row, products)["he_sent"] == products * he.blocking(
             *dims).sent
         got[mode] = res
     # the server no longer sends its weights' share, and half the HE traffic is gone

@@ -20,10 +20,10 @@ import numpy as np
 import pytest
 import torch
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.cli.main import main
 from deepreshape.errors import CheckpointError, RunFailure, UnsafeFileError, UsageError
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.train import Recipe, train
 
 TINY = "resnet18-m4-d1,1,1,1"
@@ -137,7 +137,7 @@ def test_checkpoints_written_before_the_change_still_resume_exactly(tmp_path: Pa
     ckpt_path = tmp_path / "cut" / "checkpoint.pt"
     ckpt = torch.load(ckpt_path, weights_only=True)
     legacy = {**ckpt, "rng": _to_legacy(ckpt["rng"])}
-    io.save_torch(ckpt_path, legacy)
+    fileio.save_torch(ckpt_path, legacy)
     assert torch.serialization.get_unsafe_globals_in_checkpoint(ckpt_path)  # really the old form
     np.random.seed(123)  # resume must restore these, not keep them
     random.seed(123)
@@ -166,7 +166,7 @@ def test_a_second_writer_is_refused_at_once(base: Path, tmp_path: Path, capsys) 
     run = tmp_path / "run"
     shutil.copytree(base, run)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from deepreshape.runs import writer_lock\n"
+        [sys.executable, "-c", "import sys; from deepreshape.rundir.run import writer_lock\n"
          f"with writer_lock({str(run)!r}):\n print('held', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -357,7 +357,7 @@ def test_a_broken_tiny_imagenet_cache_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_report_names_a_corrupt_result_file(base: Path, tmp_path: Path) -> None:
-    from deepreshape.report import report
+    from deepreshape.reports.runreport import report
 
     run = tmp_path / "run"
     shutil.copytree(base, run)

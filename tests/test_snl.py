@@ -30,7 +30,7 @@ from deepreshape.optimize.snl import (
     snl,
     soft_relus,
 )
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.spec import relu_slots
 from deepreshape.train import Recipe, train
 

@@ -234,8 +234,8 @@ def test_published_criticality_points_are_stages_of_the_swept_networks(name: str
 
 
 def test_paper_figure_draws_published_beside_ours(tmp_path: Path) -> None:
-    from deepreshape.sweep.results import _paper_figure
     from deepreshape.sweep.state import SweepState
+    from deepreshape.sweep.table import _paper_figure
 
     paper = {"cifar100": [{"label": "Table 6", "source": "paper", "points": [[81920, 52.67]]}]}
     rows = [{"experiment": "e", "method": "criticality", "relus": 81920, "accuracy": 50.0}]

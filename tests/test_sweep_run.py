@@ -270,7 +270,7 @@ def test_a_point_with_two_processes_trains_with_ddp(tmp_path: Path) -> None:
     # as one process, to the tolerance the trainer's own DDP test uses.
     import torch
 
-    from deepreshape.runs import load_run
+    from deepreshape.rundir.run import load_run
 
     path = tmp_path / "ddp.toml"
     path.write_text('dataset = "digits"\nlimit = 256\n[recipe]\nepochs = 2\nbatch_size = 64\n'

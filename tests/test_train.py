@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.cli.main import main
 from deepreshape.errors import CheckpointError, RunFailure, UsageError
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.train import Recipe, kd_loss, train
 
 TINY = "resnet18-m4-d1,1,1,1"
@@ -112,14 +112,14 @@ def test_broken_and_mismatched_checkpoints(tmp_path: Path) -> None:
 
 def test_atomic_write_survives_an_exception_mid_save(tmp_path: Path) -> None:
     target = tmp_path / "results.json"
-    io.write_json(target, {"ok": 1})
+    fileio.write_json(target, {"ok": 1})
 
     def half(p: Path) -> None:
         p.write_text('{"half":')
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        io.atomic_write(target, half)
+        fileio.atomic_write(target, half)
     assert json.loads(target.read_text()) == {"ok": 1}
     assert target.stat().st_mode & 0o044  # readable by others (umask permitting), not 0600
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]

@@ -18,7 +18,7 @@ from deepreshape.cli.main import main
 from deepreshape.data import BatchLoader, Dataset, load_dataset
 from deepreshape.errors import UsageError
 from deepreshape.optimize.snl import LambdaSchedule, LearnableMask, attach_masks, mask_l1, soft_relus
-from deepreshape.runs import load_run
+from deepreshape.rundir.run import load_run
 from deepreshape.spec import parse
 from deepreshape.train import (
     Dist,

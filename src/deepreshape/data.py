@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from deepreshape.errors import DataError, UsageError
-from deepreshape.io import save_numpy
+from deepreshape.fileio import save_numpy
 from deepreshape.spec import DATASET_SHAPES
 
 DATA_ENV = "DEEPRESHAPE_DATA"

@@ -21,9 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.count import count
-from deepreshape.runs import read_json
+from deepreshape.rundir.run import read_json
 from deepreshape.spec import parse
 from deepreshape.train import Recipe, train
 
@@ -97,7 +97,7 @@ class _Steps:
         self.done[name] = result
         self.times[name] = {"title": title, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                             "skipped": skipped}
-        io.write_json(self.path, {"plan": asdict(self.plan), "steps": self.done,
+        fileio.write_json(self.path, {"plan": asdict(self.plan), "steps": self.done,
                                   "times": self.times})
         self.say(f"      {title}: skipped ({result['skipped']})" if skipped
                  else f"      {title}: {wall:.1f} s")
@@ -171,7 +171,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
     order = crit["order"]
 
     def _design() -> dict:
-        from deepreshape.design import design
+        from deepreshape.design.solver import design
 
         sols = design(order, base=plan.hrn_base, input_size=size, num_classes=classes)
         chosen = min(sols.solutions, key=lambda s: (s.macs, s.relus))
@@ -222,7 +222,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
                                          measure=plan.pi_measured))
 
     def _reports() -> dict:
-        from deepreshape.report import report
+        from deepreshape.reports.runreport import report
 
         done = {}
         for d in main_runs:
@@ -233,7 +233,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
     steps.run("reports", "a report per main run (plots + report.md)", _reports)
 
     def _pareto() -> dict:
-        from deepreshape.report import pareto
+        from deepreshape.reports.runreport import pareto
 
         p = pareto([runs], x="relus", peers="none", out=out / "pareto.png")
         return {"png": str(p.png), "rows": len(p.rows)}
@@ -258,8 +258,8 @@ def _private_inference(run_dirs: list[str], samples: int, say: Callable[[str], N
     res: dict[str, Any] = {}
     for i, d in enumerate(run_dirs):
         if spu is None or (measure is not None and i >= measure):
-            from deepreshape.pi.costmodel import predict
-            from deepreshape.runs import load_run
+            from deepreshape.pi.costs.costmodel import predict
+            from deepreshape.rundir.run import load_run
 
             est = predict(load_run(d).spec, "cheetah")
             res[d] = {"estimated": True, "latency_s": est["latency_s"], "bytes": est["bytes"]}
@@ -305,9 +305,9 @@ def machine() -> str:
 
 def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
              wall: float) -> dict:
-    from deepreshape.report import find_runs
-    from deepreshape.runinfo import pi_results, run_name
-    from deepreshape.runs import load_run
+    from deepreshape.reports.readers import pi_results, run_name
+    from deepreshape.reports.runreport import find_runs
+    from deepreshape.rundir.run import load_run
 
     estimates = {Path(k).resolve(): v for k, v in steps.done.get("pi", {}).items()
                  if v.get("estimated")}
@@ -326,7 +326,7 @@ def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
                      "bytes": pi.get("bytes", est.get("bytes")),
                      "pi_estimated": bool(est) and not pi})
     rows.sort(key=lambda r: (r["method"].startswith("criticality"), -r["relus"]))
-    io.write_json(out / "summary.json", rows)
+    fileio.write_json(out / "summary.json", rows)
     spent = sum(t["wall_s"] for t in steps.times.values())
     size = f"--fast, first {plan.limit} images, " if plan.limit else ""
     head = [
@@ -360,6 +360,6 @@ def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
         if t:
             lines.append(f"| {t['title']} | {'skipped' if t['skipped'] else t['wall_s']} | "
                          f"{'' if t['skipped'] else t['cpu_s']} |")
-    io.write_text(out / "summary.md", "\n".join(lines) + "\n")
+    fileio.write_text(out / "summary.md", "\n".join(lines) + "\n")
     return {"out": str(out), "runs": rows, "pareto": str(out / "pareto.png"),
             "summary_md": str(out / "summary.md"), "times": steps.times}

@@ -7,8 +7,8 @@ from pathlib import Path
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, load_dataset
 from deepreshape.options import with_run_options
-from deepreshape.runinfo import run_name
-from deepreshape.runs import load_run
+from deepreshape.reports.readers import run_name
+from deepreshape.rundir.run import load_run
 from deepreshape.train import evaluate, resolve_device
 
 

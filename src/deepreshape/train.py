@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.build import build
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, Dataset, load_dataset
 from deepreshape.errors import CheckpointError, RunFailure, UsageError
 from deepreshape.options import with_run_options
-from deepreshape.runs import (
+from deepreshape.rundir.run import (
     CHECKPOINT,
     CONFIG,
     METRICS,
@@ -512,7 +512,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
 
         tdist.barrier()
     if run_dir is not None and dist.main:
-        io.write_json(run_dir / CONFIG, {**config, "versions": versions(),
+        fileio.write_json(run_dir / CONFIG, {**config, "versions": versions(),
                                          "world_size": dist.world_size, "device": dev.type,
                                          "precision": {**precision.to_dict(), "compile": compile}})
 
@@ -556,8 +556,8 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
         stop = bool(on_epoch_end(epoch, metrics)) if on_epoch_end else False
         note = metrics.pop("note", "")
         if run_dir is not None and dist.main:
-            io.append_jsonl(run_dir / METRICS, metrics)
-            io.save_torch(run_dir / CHECKPOINT, {
+            fileio.append_jsonl(run_dir / METRICS, metrics)
+            fileio.save_torch(run_dir / CHECKPOINT, {
                 "arch": spec.describe(), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch + 1,
                 "best_acc": best, "rng": _rng_state(), "wall_time": time.perf_counter() - t_start})
@@ -575,7 +575,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
     if run_dir is not None:
         if dist.main:
             c = count(spec)
-            io.write_json(run_dir / RESULTS, {
+            fileio.write_json(run_dir / RESULTS, {
                 "arch": spec.describe(), "dataset": data.name, "final_acc": acc, "best_acc": best,
                 "relus": c.relus, "macs": c.macs, "params": c.params, "stem_relus": c.stem_relus,
                 "stage_relus": [s.relus for s in c.stages], "epochs": epochs_run,

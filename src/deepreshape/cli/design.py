@@ -11,14 +11,7 @@ import argparse
 import sys
 
 from deepreshape.cli.common import add_shape_args, fmt_int, print_json, table
-from deepreshape.design import (
-    DEFAULT_DEPTH_BOUNDS,
-    DEFAULT_MULT_BOUNDS,
-    VARY,
-    DesignResult,
-    parse_ints,
-)
-from deepreshape.designcost import (
+from deepreshape.design.costs import (
     DEFAULT_M,
     FAMILIES,
     RANKS,
@@ -31,7 +24,14 @@ from deepreshape.designcost import (
     parse_amount,
     plot_explored,
 )
-from deepreshape.designspace import span
+from deepreshape.design.solver import (
+    DEFAULT_DEPTH_BOUNDS,
+    DEFAULT_MULT_BOUNDS,
+    VARY,
+    DesignResult,
+    parse_ints,
+)
+from deepreshape.design.space import span
 from deepreshape.errors import UsageError
 from deepreshape.spec import DATASET_SHAPES, DEFAULT_DATASET
 
@@ -194,7 +194,7 @@ STAR_NOTE = ("* exact ReLUs break the order (Alg. 1 omits the stem, in stage1; t
 
 def _cost_line(res: CostDesign) -> str:
     """Two lines: what the latency and bytes columns are, and how far to trust them."""
-    from deepreshape.pi import linkcost
+    from deepreshape.pi.costs import linkcost
 
     p = res.priced[0].prediction if res.priced else {}
     err = (p.get("heldout_error") or {}).get("latency_s", {}).get("mean_abs")

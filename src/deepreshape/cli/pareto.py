@@ -7,8 +7,8 @@ import sys
 import textwrap
 
 from deepreshape.cli.common import fmt_int, print_json, table
-from deepreshape.figures import clip
-from deepreshape.pareto import PEER_CHOICES, X_AXES, ParetoResult, pareto
+from deepreshape.reports.figures import clip
+from deepreshape.reports.pareto import PEER_CHOICES, X_AXES, ParetoResult, pareto
 
 WIDTH = 100  # every table fits a 100-column terminal
 

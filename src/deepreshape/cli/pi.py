@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from deepreshape.pi import costmodel, linkcost
+    from deepreshape.pi.costs import costmodel, linkcost
     from deepreshape.spec import parse
 
     protocol = args.protocol or "cheetah"
@@ -151,7 +151,8 @@ def _stage_table(pred: dict[str, Any]) -> str:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from deepreshape.pi import calibration, costmodel
+    from deepreshape.pi import calibration
+    from deepreshape.pi.costs import costmodel
     from deepreshape.pi.link import LinkProfile
 
     protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
@@ -213,7 +214,7 @@ def _mb(n: float | None) -> str:
 
 
 def _measure_text(rec: dict[str, Any]) -> str:
-    from deepreshape.pi.resultfiles import link_label, prediction_text, result_path
+    from deepreshape.pi.records import link_label, prediction_text, result_path
 
     lines = [
         f"{rec.get('name', rec['arch'])} on {rec['dataset']}, {rec['protocol']} ({rec['security']}) with "

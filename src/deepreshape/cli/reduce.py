@@ -60,7 +60,7 @@ def _words(text: str | None) -> list[str] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape reduce`; returns the exit code."""
-    from deepreshape.design import parse_ints
+    from deepreshape.design.solver import parse_ints
     from deepreshape.optimize.deepreduce import deepreduce
 
     try:

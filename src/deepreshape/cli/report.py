@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from deepreshape.cli.common import fmt_int, print_json
-from deepreshape.report import report
+from deepreshape.reports.runreport import report
 
 _WHAT = {
     "relu_distribution": "share of ReLUs per stage (the paper's Figure 5)",

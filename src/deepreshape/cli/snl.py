@@ -88,7 +88,7 @@ class DefaultsFormatter(argparse.HelpFormatter):
 def parse_budget(text: str) -> int:
     """'50000', '50,000', '50k', '1.5M' -> int; UsageError otherwise. Zero and negative
     numbers pass, for `check_budget` to refuse with the network's own range."""
-    from deepreshape.designcost import parse_amount
+    from deepreshape.design.costs import parse_amount
 
     value = parse_amount(text, "relus", option="--budget", signed=True)
     if value != int(value):

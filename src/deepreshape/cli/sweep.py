@@ -101,7 +101,7 @@ def _run(args: argparse.Namespace, target: str) -> int:
                       max_parallel=args.max_parallel,
                       partition=args.partition, time_min=args.time, device=args.device)
     if not args.no_report:
-        from deepreshape.sweep.results import sweep_report
+        from deepreshape.sweep.table import sweep_report
 
         rep = sweep_report(root)
         for note in rep.notes:
@@ -157,7 +157,7 @@ def _status(args: argparse.Namespace, root: Path) -> int:
 
 
 def _report(args: argparse.Namespace, root: Path) -> int:
-    from deepreshape.sweep.results import sweep_report
+    from deepreshape.sweep.table import sweep_report
 
     rep = sweep_report(root)
     if args.json:

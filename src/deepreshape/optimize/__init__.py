@@ -21,7 +21,7 @@ from typing import Any
 
 from deepreshape.data import Dataset, load_dataset
 from deepreshape.errors import CheckpointError, UsageError
-from deepreshape.runs import CHECKPOINT, Run, load_run
+from deepreshape.rundir.run import CHECKPOINT, Run, load_run
 
 __all__ = [
     "alternate_slots", "baseline_data", "check_dataset", "criticality", "cull", "deepreduce",

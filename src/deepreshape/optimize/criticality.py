@@ -34,11 +34,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.options import with_run_options
-from deepreshape.runs import Run
+from deepreshape.rundir.run import Run
 from deepreshape.spec import NetSpec, relu_slots
 from deepreshape.train import Recipe
 
@@ -285,9 +285,9 @@ def criticality(
             "runs": str(root)}
     result = score(stages, info, where=str(base.path))
     warn_if_noisy(result)
-    io.write_json(base.path / CRITICALITY_JSON, result.to_dict())
+    fileio.write_json(base.path / CRITICALITY_JSON, result.to_dict())
     if root.resolve() != (base.path / "criticality").resolve():
-        io.write_json(root / CRITICALITY_JSON, result.to_dict())
+        fileio.write_json(root / CRITICALITY_JSON, result.to_dict())
     return result
 
 

@@ -47,11 +47,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.options import with_run_options
-from deepreshape.runs import Run, load_run
+from deepreshape.rundir.run import Run, load_run
 from deepreshape.spec import DEFAULT_DATASET, NetSpec, parse, relu_slots
 from deepreshape.train import Recipe
 
@@ -220,7 +220,7 @@ def plan(
     (`THINNING`). The baseline comes first; duplicates (e.g. thinning a net whose stages
     have one slot) appear once.
     """
-    from deepreshape.design import validate_order
+    from deepreshape.design.solver import validate_order
 
     if pipeline not in PIPELINES:
         raise UsageError(f"unknown pipeline {pipeline!r}; valid: {', '.join(PIPELINES)}")
@@ -341,7 +341,7 @@ class Reduced:
 def resolve_order(base: Run | None, order: Sequence[int] | str | None
                   ) -> tuple[tuple[int, ...], str]:
     """--order when given, else RUN/criticality.json's; which one is said in the result."""
-    from deepreshape.design import validate_order
+    from deepreshape.design.solver import validate_order
     from deepreshape.optimize.criticality import load_criticality
 
     if order is not None:
@@ -458,7 +458,7 @@ def deepreduce(
                     tag={"name": "deepreduce", "pipeline": pipeline, "steps": list(p.steps),
                          "order": list(order), "baseline": str(base.path)})
         rows.append(_row(p, float(res.final_acc), str(root / p.label)))
-        io.write_json(root / REDUCE_JSON, Reduced(rows, info).to_dict())  # progress so far
+        fileio.write_json(root / REDUCE_JSON, Reduced(rows, info).to_dict())  # progress so far
     result = Reduced(rows, info)
-    io.write_json(root / REDUCE_JSON, result.to_dict())
+    fileio.write_json(root / REDUCE_JSON, result.to_dict())
     return result

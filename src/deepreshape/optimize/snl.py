@@ -42,11 +42,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.count import count, count_module
 from deepreshape.errors import CheckpointError, UnsafeFileError, UsageError
 from deepreshape.options import with_run_options
-from deepreshape.runs import CONFIG, Run, writer_lock
+from deepreshape.rundir.run import CONFIG, Run, writer_lock
 from deepreshape.spec import NetSpec, SlotInfo, relu_slots
 from deepreshape.train import Recipe
 
@@ -384,7 +384,7 @@ def snl(
         if saved is None:
             saved = _mask_phase(base, data, settings, fixed, gain, mask_recipe, seed=seed,
                                 device=device, data_dir=data_dir, compile=compile, quiet=quiet)
-            io.save_torch(root / MASK_PHASE, saved)
+            fileio.save_torch(root / MASK_PHASE, saved)
         spec = NetSpec.from_dict(saved["spec"])
         out_res = train(spec, data, recipe=finetune, out=root, teacher=str(base.path),
                         init_from=saved["state"], seed=seed, device=device, data_dir=data_dir,
@@ -397,7 +397,7 @@ def snl(
         info = {"baseline": str(base.path), "arch": spec.describe(), **settings,
                 "fixed_relus": fixed, "relus": relus, "relus_analytic": count(spec).relus,
                 "final_acc": out_res.final_acc, "mask_phase": saved["phase"]}
-        io.write_json(root / SNL_JSON, info)
+        fileio.write_json(root / SNL_JSON, info)
         return SNLResult(out_res.run, out_res.model, spec, out_res.final_acc, relus, budget,
                          saved["phase"]["budget_reached"], info)
 
@@ -452,7 +452,7 @@ def _load_phase(path: Path, settings: dict) -> dict | None:
     if not path.exists():
         return None
     try:
-        saved = io.load_torch(path, "SNL mask phase")
+        saved = fileio.load_torch(path, "SNL mask phase")
     except UnsafeFileError:
         raise
     except CheckpointError:  # a truncated or foreign file: redo the phase

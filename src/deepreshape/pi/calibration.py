@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from deepreshape.errors import UsageError
-from deepreshape.io import append_jsonl
-from deepreshape.pi.costmodel import TARGET_REL_ERR, CostModel, Network, fit_measurements, setting
+from deepreshape.fileio import append_jsonl
+from deepreshape.pi.costs.costmodel import TARGET_REL_ERR, CostModel, Network, fit_measurements, setting
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, now
 from deepreshape.pi.protocols import default_weights

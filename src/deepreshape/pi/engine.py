@@ -38,6 +38,7 @@ from typing import Any
 
 from deepreshape.errors import UsageError
 from deepreshape.pi.channel import parse_parties
+from deepreshape.pi.measurement import SecureResult
 from deepreshape.pi.party import json_settings, run_session
 from deepreshape.pi.processes import run_two_party, spawn, temp_dir
 from deepreshape.pi.profile import CONV_OPS, RELU_OPS, RunProfile, op_kind, parse_profile, summarize_ops
@@ -53,7 +54,6 @@ from deepreshape.pi.protocols import (
     default_weights,
     runtime_config,
 )
-from deepreshape.pi.results import SecureResult
 
 __all__ = [
     "CONV_OPS", "FXP_BITS_RANGE", "PROTOCOLS", "RELU_OPS", "ROLES", "SECURITY_NOTE", "WEIGHTS",

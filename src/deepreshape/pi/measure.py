@@ -1,6 +1,6 @@
 """Measure what secure inference of a trained run costs, and write it beside the run.
 
-One result per (protocol, link): ``pi-<protocol>-<link>.json`` (`deepreshape.pi.resultfiles`),
+One result per (protocol, link): ``pi-<protocol>-<link>.json`` (`deepreshape.pi.records`),
 so a WAN measurement never overwrites the loopback one.
 
 ReLU counts are a proxy; a PI user pays latency and bytes. `measure_run` exports a run's
@@ -34,11 +34,12 @@ import numpy as np
 
 from deepreshape.count import count
 from deepreshape.errors import UsageError
-from deepreshape.io import write_json
+from deepreshape.fileio import write_json
 from deepreshape.options import with_run_options
-from deepreshape.pi import costmodel, engine, linkcost
+from deepreshape.pi import engine
+from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.pi.link import LinkProfile
-from deepreshape.pi.resultfiles import link_key, result_path
+from deepreshape.pi.records import link_key, result_path
 from deepreshape.spec import NetSpec
 
 DEFAULT_FXP_BITS = 18
@@ -254,7 +255,7 @@ def measure_run(
     otherwise).
     """
     from deepreshape.pi.export import export_model
-    from deepreshape.runs import load_run
+    from deepreshape.rundir.run import load_run
 
     _check_args(protocol, samples, repeats, parties, role)
     weights = weights or engine.default_weights(protocol)

@@ -24,6 +24,7 @@ import numpy as np
 
 from deepreshape.errors import DeepReshapeError, RunFailure, UsageError
 from deepreshape.pi.channel import connect, exchange, stop_link
+from deepreshape.pi.measurement import SecureResult, client_result
 from deepreshape.pi.profile import RunProfile, SpuLog
 from deepreshape.pi.program import (
     OUT_NAME,
@@ -37,7 +38,6 @@ from deepreshape.pi.program import (
     param_names,
 )
 from deepreshape.pi.protocols import ROLES, load_spu, role_name, runtime_config, spu_error_text
-from deepreshape.pi.results import SecureResult, client_result
 from deepreshape.pi.shares import pack_shares, unpack_shares
 
 _HANDSHAKE_VERSION = 1

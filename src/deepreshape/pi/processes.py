@@ -32,10 +32,10 @@ import numpy as np
 from deepreshape.errors import RunFailure, UsageError
 from deepreshape.pi.channel import free_ports
 from deepreshape.pi.link import LinkProfile, Relay
+from deepreshape.pi.measurement import SecureResult
 from deepreshape.pi.party import run_session
 from deepreshape.pi.program import Program, as_f32, compile_program, plain_logits
 from deepreshape.pi.protocols import check_run_args, checked_protocol, default_weights
-from deepreshape.pi.results import SecureResult
 
 
 def peak_rss_mb() -> float:

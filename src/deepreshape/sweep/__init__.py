@@ -52,7 +52,7 @@ def __getattr__(name: str) -> Any:
 
         return run_sweep
     if name == "sweep_report":
-        from deepreshape.sweep.results import sweep_report
+        from deepreshape.sweep.table import sweep_report
 
         return sweep_report
     raise AttributeError(f"module 'deepreshape.sweep' has no attribute {name!r}")

@@ -174,7 +174,7 @@ def _rank_main(job_file: str) -> int:
     """One DDP rank (started by torch.distributed.run): run the point; rank 0 writes the outcome."""
     import json
 
-    from deepreshape import io
+    from deepreshape import fileio
 
     job = json.loads(Path(job_file).read_text())
     device = job["device"]
@@ -189,7 +189,7 @@ def _rank_main(job_file: str) -> int:
     point = Point(**{**p, "deps": tuple(p["deps"])})
     outcome = run_point(point, job["root"], job["sweep"], job["threads"], device)
     if int(os.environ.get("RANK", "0")) == 0:
-        io.write_json(Path(job_file).parent / "outcome.json", outcome)
+        fileio.write_json(Path(job_file).parent / "outcome.json", outcome)
     return 0 if outcome.get("ok") else 1
 
 

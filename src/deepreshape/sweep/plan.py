@@ -51,7 +51,7 @@ def _networks(p: Point, spec: NetSpec) -> int:
 def dry_run_rows(sweep: Sweep, predict: bool = True) -> list[dict[str, Any]]:
     """One row per point: id, method, experiment, arch, seed, deps, ReLUs, MACs, params of
     its network (for snl: the budget), trainings, and the predicted Cheetah latency."""
-    from deepreshape.pi import costmodel
+    from deepreshape.pi.costs import costmodel
 
     by_id = sweep.by_id()
     rows = []

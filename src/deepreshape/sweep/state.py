@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.errors import UsageError
 from deepreshape.sweep.sweepfile import Point, Sweep
 
@@ -95,7 +95,7 @@ class SweepState:
     def write(self) -> None:
         """Write sweep.json atomically."""
         self.info["updated"] = now()
-        io.write_json(self.root / SWEEP_JSON, {"sweep": self.info, "points": list(self.records.values())})
+        fileio.write_json(self.root / SWEEP_JSON, {"sweep": self.info, "points": list(self.records.values())})
 
     # ----------------------------------------------------------------- changes
 

@@ -1,11 +1,11 @@
 """Design for what PI costs: DeepReShape's solutions priced, ranked and sized to a budget.
 
 Every solution of `design.design` gets the cost model's predicted Cheetah latency and
-bytes over a link (`deepreshape.pi.linkcost.predict`: the shipped loopback model plus the
+bytes over a link (`deepreshape.pi.costs.linkcost.predict`: the shipped loopback model plus the
 link's rounds and wire time), and the solutions can be ranked by ReLUs, MACs, latency or
 bytes. With a budget (ReLUs, latency, bytes) each solution keeps its equalizing
 multipliers/depths and takes the largest base width m whose network meets every bound
-(all m in the range are evaluated at once, `deepreshape.designspace`), which answers "the
+(all m in the range are evaluated at once, `deepreshape.design.space`), which answers "the
 HRN with about 180K ReLUs that runs fastest". `explore` prices whole BaseCh, StageCh and
 HRN spaces the same way. This module sits above `pi` (it prices with the cost model);
 `design`, the solver, stays below it and knows nothing of PI costs.
@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from deepreshape import designspace as ds
-from deepreshape.design import DesignResult, Solution, design, validate_order, with_base_width
+from deepreshape.design import space as ds
+from deepreshape.design.solver import DesignResult, Solution, design, validate_order, with_base_width
 from deepreshape.errors import UsageError
 
 RANKS = ("relus", "macs", "latency", "bytes")
@@ -133,7 +133,7 @@ class CostDesign:
 
 
 def _link(link: str | None) -> Any:
-    from deepreshape.pi.linkcost import parse_link
+    from deepreshape.pi.costs.linkcost import parse_link
 
     return parse_link(link)
 
@@ -141,7 +141,7 @@ def _link(link: str | None) -> Any:
 def price(solution: Solution, link: str | None = "loopback", model: Any = None,
           protocol: str = "cheetah") -> Priced:
     """Predicted latency and bytes of one solution (`pi.linkcost.predict`)."""
-    from deepreshape.pi import linkcost
+    from deepreshape.pi.costs import linkcost
 
     p = linkcost.predict(solution.spec, _link(link), protocol, model)
     return Priced(solution, float(p["latency_s"]), float(p["bytes"]), p)
@@ -158,7 +158,7 @@ def design_for_cost(order: Sequence[int] | str, *, budget: Budget | None = None,
     solutions no m fits are dropped, and when none is left a UsageError names the bound
     that stops them. `rank` defaults to latency with a ReLU budget, else ReLUs.
     """
-    from deepreshape.pi.costmodel import CostModel, load
+    from deepreshape.pi.costs.costmodel import CostModel, load
 
     budget = budget or Budget()
     rank = rank or ("latency" if budget.relus is not None else "relus")
@@ -176,7 +176,7 @@ def design_for_cost(order: Sequence[int] | str, *, budget: Budget | None = None,
     priced = [price(s, link, cm) for s in sols]
     priced.sort(key=lambda p: (p.metric(rank), p.solution.relus, p.solution.multipliers,
                                p.solution.depths))
-    from deepreshape.pi.linkcost import describe
+    from deepreshape.pi.costs.linkcost import describe
 
     return CostDesign(result, priced, describe(lk), rank, budget, ms, capped, dropped)
 
@@ -318,7 +318,7 @@ def explore(m_values: Sequence[int], mult_values: Sequence[int], *,
     Each row: exact ReLUs and MACs, predicted latency and bytes over `link`, and whether
     Algorithm 1's model and the exact stage counts follow `order`.
     """
-    from deepreshape.pi.costmodel import CostModel, load
+    from deepreshape.pi.costs.costmodel import CostModel, load
 
     t0 = time.perf_counter()
     order = validate_order(order)
@@ -351,7 +351,7 @@ def explore(m_values: Sequence[int], mult_values: Sequence[int], *,
         parts.append((kind, space, pred,
                       ds.model_order(order, ds.model_stage_relus(depths, space.multipliers)),
                       ds.model_order(order, space.stage_relus)))
-    from deepreshape.pi.linkcost import describe
+    from deepreshape.pi.costs.linkcost import describe
 
     cat = np.concatenate
     return Explored(
@@ -369,7 +369,7 @@ def plot_explored(ex: Explored, path: str) -> str:
     """PNG of predicted latency against ReLUs, one marker per family, the front as a line."""
     from matplotlib.figure import Figure
 
-    from deepreshape.io import atomic_write
+    from deepreshape.fileio import atomic_write
 
     fig = Figure(figsize=(9, 6), layout="constrained")
     ax = fig.subplots()

@@ -4,7 +4,7 @@ Reads the run directory only (`config.json`, `results.json`, `metrics.jsonl`, an
 present its secure-inference results, one per (protocol, link), `criticality.json`,
 `snl.json`, `reduce.json`); what is missing or broken becomes a note, not an error. Every
 figure's title names the run (its short display name) and its data set. `pareto` (many
-runs) lives in `deepreshape.pareto` and is re-exported here.
+runs) lives in `deepreshape.reports.pareto` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.count import Counts, count, normalized_stagewise
 from deepreshape.errors import CheckpointError, UsageError
-from deepreshape.figures import bar_labels, figure, log_if_wide, readable_ticks, save, si
-from deepreshape.pareto import (  # noqa: F401 - re-exported: deepreshape.report is the public API
+from deepreshape.reports.figures import bar_labels, figure, log_if_wide, readable_ticks, save, si
+from deepreshape.reports.pareto import (  # noqa: F401 - re-exported: deepreshape.reports.runreport is the public API
     ACC_LABEL,
     PEER_CHOICES,
     PEER_SETS,
@@ -32,7 +32,7 @@ from deepreshape.pareto import (  # noqa: F401 - re-exported: deepreshape.report
     pareto,
     pareto_frontier,
 )
-from deepreshape.runinfo import (  # noqa: F401 - re-exported
+from deepreshape.reports.readers import (  # noqa: F401 - re-exported
     CRITICALITY_JSON,
     REDUCE_JSON,
     SNL_JSON,
@@ -46,7 +46,7 @@ from deepreshape.runinfo import (  # noqa: F401 - re-exported
     run_dataset,
     run_name,
 )
-from deepreshape.runs import Run, load_run
+from deepreshape.rundir.run import Run, load_run
 
 
 def _titled(fig: Any, who: str, what: str) -> None:
@@ -449,7 +449,7 @@ def report(run: str | os.PathLike | Run, out: str | os.PathLike | None = None) -
                f"```\n{run.spec.describe()}\n```"]
     if res.notes:
         md += ["## Notes", "\n".join(f"- {n}" for n in res.notes)]
-    io.write_text(res.markdown, "\n\n".join(md) + "\n")
+    fileio.write_text(res.markdown, "\n\n".join(md) + "\n")
     return res
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from deepreshape import io
+from deepreshape import fileio
 
 # One colour and marker per method, the same in every plot.
 METHOD_STYLE: dict[str, tuple[str, str]] = {
@@ -34,7 +34,7 @@ def figure(**kw: Any) -> Any:
 
 def save(fig: Any, path: Path) -> Path:
     """PNG, atomically (matplotlib is told the format since the temporary name is .tmp)."""
-    return io.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
+    return fileio.atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=120))
 
 
 def si(v: float) -> str:

@@ -8,7 +8,7 @@ layers (`count.layer_table`) plus a constant per inference. Its features:
   count misses: every ReLU layer costs protocol rounds, every linear layer a fixed
   overhead;
 - ``he_sent``, ``he_outputs``, ``he_response``, ``he_automorphisms``, ``he_muls``: what
-  Cheetah's HE matrix products really do (`deepreshape.pi.cheetah`): ciphertexts sent,
+  Cheetah's HE matrix products really do (`deepreshape.pi.costs.he`): ciphertexts sent,
   computed and returned, Galois automorphisms to pack results, ciphertext-plaintext
   products. Under Cheetah a layer's cost follows these, not its MACs;
 - ``params`` and ``activations`` (weights and outputs of conv/linear layers): the
@@ -47,8 +47,8 @@ import numpy as np
 
 from deepreshape.count import layer_table
 from deepreshape.errors import UsageError
-from deepreshape.io import write_json
-from deepreshape.pi.cheetah import HE_COUNTS, directions, layer_counts
+from deepreshape.fileio import write_json
+from deepreshape.pi.costs.he import HE_COUNTS, directions, layer_counts
 from deepreshape.pi.protocols import default_weights
 from deepreshape.spec import NetSpec, parse
 

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.errors import CheckpointError, RunFailure, UsageError
-from deepreshape.io import load_torch
+from deepreshape.fileio import load_torch
 from deepreshape.spec import NetSpec
 
 CONFIG, CHECKPOINT, METRICS, RESULTS = "config.json", "checkpoint.pt", "metrics.jsonl", "results.json"
@@ -261,4 +261,4 @@ def truncate_metrics(run_dir: Path, epochs: int) -> None:
             continue  # a torn or foreign line: not kept
         keep.append(line)
     if keep != lines:
-        io.write_text(p, "".join(f"{line}\n" for line in keep))
+        fileio.write_text(p, "".join(f"{line}\n" for line in keep))

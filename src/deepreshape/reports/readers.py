@@ -14,14 +14,14 @@ import math
 from pathlib import Path
 from typing import Any
 
-from deepreshape.pi.resultfiles import (
+from deepreshape.pi.records import (
     link_label,
     prediction_check,
     read_results,
     record_link,
     result_key,
 )
-from deepreshape.runs import Run
+from deepreshape.rundir.run import Run
 
 CRITICALITY_JSON, SNL_JSON, REDUCE_JSON = "criticality.json", "snl.json", "reduce.json"
 METHODS = ("baseline", "criticality probe", "DeepReDuce", "ReLU-reuse", "SNL")

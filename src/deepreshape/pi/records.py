@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from deepreshape.errors import UsageError
-from deepreshape.io import write_json
+from deepreshape.fileio import write_json
 
 LEGACY_JSON = "pi.json"
 RESULT_GLOB = "pi-*.json"

@@ -2,7 +2,7 @@
 
 Rows are read from the run directories themselves (results.json, reduce.json, pi.json),
 so they agree with what `deepreshape report` and `pareto` show for the same runs. The
-Pareto plots come from `deepreshape.report.pareto` (with the peers' published points);
+Pareto plots come from `deepreshape.reports.runreport.pareto` (with the peers' published points);
 a shipped paper sweep also gets its figure with the paper's own numbers, labelled as
 published.
 """
@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.errors import UsageError
-from deepreshape.report import criticality_summary, pi_summary, read_optional
+from deepreshape.reports.runreport import criticality_summary, pi_summary, read_optional
 from deepreshape.sweep.state import SweepState
 
 COLUMNS = ("point", "experiment", "network", "method", "seed", "budget", "relus", "macs", "params",
@@ -93,14 +93,14 @@ def _csv(rows: list[dict]) -> str:
 
 def sweep_report(root: str | Path, plots: bool = True) -> SweepReport:
     """Write ROOT/results.csv, ROOT/results.json and the Pareto plots of a sweep root."""
-    from deepreshape.report import pareto
+    from deepreshape.reports.runreport import pareto
 
     state = SweepState.read(root)
     root = state.root
     rows = result_rows(state)
     rep = SweepReport(rows)
-    rep.files.append(io.write_text(root / "results.csv", _csv(rows)))
-    rep.files.append(io.write_json(root / "results.json", {"sweep": state.info, "rows": rows}))
+    rep.files.append(fileio.write_text(root / "results.csv", _csv(rows)))
+    rep.files.append(fileio.write_json(root / "results.json", {"sweep": state.info, "rows": rows}))
     if not plots:
         return rep
     runs = [root / r["run"] for r in rows
@@ -149,7 +149,7 @@ def _paper_figure(state: SweepState, rows: list[dict]) -> Path | None:
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = state.root / "paper-figure.png"
-    io.atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
+    fileio.atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
     return path
 

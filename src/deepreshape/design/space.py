@@ -8,8 +8,8 @@ a constant: the input's 3 channels, the classes) and every spatial size is fixed
 the analytic layer table (`count.layer_table`) of two probe networks is a template for
 all of them. `counts` evaluates the template for arrays of (m, multipliers) at once:
 ReLUs, MACs and parameters as `count` gives them, and the cost model's features as
-`deepreshape.pi.costmodel.features` gives them, including the Cheetah HE counts, whose
-block-shape search (`deepreshape.pi.cheetah.blocking`) runs here over arrays of distinct
+`deepreshape.pi.costs.costmodel.features` gives them, including the Cheetah HE counts, whose
+block-shape search (`deepreshape.pi.costs.he.blocking`) runs here over arrays of distinct
 matrix products. A third probe network is checked against `count` and
 `costmodel.features` before a template is used; a family the template cannot express
 (grouped RegNets, slot changes) or a cost model whose features changed raises
@@ -141,7 +141,7 @@ def _cdiv(a: Any, b: Any) -> Any:
 
 
 def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarray]:
-    """`cheetah.blocking` for one row count `m` and arrays of inner `k` and column `n` dims.
+    """`he.blocking` for one row count `m` and arrays of inner `k` and column `n` dims.
 
     The same search (row block d0, power-of-two inner block d1, the column block filling
     the rest), the same prices in the same floating-point order and the same tie rule (the
@@ -153,7 +153,7 @@ def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
     Products whose cheapest conceivable price at a d1 is above their best so far skip it.
     Returns the counts ``sent``, ``outputs``, ``response``, ``automorphisms``, ``muls``.
     """
-    from deepreshape.pi.cheetah import _PRICE_AUTOMORPHISM, _PRICE_CT, _PRICE_MUL, POLY_DEGREE
+    from deepreshape.pi.costs.he import _PRICE_AUTOMORPHISM, _PRICE_CT, _PRICE_MUL, POLY_DEGREE
 
     big_n = POLY_DEGREE
     k = np.asarray(k, dtype=np.int64)
@@ -324,7 +324,7 @@ def _evaluate(family: Family, layers: Sequence[_Layer], m: np.ndarray, mult: np.
 @lru_cache(maxsize=64)
 def _verify(family: Family) -> None:
     """Hold the template against `count` and `costmodel.features` on a third network."""
-    from deepreshape.pi.costmodel import FEATURES, features
+    from deepreshape.pi.costs.costmodel import FEATURES, features
 
     d = family.stages
     m0, p0 = _CHECK
@@ -343,7 +343,7 @@ def _verify(family: Family) -> None:
 
 def counts_slow(family: Family, m: Sequence[int] | np.ndarray, multipliers: Any) -> SpaceCounts:
     """`counts` by one `count` and `costmodel.features` per network (any family)."""
-    from deepreshape.pi.costmodel import features
+    from deepreshape.pi.costs.costmodel import features
 
     m, mult = _grid(family, m, multipliers)
     d = family.stages
@@ -381,8 +381,8 @@ def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
             model: Any = None) -> dict[str, np.ndarray]:
     """Predicted ``latency_s`` and ``bytes`` arrays: the cost model's coefficients on the
     features (`CostModel.predict` per network), plus the link term (`pi.linkcost`)."""
-    from deepreshape.pi import linkcost
-    from deepreshape.pi.costmodel import FEATURES, CostModel, load
+    from deepreshape.pi.costs import linkcost
+    from deepreshape.pi.costs.costmodel import FEATURES, CostModel, load
 
     cm = model if isinstance(model, CostModel) else load(model)
     coef = cm.coef(protocol)
@@ -403,9 +403,9 @@ def predict(space: SpaceCounts, link: Any = None, protocol: str = "cheetah",
 def _he_directions(protocol: str) -> int:
     """HE products per matrix product in the setting `CostModel.predict(spec, protocol)`
     prices: 2 with secret-shared weights (both cross terms), 1 with server-owned weights."""
-    from deepreshape.pi import cheetah, costmodel
+    from deepreshape.pi.costs import costmodel, he
 
-    return int(cheetah.directions(costmodel.split_setting(costmodel.setting(protocol))[1]))
+    return int(he.directions(costmodel.split_setting(costmodel.setting(protocol))[1]))
 
 
 def model_order(order: Sequence[int], stage_relus: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ ciphertexts) and ciphertext-plaintext products; SPU logs the choice as
 ``1@1024x144x16 => 4x128x16``. What a layer costs follows those counts, not its MACs: a
 stride-2 3x3 conv costs a quarter of the stride-1 one with the same weights, and 64
 channels at 32x32 pay 1024 automorphisms where 256 channels at 4x4 pay 512. This module
-reproduces the choice, so the cost model (`deepreshape.pi.costmodel`) can use the counts
+reproduces the choice, so the cost model (`deepreshape.pi.costs.costmodel`) can use the counts
 as features; the test suite checks it against the shapes SPU itself logs.
 """
 

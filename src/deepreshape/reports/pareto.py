@@ -23,9 +23,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from deepreshape import io
+from deepreshape import fileio
 from deepreshape.errors import UsageError
-from deepreshape.figures import (
+from deepreshape.pi.records import parse_link, pick
+from deepreshape.reports.figures import (
     METHOD_STYLE,
     OTHER_STYLE,
     clip,
@@ -34,8 +35,7 @@ from deepreshape.figures import (
     readable_ticks,
     save,
 )
-from deepreshape.pi.resultfiles import parse_link, pick
-from deepreshape.runinfo import (
+from deepreshape.reports.readers import (
     method_kind,
     num,
     pi_results,
@@ -43,7 +43,7 @@ from deepreshape.runinfo import (
     run_dataset,
     run_name,
 )
-from deepreshape.runs import CONFIG, RESULTS, Run, load_run
+from deepreshape.rundir.run import CONFIG, RESULTS, Run, load_run
 
 PEER_SETS = ("cifar100", "cifar10", "tinyimagenet")
 PEER_CHOICES = ("auto", *PEER_SETS, "none")
@@ -423,8 +423,8 @@ def pareto(runs: Sequence[str | os.PathLike], x: str = "relus", peers: str = "au
                           notes, png, csv_path, json_path, protocol_of(pi_key) if pi_key else None,
                           pi_key.partition("-")[2] if pi_key else None)
     _plot_pareto(result)
-    io.write_text(csv_path, _pareto_csv(result))
-    io.write_json(json_path, result.to_dict())
+    fileio.write_text(csv_path, _pareto_csv(result))
+    fileio.write_json(json_path, result.to_dict())
     return result
 
 

@@ -1,6 +1,6 @@
 """A cost-model prediction carried over to a network link: rounds pay the RTT, bytes the rate.
 
-The shipped cost model (`deepreshape.pi.costmodel`) is fit on two parties over loopback,
+The shipped cost model (`deepreshape.pi.costs.costmodel`) is fit on two parties over loopback,
 where a round trip and a byte on the wire cost next to nothing. Over a link each protocol
 round adds one round-trip time and each direction's bytes their serialization time, so
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 from deepreshape.errors import UsageError
-from deepreshape.pi.costmodel import CostModel, features, load
+from deepreshape.pi.costs.costmodel import CostModel, features, load
 from deepreshape.pi.link import PRESETS, LinkProfile
 from deepreshape.spec import NetSpec
 
