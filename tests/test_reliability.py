@@ -299,13 +299,13 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path: Path, capsys, monkeyp
 
 
 def test_pi_keeps_a_measurement_it_cannot_write(tmp_path: Path) -> None:
-    from deepreshape.pi.measure import save_measurement
+    from deepreshape.pi.records import write_result
 
     (tmp_path / "afile").write_text("")
     with pytest.raises(RunFailure, match="saved in") as e:
-        save_measurement(tmp_path / "afile" / "pi.json", {"latency_s": 1.5})
+        write_result(tmp_path / "afile", {"protocol": "cheetah", "latency_s": 1.5})
     spare = Path(str(e.value).rsplit(" ", 1)[-1])
-    assert json.loads(spare.read_text()) == {"latency_s": 1.5}
+    assert json.loads(spare.read_text()) == {"protocol": "cheetah", "latency_s": 1.5, "link": "loopback"}
     spare.unlink()
 
 

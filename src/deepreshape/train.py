@@ -28,26 +28,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from deepreshape import fileio
 from deepreshape.build import build
 from deepreshape.count import count
 from deepreshape.data import BatchLoader, Dataset, load_dataset
 from deepreshape.errors import CheckpointError, RunFailure, UsageError
 from deepreshape.options import with_run_options
+from deepreshape.rundir import schema
 from deepreshape.rundir.run import (
-    CHECKPOINT,
-    CONFIG,
-    METRICS,
-    RESULTS,
     Run,
     check_config,
     load_checkpoint,
     load_matching,
     load_run,
     load_state,
-    read_json,
-    remove_temp_files,
-    truncate_metrics,
     versions,
     writer_lock,
 )
@@ -505,14 +498,14 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
     """The training run proper, under the run directory's writer lock (when there is one)."""
     ckpt = _prepare_run_dir(run_dir, config, resume, force) if run_dir is not None else None
     if run_dir is not None and dist.main:
-        remove_temp_files(run_dir)
-        truncate_metrics(run_dir, ckpt["epoch"] if ckpt is not None else 0)
+        schema.remove_temp_files(run_dir)
+        schema.METRICS.keep_epochs(run_dir, ckpt["epoch"] if ckpt is not None else 0)
     if dist.world_size > 1:  # every rank has read the old state before rank 0 rewrites it
         import torch.distributed as tdist
 
         tdist.barrier()
     if run_dir is not None and dist.main:
-        fileio.write_json(run_dir / CONFIG, {**config, "versions": versions(),
+        schema.CONFIG.write(run_dir, {**config, "versions": versions(),
                                          "world_size": dist.world_size, "device": dev.type,
                                          "precision": {**precision.to_dict(), "compile": compile}})
 
@@ -530,7 +523,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(recipe, len(train_loader)))
     start_epoch, best, wall0 = 0, 0.0, 0.0
     if ckpt is not None:
-        load_state(net, ckpt["model"], run_dir / CHECKPOINT)
+        load_state(net, ckpt["model"], schema.CHECKPOINT.path(run_dir))
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         start_epoch, best, wall0 = ckpt["epoch"], ckpt.get("best_acc", 0.0), ckpt.get("wall_time", 0.0)
@@ -556,8 +549,8 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
         stop = bool(on_epoch_end(epoch, metrics)) if on_epoch_end else False
         note = metrics.pop("note", "")
         if run_dir is not None and dist.main:
-            fileio.append_jsonl(run_dir / METRICS, metrics)
-            fileio.save_torch(run_dir / CHECKPOINT, {
+            schema.METRICS.append(run_dir, metrics)
+            schema.CHECKPOINT.save(run_dir, {
                 "arch": spec.describe(), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch + 1,
                 "best_acc": best, "rng": _rng_state(), "wall_time": time.perf_counter() - t_start})
@@ -575,7 +568,7 @@ def _train_locked(spec: NetSpec, data: Dataset, recipe: Recipe, config: dict,
     if run_dir is not None:
         if dist.main:
             c = count(spec)
-            fileio.write_json(run_dir / RESULTS, {
+            schema.RESULTS.write(run_dir, {
                 "arch": spec.describe(), "dataset": data.name, "final_acc": acc, "best_acc": best,
                 "relus": c.relus, "macs": c.macs, "params": c.params, "stem_relus": c.stem_relus,
                 "stage_relus": [s.relus for s in c.stages], "epochs": epochs_run,
@@ -672,14 +665,14 @@ _IDENTITY_KEYS = ("spec", "data", "recipe", "seed", "teacher", "method")
 def _prepare_run_dir(run_dir: Path, config: dict, resume: bool, force: bool) -> dict | None:
     """Refuse to mix runs: an existing directory must hold the same config (then --resume
     continues it) unless --force starts it over. Returns the checkpoint to resume from."""
-    old_cfg = run_dir / CONFIG
+    old_cfg = schema.CONFIG.path(run_dir)
     if not old_cfg.exists():
         return None
     if force and not resume:
-        for name in (CHECKPOINT, METRICS, RESULTS):
-            (run_dir / name).unlink(missing_ok=True)
+        for f in (schema.CHECKPOINT, schema.METRICS, schema.RESULTS):
+            f.remove(run_dir)
         return None
-    old = read_json(old_cfg, "config.json")
+    old = schema.read_json(old_cfg)
     check_config(old, old_cfg)
     new = json_roundtrip(config)
     diff = [k for k in _IDENTITY_KEYS if old.get(k) != new.get(k)]
@@ -690,13 +683,13 @@ def _prepare_run_dir(run_dir: Path, config: dict, resume: bool, force: bool) -> 
     if not resume:
         raise UsageError(f"{run_dir} already holds this run; use --resume to continue it "
                          "or --force to start it over")
-    if not (run_dir / CHECKPOINT).exists():
+    if not schema.CHECKPOINT.exists(run_dir):
         return None
-    ckpt = load_checkpoint(run_dir / CHECKPOINT, NetSpec.from_dict(config["spec"]))
+    ckpt = load_checkpoint(schema.CHECKPOINT.path(run_dir), NetSpec.from_dict(config["spec"]))
     missing = [k for k in ("optimizer", "scheduler", "epoch", "rng") if k not in ckpt]
     if missing:
         raise CheckpointError(
-            f"{run_dir / CHECKPOINT}: cannot resume, the checkpoint has no {', '.join(missing)} "
+            f"{schema.CHECKPOINT.path(run_dir)}: cannot resume, the checkpoint has no {', '.join(missing)} "
             "(weights only); --force starts the run over, or train elsewhere from its weights")
     return ckpt
 

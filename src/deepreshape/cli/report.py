@@ -7,6 +7,7 @@ import sys
 
 from deepreshape.cli.common import fmt_int, print_json
 from deepreshape.reports.runreport import report
+from deepreshape.rundir import schema
 
 _WHAT = {
     "relu_distribution": "share of ReLUs per stage (the paper's Figure 5)",
@@ -23,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "report", help="plots and a Markdown summary of one run",
         description="Write OUT/report.md and PNG plots for a run directory: network, exact "
         "counts per stage, ReLU distribution, Table 8 normalization, results, training curves, "
-        "and criticality (criticality.json), secure inference (one result per protocol and link) and "
-        "the SNL mask phase (snl.json) when present.")
+        f"and criticality ({schema.CRITICALITY.name}), secure inference (one result per protocol "
+        f"and link) and the SNL mask phase ({schema.SNL.name}) when present.")
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--out", default=None, help="report folder (default RUN/report)")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")

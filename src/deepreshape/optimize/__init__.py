@@ -21,7 +21,8 @@ from typing import Any
 
 from deepreshape.data import Dataset, load_dataset
 from deepreshape.errors import CheckpointError, UsageError
-from deepreshape.rundir.run import CHECKPOINT, Run, load_run
+from deepreshape.rundir import schema
+from deepreshape.rundir.run import Run, load_run
 
 __all__ = [
     "alternate_slots", "baseline_data", "check_dataset", "criticality", "cull", "deepreduce",
@@ -59,7 +60,7 @@ def load_baseline(run: str | Path | Run) -> Run:
     The checkpoint is loaded (and checked) once here, before a method writes anything.
     """
     r = run if isinstance(run, Run) else load_run(run)
-    if not (r.path / CHECKPOINT).exists():
+    if not schema.CHECKPOINT.exists(r.path):
         raise CheckpointError(f"{r.path}: no checkpoint.pt; train the baseline first "
                               "(deepreshape train NAME --out DIR)")
     r.load_checkpoint()

@@ -34,16 +34,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from deepreshape import fileio
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.options import with_run_options
+from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run
 from deepreshape.spec import NetSpec, relu_slots
 from deepreshape.train import Recipe
 
 EXPONENT = -0.07
-CRITICALITY_JSON = "criticality.json"
 METRIC = "C_k = (A_k - min_j A_j) * (R_k/1000)^-0.07, A_k = KD accuracy (%), R_k = stage ReLUs"
 
 
@@ -285,15 +284,15 @@ def criticality(
             "runs": str(root)}
     result = score(stages, info, where=str(base.path))
     warn_if_noisy(result)
-    fileio.write_json(base.path / CRITICALITY_JSON, result.to_dict())
+    schema.CRITICALITY.write(base.path, result.to_dict())
     if root.resolve() != (base.path / "criticality").resolve():
-        fileio.write_json(root / CRITICALITY_JSON, result.to_dict())
+        schema.CRITICALITY.write(root, result.to_dict())
     return result
 
 
 def load_criticality(run_dir: str | Path) -> Criticality | None:
     """RUN/criticality.json as a `Criticality`, or None when there is none."""
-    p = Path(run_dir) / CRITICALITY_JSON
+    p = schema.CRITICALITY.path(run_dir)
     return load_accuracies(p) if p.exists() else None
 
 

@@ -47,10 +47,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from deepreshape import fileio
 from deepreshape.count import count
 from deepreshape.errors import UsageError
 from deepreshape.options import with_run_options
+from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, load_run
 from deepreshape.spec import DEFAULT_DATASET, NetSpec, parse, relu_slots
 from deepreshape.train import Recipe
@@ -63,7 +63,6 @@ DEFAULTS = {
     "deepreduce": {"steps": ("cull", "thin", "reshape"), "reshape": ("channel", "fmap")},
     "hrn": {"steps": ("cull", "thin", "reshape", "reuse"), "reshape": ("channel",)},
 }
-REDUCE_JSON = "reduce.json"
 
 
 # --------------------------------------------------------------------------- spec steps
@@ -347,13 +346,13 @@ def resolve_order(base: Run | None, order: Sequence[int] | str | None
     if order is not None:
         return validate_order(order), "--order"
     if base is None:
-        raise UsageError("a network name has no criticality.json; pass --order "
+        raise UsageError(f"a network name has no {schema.CRITICALITY.name}; pass --order "
                          "(e.g. --order 3,2,4,1)")
     crit = load_criticality(base.path)
     if crit is None:
-        raise UsageError(f"{base.path} has no criticality.json; run `deepreshape criticality "
+        raise UsageError(f"{base.path} has no {schema.CRITICALITY.name}; run `deepreshape criticality "
                          f"{base.path}` first or pass --order (e.g. --order 3,2,4,1)")
-    return validate_order(crit.order), str(base.path / "criticality.json")
+    return validate_order(crit.order), str(schema.CRITICALITY.path(base.path))
 
 
 def _plan_source(run: str | Path | Run, dataset: str | None) -> tuple[Run | None, NetSpec]:
@@ -458,7 +457,7 @@ def deepreduce(
                     tag={"name": "deepreduce", "pipeline": pipeline, "steps": list(p.steps),
                          "order": list(order), "baseline": str(base.path)})
         rows.append(_row(p, float(res.final_acc), str(root / p.label)))
-        fileio.write_json(root / REDUCE_JSON, Reduced(rows, info).to_dict())  # progress so far
+        schema.REDUCE.write(root, Reduced(rows, info).to_dict())  # progress so far
     result = Reduced(rows, info)
-    fileio.write_json(root / REDUCE_JSON, result.to_dict())
+    schema.REDUCE.write(root, result.to_dict())
     return result

@@ -46,7 +46,8 @@ from deepreshape import fileio
 from deepreshape.count import count, count_module
 from deepreshape.errors import CheckpointError, UnsafeFileError, UsageError
 from deepreshape.options import with_run_options
-from deepreshape.rundir.run import CONFIG, Run, writer_lock
+from deepreshape.rundir import schema
+from deepreshape.rundir.run import Run, writer_lock
 from deepreshape.spec import NetSpec, SlotInfo, relu_slots
 from deepreshape.train import Recipe
 
@@ -377,7 +378,7 @@ def snl(
                 "lambda_factor": lam_factor, "lambda_after": lam_after, "alpha_lr": alpha_lr,
                 "plan_epochs": plan, "mask_recipe": vars(mask_recipe).copy()}
     with writer_lock(root):  # one writer for the mask phase and the fine-tuning
-        if (root / CONFIG).exists() and not (resume or force):
+        if schema.CONFIG.exists(root) and not (resume or force):
             raise UsageError(f"{root} already holds an SNL run; use --resume to continue it, "
                              "--force to start it over, or another --out")
         saved = _load_phase(root / MASK_PHASE, settings) if resume else None

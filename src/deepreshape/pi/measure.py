@@ -34,12 +34,11 @@ import numpy as np
 
 from deepreshape.count import count
 from deepreshape.errors import UsageError
-from deepreshape.fileio import write_json
 from deepreshape.options import with_run_options
 from deepreshape.pi import engine
 from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.pi.link import LinkProfile
-from deepreshape.pi.records import link_key, result_path
+from deepreshape.pi.records import link_key, write_result
 from deepreshape.spec import NetSpec
 
 DEFAULT_FXP_BITS = 18
@@ -314,26 +313,5 @@ def measure_run(
         "created": now(),
     }
     if write:
-        save_measurement(result_path(run.path, record), record)
+        write_result(run.path, record)
     return record
-
-
-def save_measurement(path: Path, record: dict[str, Any]) -> None:
-    """Write a result file; if that fails (disk full, read-only), keep the secure measurement in a
-    file under the temporary folder and say where, rather than lose minutes of 2PC work."""
-    try:
-        write_json(path, record)
-    except OSError as e:
-        import tempfile
-
-        from deepreshape.errors import RunFailure
-
-        fd, spare = tempfile.mkstemp(prefix="deepreshape-pi-", suffix=".json")
-        os.close(fd)
-        try:
-            write_json(spare, record)
-        except OSError:
-            raise RunFailure(f"could not write {path} ({e.strerror}) nor a copy in {spare}; the "
-                             "measurement is lost") from None
-        raise RunFailure(f"could not write {path} ({e.strerror}); the measurement is saved in "
-                         f"{spare}") from None

@@ -1,10 +1,11 @@
-"""Where secure-inference results live in a run directory: one file per (protocol, link).
+"""Secure-inference result records: their (protocol, link) key, the one writer and reader
+of a run's results, and the text people read about a prediction.
 
 A latency means nothing without the link it was measured over (loopback, an emulated LAN
-or WAN, two real hosts), so every measurement is kept under its own name,
-``pi-<protocol>-<link>.json`` (``pi-cheetah-loopback.json``, ``pi-cheetah-wan.json``,
-``pi-semi2k-100mbit-10ms.json``), and measuring over one link never overwrites another.
-Readers take every such file, plus an older single-result ``pi.json`` (its link read from
+or WAN, two real hosts), so every measurement is kept under its own (protocol, link) key
+(``cheetah-loopback``, ``cheetah-wan``, ``semi2k-100mbit-10ms``), in the file
+`rundir.schema.PI` names for it, and measuring over one link never overwrites another.
+Readers take every such file, plus an older single-result file (its link read from
 ``deployment``), and pick one (protocol, link) at a time: nothing here mixes links.
 
 Light on purpose (no numpy, no SPU): reports and plots import it.
@@ -12,20 +13,17 @@ Light on purpose (no numpy, no SPU): reports and plots import it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from deepreshape.errors import UsageError
-from deepreshape.fileio import write_json
+from deepreshape import fileio
+from deepreshape.errors import RunFailure, UsageError
+from deepreshape.rundir import schema
 
-LEGACY_JSON = "pi.json"
-RESULT_GLOB = "pi-*.json"
 LOOPBACK = "loopback"
 HOSTS = "hosts"  # two parties on two hosts: the real network between them
-_NAME_RE = re.compile(r"pi-([a-z0-9]+)-([a-z0-9.-]+)\.json")
 
 
 def _g(v: float) -> str:
@@ -88,40 +86,54 @@ def result_key(record: Mapping[str, Any]) -> str:
 
 
 def result_path(run_dir: str | Path, record: Mapping[str, Any]) -> Path:
-    """Where `record` is stored in `run_dir`: ``pi-<protocol>-<link>.json``."""
-    return Path(run_dir) / f"pi-{result_key(record)}.json"
+    """Where `record` is stored in `run_dir` (one file per protocol and link)."""
+    return schema.PI.path(run_dir, record_protocol(record), record_link(record))
 
 
 def write_result(run_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Store `record` (atomically) under its protocol and link; other links are kept."""
+    """Store `record` (atomically) under its protocol and link; other links are kept.
+
+    The one writer of a secure-inference result. If the run directory cannot be written
+    (disk full, read-only), the measurement is kept in a file under the temporary folder
+    and the error says where, rather than lose minutes of two-party work.
+    """
     record.setdefault("link", record_link(record))
     path = result_path(run_dir, record)
-    write_json(path, record)
-    return path
+    try:
+        return schema.PI.write(run_dir, record_protocol(record), record_link(record), record)
+    except OSError as e:
+        import os
+        import tempfile
+
+        fd, spare = tempfile.mkstemp(prefix="deepreshape-pi-", suffix=".json")
+        os.close(fd)
+        try:
+            fileio.write_json(spare, record)
+        except OSError:
+            raise RunFailure(f"could not write {path} ({e.strerror}) nor a copy in {spare}; the "
+                             "measurement is lost") from None
+        raise RunFailure(f"could not write {path} ({e.strerror}); the measurement is saved in "
+                         f"{spare}") from None
 
 
 def read_results(run_dir: str | Path) -> tuple[dict[str, dict], list[str]]:
     """Every result in `run_dir` by ``<protocol>-<link>`` (sorted: loopback first), and
-    notes for files that could not be read. A legacy ``pi.json`` counts unless a newer
-    file holds the same protocol and link."""
-    run_dir = Path(run_dir)
+    notes for files that could not be read. A legacy single-result file counts unless a
+    newer file holds the same protocol and link."""
     found: dict[str, dict] = {}
     notes: list[str] = []
-    paths = sorted(p for p in run_dir.glob(RESULT_GLOB) if _NAME_RE.fullmatch(p.name))
-    legacy = run_dir / LEGACY_JSON
-    for path in [*paths, *([legacy] if legacy.is_file() else [])]:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            notes.append(f"{path}: unreadable ({e.__class__.__name__}); left out")
-            continue
-        if not isinstance(data, dict):
-            notes.append(f"{path}: present but not a deepreshape pi result "
-                         f"(a {type(data).__name__}); left out")
+    for path, data, note in schema.PI.read_all(run_dir):
+        if data is None:
+            notes.append(note)
             continue
         found.setdefault(result_key(data), {**data, "_file": path.name})
     order = sorted(found, key=lambda k: (not k.endswith(f"-{LOOPBACK}"), k))
     return {k: found[k] for k in order}, notes
+
+
+def has_result(run_dir: str | Path, protocol: str, link: str) -> bool:
+    """Whether `run_dir` holds a readable result of `protocol` over `link` (a link key)."""
+    return f"{protocol}-{link}" in read_results(run_dir)[0]
 
 
 def pick(keys: Iterable[str], protocol: str | None = None, link: str | None = None

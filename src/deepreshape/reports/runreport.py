@@ -33,9 +33,6 @@ from deepreshape.reports.pareto import (  # noqa: F401 - re-exported: deepreshap
     pareto_frontier,
 )
 from deepreshape.reports.readers import (  # noqa: F401 - re-exported
-    CRITICALITY_JSON,
-    REDUCE_JSON,
-    SNL_JSON,
     criticality_summary,
     method_kind,
     nan,
@@ -46,6 +43,7 @@ from deepreshape.reports.readers import (  # noqa: F401 - re-exported
     run_dataset,
     run_name,
 )
+from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, load_run
 
 
@@ -309,7 +307,7 @@ def _normalized_md(norm: dict[str, list[float]]) -> str:
 
 def _results_md(results: dict, metrics: list[dict]) -> str:
     if not results:
-        return "No results.json yet (training unfinished?)."
+        return f"No {schema.RESULTS.name} yet (training unfinished?)."
     wall = num(results.get("wall_time_s"))
     rows = [["final accuracy (last epoch)", f"**{_pct(results.get('final_acc'))}**"],
             ["best accuracy (information only)", _pct(results.get("best_acc"))],
@@ -397,12 +395,12 @@ def _snl_md(snl: dict) -> str:
 def _method_md(run: Run) -> tuple[str | None, list[str]]:
     """Scalar facts from a method summary in the run directory (reduce.json)."""
     parts, notes = [], []
-    for name in (REDUCE_JSON,):
-        data, bad = read_optional(run.path / name)
+    for file in (schema.REDUCE,):
+        data, bad = file.read_optional(run.path)
         notes += [bad] if bad else []
         if isinstance(data, dict):
             rows = [[k, str(v)] for k, v in data.items() if isinstance(v, str | int | float | bool)][:20]
-            parts.append(f"From `{name}`:\n\n" + md_table(["key", "value"], rows, "ll"))
+            parts.append(f"From `{file.name}`:\n\n" + md_table(["key", "value"], rows, "ll"))
     return ("\n\n".join(parts) or None), notes
 
 
@@ -437,7 +435,8 @@ def report(run: str | os.PathLike | Run, out: str | os.PathLike | None = None) -
           _counts_md(c), _image("Stagewise ReLU distribution", _add_plot(
               res, "relu_distribution", lambda p: _plot_relu_share(c, res.who, p)))]
     if num(results.get("relus")) not in (None, c.relus):
-        res.notes.append(f"results.json says {results['relus']:,} ReLUs, the spec counts {c.relus:,}")
+        res.notes.append(f"{schema.RESULTS.name} says {results['relus']:,} ReLUs, the spec counts "
+                         f"{c.relus:,}")
     md += ["## Stagewise ReLUs and MACs (Table 8 normalization)", *_normalized_section(run, res)]
     md += ["## Results", _results_md(results, metrics)]
     snl = _snl(run, res)
@@ -445,7 +444,7 @@ def report(run: str | os.PathLike | Run, out: str | os.PathLike | None = None) -
     md += _optional_sections(run, res)
     if run.spec.slots:
         md += ["## Exact spec", "Every changed ReLU slot (the same text is `arch` in "
-               "`results.json`; `config.json` holds the spec itself):",
+               f"`{schema.RESULTS.name}`; `{schema.CONFIG.name}` holds the spec itself):",
                f"```\n{run.spec.describe()}\n```"]
     if res.notes:
         md += ["## Notes", "\n".join(f"- {n}" for n in res.notes)]
@@ -466,12 +465,12 @@ def _metrics(run: Run, res: ReportResult) -> list[dict]:
     try:
         return [m for m in run.metrics if isinstance(m, dict)]
     except CheckpointError:  # a broken line
-        res.notes.append(f"{run.path / 'metrics.jsonl'}: broken line(s); no training curves")
+        res.notes.append(f"{schema.METRICS.path(run.path)}: broken line(s); no training curves")
         return []
 
 
 def _snl(run: Run, res: ReportResult) -> dict | None:
-    data, bad = read_optional(run.path / SNL_JSON)
+    data, bad = schema.SNL.read_optional(run.path)
     res.notes += [bad] if bad else []
     snl = snl_phase(data)
     if snl:
@@ -499,31 +498,34 @@ def _normalized_section(run: Run, res: ReportResult) -> list[str]:
 def _training_section(metrics: list[dict], snl: dict | None, res: ReportResult) -> list[str]:
     md = []
     if snl:
-        md += ["SNL first trains the masks (mask phase, from `snl.json`), then fine-tunes the "
-               "network with the masks fixed (the epochs below, `metrics.jsonl`).", _snl_md(snl)]
+        md += [f"SNL first trains the masks (mask phase, from `{schema.SNL.name}`), then fine-tunes "
+               f"the network with the masks fixed (the epochs below, `{schema.METRICS.name}`).",
+               _snl_md(snl)]
     if not metrics:
-        res.notes.append("no metrics.jsonl: no training curves")
-        return [*md, "No per-epoch metrics (metrics.jsonl) in this run."]
+        res.notes.append(f"no {schema.METRICS.name}: no training curves")
+        return [*md, f"No per-epoch metrics ({schema.METRICS.name}) in this run."]
     png = _add_plot(res, "training", lambda p: _plot_training(metrics, snl, res.who, p))
     return [*md, _training_md(metrics), _image("Training curves", png)]
 
 
 def _optional_sections(run: Run, res: ReportResult) -> list[str]:
     md: list[str] = []
-    data, bad = read_optional(run.path / CRITICALITY_JSON)
+    data, bad = read_optional(schema.CRITICALITY.path(run.path))
     crit = criticality_summary(data)
-    bad = bad or _not_what_it_says(data, crit, run.path / CRITICALITY_JSON, "criticality")
+    bad = bad or _not_what_it_says(data, crit, schema.CRITICALITY.path(run.path), "criticality")
     if crit:
         png = _add_plot(res, "criticality", lambda p: _plot_criticality(crit, res.who, p))
         md += ["## Stagewise criticality", _criticality_md(crit), _image("Criticality", png)]
         res.summary["criticality_order"] = crit["order"]
     else:
-        res.notes.append(bad or "no criticality.json (`deepreshape criticality` adds C_k per stage)")
+        res.notes.append(bad or f"no {schema.CRITICALITY.name} (`deepreshape criticality` adds C_k "
+                         "per stage)")
     pis, bad = pi_results(run.path)
     res.notes += bad
     if pis:
-        md += ["## Secure inference", "One result per protocol and link (`pi-<protocol>-"
-               "<link>.json`); a latency is only comparable with one over the same link.",
+        md += ["## Secure inference", "One result per protocol and link "
+               f"(`{schema.PI.file('<protocol>', '<link>').name}`); a latency is only comparable "
+               "with one over the same link.",
                _pi_md(pis)]
         res.summary["pi"] = {k: {f: pi[f] for f in ("protocol", "link", "latency_s", "bytes")}
                              for k, pi in pis.items()}

@@ -1,9 +1,8 @@
-"""Run directories: the unit every command reads and writes.
+"""A loaded run directory (`Run`), its checkpoint, and its one-writer lock.
 
-A run directory holds ``config.json`` (spec, data set, recipe, seed, versions),
-``checkpoint.pt`` (model, optimizer, scheduler, epoch, RNG states), ``metrics.jsonl``
-(one line per epoch) and ``results.json``; later commands add ``criticality.json``,
-``pi.json`` and others beside them. Every write is atomic.
+What files a run directory holds, and their readers and writers, is `rundir.schema`;
+this module opens a run from its config, checks a checkpoint against the spec, and holds
+the lock that makes one process the only writer of a directory.
 """
 
 from __future__ import annotations
@@ -11,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
-import json
 import os
 import platform
 import warnings
@@ -24,11 +22,8 @@ import torch
 
 from deepreshape import fileio
 from deepreshape.errors import CheckpointError, RunFailure, UsageError
-from deepreshape.fileio import load_torch
+from deepreshape.rundir import schema
 from deepreshape.spec import NetSpec
-
-CONFIG, CHECKPOINT, METRICS, RESULTS = "config.json", "checkpoint.pt", "metrics.jsonl", "results.json"
-LOCK = ".lock"
 
 
 def versions() -> dict[str, str]:
@@ -39,16 +34,6 @@ def versions() -> dict[str, str]:
 
     return {"deepreshape": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version()}
-
-
-def read_json(path: Path, what: str) -> Any:
-    """Read a run file; CheckpointError naming `what` if missing or broken."""
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no {what} here (is this a deepreshape run directory?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: broken {what} ({e.__class__.__name__}: {e})") from None
 
 
 @dataclass
@@ -62,25 +47,12 @@ class Run:
     @property
     def results(self) -> dict:
         """results.json, or {} while the run has not finished."""
-        p = self.path / RESULTS
-        if not p.exists():
-            return {}
-        results = read_json(p, "results.json")
-        if not isinstance(results, dict):
-            raise CheckpointError(f"{p}: broken results.json (a {type(results).__name__}, not the "
-                                  "object `deepreshape train` writes); rerun or delete it")
-        return results
+        return schema.RESULTS.read_if_present(self.path) or {}
 
     @property
     def metrics(self) -> list[dict]:
         """The per-epoch records of metrics.jsonl ([] if none yet)."""
-        p = self.path / METRICS
-        if not p.exists():
-            return []
-        try:
-            return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{p}: broken metrics.jsonl ({e.__class__.__name__})") from None
+        return schema.METRICS.read(self.path)
 
     @property
     def dataset(self) -> str:
@@ -89,7 +61,7 @@ class Run:
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict:
         """The run's checkpoint, checked against its spec."""
-        return load_checkpoint(self.path / CHECKPOINT, self.spec, map_location)
+        return load_checkpoint(schema.CHECKPOINT.path(self.path), self.spec, map_location)
 
     def model(self, map_location: str | torch.device = "cpu") -> torch.nn.Module:
         """The trained network (eval mode), weights loaded and checked against the spec."""
@@ -97,7 +69,7 @@ class Run:
 
         model = build(self.spec)
         state = self.load_checkpoint(map_location)["model"]
-        load_state(model, state, self.path / CHECKPOINT)
+        load_state(model, state, schema.CHECKPOINT.path(self.path))
         return model.eval()
 
 
@@ -106,12 +78,12 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run directory")
-    config = read_json(path / CONFIG, "config.json")
-    check_config(config, path / CONFIG)
+    config = schema.read_json(schema.CONFIG.path(path))
+    check_config(config, schema.CONFIG.path(path))
     try:
         spec = NetSpec.from_dict(config["spec"])
     except UsageError as e:
-        raise CheckpointError(f"{path / CONFIG}: {e}") from None
+        raise CheckpointError(f"{schema.CONFIG.path(path)}: {e}") from None
     return Run(path, config, spec)
 
 
@@ -152,7 +124,7 @@ def load_checkpoint(path: Path, spec: NetSpec | None = None,
     """Load a checkpoint dict; CheckpointError if missing, broken or for another network."""
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint (train the run first)")
-    ckpt = load_torch(path, "checkpoint", map_location)
+    ckpt = fileio.load_torch(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a deepreshape checkpoint (no model weights)")
     state = ckpt["model"]
@@ -213,7 +185,8 @@ def writer_lock(run_dir: str | Path) -> Iterator[Path]:
         return
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    lock = schema.LOCK.path(run_dir)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -229,36 +202,9 @@ def writer_lock(run_dir: str | Path) -> Iterator[Path]:
         yield run_dir
     finally:
         del _held[run_dir]
-        if created and [p.name for p in run_dir.iterdir()] == [LOCK]:
-            (run_dir / LOCK).unlink()
+        if created and list(run_dir.iterdir()) == [lock]:
+            lock.unlink()
             for p in created:  # innermost first
                 with contextlib.suppress(OSError):
                     p.rmdir()
         os.close(fd)
-
-
-def remove_temp_files(run_dir: Path) -> list[Path]:
-    """Delete the temporary files that a killed atomic write left behind (call under the lock)."""
-    left = sorted(run_dir.glob(".*.tmp"))
-    for p in left:
-        p.unlink(missing_ok=True)
-    return left
-
-
-def truncate_metrics(run_dir: Path, epochs: int) -> None:
-    """Keep only metrics.jsonl's records of the first `epochs` epochs (a resume continues
-    from its checkpoint's epoch; a kill after the metrics write left later lines)."""
-    p = run_dir / METRICS
-    if not p.exists():
-        return
-    lines = [line for line in p.read_text().splitlines() if line.strip()]
-    keep = []
-    for line in lines:
-        try:
-            if int(json.loads(line).get("epoch", 0)) > epochs:
-                continue
-        except (json.JSONDecodeError, TypeError, ValueError, AttributeError):
-            continue  # a torn or foreign line: not kept
-        keep.append(line)
-    if keep != lines:
-        fileio.write_text(p, "".join(f"{line}\n" for line in keep))
