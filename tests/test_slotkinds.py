@@ -179,6 +179,28 @@ def test_an_unknown_kind_is_one_line_listing_the_registry(square) -> None:
         parse_slot_kind("squar")
 
 
+def test_a_kind_without_a_jax_op_is_refused_by_export_in_one_line(kind_module) -> None:
+    pytest.importorskip("jax")
+    from deepreshape import build
+    from deepreshape.pi.export import export_model
+
+    class TorchOnly(type(kind_module.DEFINITION)):
+        name = "torchonly"
+
+        def parse(self, text):
+            return SlotKind(self.name) if text == self.name else None
+
+        jax = SlotKindDef.jax
+
+    SLOT_KINDS.register(TorchOnly())
+    try:
+        model = build(parse("resnet18-m2[stem.relu=torchonly]", dataset="digits"))
+        with pytest.raises(UsageError, match="stem.relu: cannot export ReLU slot kind 'torchonly'"):
+            export_model(model)
+    finally:
+        SLOT_KINDS.unregister("torchonly")
+
+
 def test_an_unregistered_kind_is_unknown_again(kind_module) -> None:
     SLOT_KINDS.register(kind_module.DEFINITION)
     SLOT_KINDS.unregister("square")

@@ -233,7 +233,8 @@ def count_module(model: nn.Module, spec: NetSpec, layers: bool = False) -> Count
                                        macs=mod.in_features * mod.out_features,
                                        in_shape=(mod.in_features, 1, 1)))
             else:
-                d = next(d for t, d in counted if isinstance(mod, t))
+                d = next((d for t, d in counted if type(mod) is t), None) or next(
+                    d for t, d in counted if isinstance(mod, t))  # the most specific kind
                 rows.append(LayerCount(name, "relu", _stage_of(name), shape,
                                        relus=d.hook_relus(mod, out)))
         return fn

@@ -204,7 +204,11 @@ def parse_slot_kind(text: str) -> SlotKind:
     if t == "relu":  # the common case, without a registry look-up
         return RELU
     name = t.split(":", 1)[0]
-    kind = SLOT_KINDS.get(name).parse(t) if name in SLOT_KINDS else None
+    try:
+        definition = SLOT_KINDS.get(name)
+    except UsageError:  # not a registered kind: the message below lists the valid forms
+        definition = None
+    kind = definition.parse(t) if definition is not None else None
     if kind is None:
         close = difflib.get_close_matches(name, SLOT_KINDS.names(), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close and close[0] != name else ""
