@@ -26,7 +26,7 @@ class LayerCount:
     """Counts of one conv, BN, ReLU slot or linear layer (`count(..., layers=True)`)."""
 
     name: str  # module path
-    kind: str  # conv | bn | relu | linear
+    kind: str  # conv | bn | relu (a ReLU slot, of any slot kind) | linear
     stage: str  # stage1..stageD or head
     shape: tuple[int, int, int]  # output C, H, W
     relus: int = 0

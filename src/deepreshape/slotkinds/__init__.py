@@ -6,17 +6,15 @@ by changing its *kind*. One `SlotKindDef` per kind says everything the layers ab
 to know about it, so counting, building, PI export and the cost model read the same
 definition and can never disagree:
 
-========================  ===============================================================
-`SlotKindDef.parse`       the text form (``reuse:4``) -> `SlotKind`, or None if not this kind
-`SlotKindDef.text`        `SlotKind` -> canonical text (stored in config.json; `str(kind)`)
-`SlotKindDef.check`       fits the slot it is put in? one-line `UsageError` if not
-`SlotKindDef.relus`       exact ReLUs per image, from the slot's shape alone (counting layer)
-`SlotKindDef.layers`      extra conv/BN rows the kind adds to the layer table (ReLU-reuse)
-`SlotKindDef.module`      the `torch.nn.Module` that runs it (`deepreshape.build`)
-`SlotKindDef.module_types`/`hook_relus`  the forward-hook count of `count.count_module`
-`SlotKindDef.jax`         the JAX op of the exported function (`deepreshape.pi.export`)
-`SlotKindDef.cost_features`  its contribution to the cost model's per-stage features
-========================  ===============================================================
+- `SlotKindDef.parse`: the text form (``reuse:4``) -> `SlotKind`, or None if malformed;
+- `SlotKindDef.text`: `SlotKind` -> canonical text (stored in config.json; ``str(kind)``);
+- `SlotKindDef.check`: does it fit the slot it is put in? one-line `UsageError` if not;
+- `SlotKindDef.relus`: exact ReLUs per image, from the slot's shape alone (`count`);
+- `SlotKindDef.layers`: conv/BN rows the kind adds to the layer table (ReLU-reuse's);
+- `SlotKindDef.module`: the `torch.nn.Module` that runs it (`deepreshape.build`);
+- `SlotKindDef.module_types` / `hook_relus`: the forward-hook count (`count.count_module`);
+- `SlotKindDef.jax`: its JAX op in the exported function (`deepreshape.pi.export`);
+- `SlotKindDef.cost_features`: what it adds to the cost model's per-stage features.
 
 The built-in kinds are ``relu``, ``identity``, ``reuse:N`` and ``mask:pixel|channel:K``,
 one module each in this package. A new kind is one file: subclass `SlotKindDef`, then
@@ -26,7 +24,9 @@ one module each in this package. A new kind is one file: subclass `SlotKindDef`,
     square = "mypackage.square:DEFINITION"
 
 This module and the built-ins' modules import neither torch nor JAX: `module` and `jax`
-import them when called, so parsing and counting stay light (``deepreshape count``).
+import them when called, so parsing and counting stay light (``deepreshape count``). The
+built-ins' torch modules stay where users import them from (`deepreshape.build.ReLUReuse`,
+`deepreshape.build.MaskedReLU`), and the masks' JAX op is `deepreshape.pi.export.relu_on`.
 """
 
 from __future__ import annotations
