@@ -33,7 +33,8 @@ from deepreshape.design.costs import explore
 from deepreshape.optimize.deepreduce import plan
 from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.reports.runreport import md_table
-from deepreshape.spec import NetSpec, parse, proportional_masks
+from deepreshape.slotkinds.mask import proportional_masks
+from deepreshape.spec import NetSpec, parse
 
 
 def pairs(hrn: str = "hrn-5x7x2x", deepreduce: str = "hrn-5x5x3x", order: str = "3,2,4,1",

@@ -53,7 +53,8 @@ from deepreshape.pi.channel import free_ports
 from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
-from deepreshape.spec import NetSpec, parse, proportional_masks
+from deepreshape.slotkinds.mask import proportional_masks
+from deepreshape.spec import NetSpec, parse
 
 DEFAULT_ARCHS = ("resnet18-m16", "hrn-2x5x2x", "hrn-5x7x2x")
 OVERHEAD_TARGET = 0.05

@@ -194,7 +194,7 @@ def test_limits_hold_for_products_and_stored_specs() -> None:
 
 def test_proportional_masks_share_a_budget_by_slot_size() -> None:
     from deepreshape.count import count
-    from deepreshape.spec import proportional_masks
+    from deepreshape.slotkinds.mask import proportional_masks
 
     # slots of 256 (stem, stage1 x2), 128 (x2), 64 (x2), 32 (x2) positions: 1,216 ReLUs
     spec = parse("resnet18-m4-d1,1,1,1", input_size=8)

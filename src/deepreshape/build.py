@@ -11,7 +11,9 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from deepreshape.spec import NetSpec, SlotInfo, SlotKind, Stage, relu_slots, reuse_split
+from deepreshape.slotkinds import SlotInfo, SlotKind
+from deepreshape.slotkinds.reuse import reuse_split
+from deepreshape.spec import NetSpec, Stage, relu_slots
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -25,6 +27,8 @@ def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 
 
 # --------------------------------------------------------------------------- ReLU slots
+# The modules of the built-in slot kinds that are more than one torch layer; which module
+# a slot gets is its kind's choice (`deepreshape.slotkinds`).
 
 
 class ReLUReuse(nn.Module):
@@ -98,14 +102,8 @@ class MaskedReLU(nn.Module):
 
 
 def make_slot(kind: SlotKind, info: SlotInfo) -> nn.Module:
-    """The module for one ReLU slot of the given kind."""
-    if kind.kind == "relu":
-        return nn.ReLU(inplace=False)
-    if kind.kind == "identity":
-        return nn.Identity()
-    if kind.kind == "reuse":
-        return ReLUReuse(info.channels, kind.factor)
-    return MaskedReLU(info, kind.granularity, kind.kept)
+    """The module for one ReLU slot of the given kind (its `SlotKindDef.module`)."""
+    return kind.definition.module(kind, info)
 
 
 # --------------------------------------------------------------------------- blocks

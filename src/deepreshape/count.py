@@ -13,7 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from deepreshape.spec import NetSpec, SlotInfo, Stage, conv_out, relu_slots, reuse_split, stage_io
+from deepreshape.slotkinds import SLOT_KINDS, SlotInfo
+from deepreshape.spec import NetSpec, Stage, conv_out, relu_slots, stage_io
 
 if TYPE_CHECKING:  # torch is imported by `count_module` only: counting from a spec needs none
     import torch
@@ -25,7 +26,7 @@ class LayerCount:
     """Counts of one conv, BN, ReLU slot or linear layer (`count(..., layers=True)`)."""
 
     name: str  # module path
-    kind: str  # conv | bn | relu | linear
+    kind: str  # conv | bn | relu (a ReLU slot, of any slot kind) | linear
     stage: str  # stage1..stageD or head
     shape: tuple[int, int, int]  # output C, H, W
     relus: int = 0
@@ -84,7 +85,7 @@ class Counts:
         return next(s for s in self.stages if s.name == name)
 
 
-def _conv(name: str, stage: str, cin: int, cout: int, k: int, res_in: int, stride: int = 1,
+def conv_row(name: str, stage: str, cin: int, cout: int, k: int, res_in: int, stride: int = 1,
           groups: int = 1) -> LayerCount:
     """A k x k convolution with 'same' padding k // 2 on a res_in x res_in input."""
     res = conv_out(res_in, k, stride, k // 2)
@@ -94,25 +95,19 @@ def _conv(name: str, stage: str, cin: int, cout: int, k: int, res_in: int, strid
                       in_shape=(cin, res_in, res_in), kernel=k, stride=stride, groups=groups)
 
 
-def _bn(name: str, stage: str, c: int, res: int) -> LayerCount:
+def bn_row(name: str, stage: str, c: int, res: int) -> LayerCount:
+    """A BatchNorm on c channels of a res x res input (2c affine parameters)."""
     return LayerCount(name, "bn", stage, (c, res, res), params=2 * c)
 
 
 def _slot(spec: NetSpec, info: SlotInfo) -> list[LayerCount]:
-    """The slot's ReLUs, plus the convs a ReLU-reuse slot adds."""
+    """The slot's row (its ReLUs, from its kind's definition), plus the layers the kind
+    adds (ReLU-reuse's convs)."""
     kind = spec.slot_kind(info.address)
-    stage, shape = info.stage_name, (info.channels, info.height, info.width)
-    rows = [LayerCount(info.address, "relu", stage, shape,
-                       relus=kind.relus(info.channels, info.height, info.width))]
-    if kind.kind == "reuse" and kind.factor > 2:
-        _, n_relu, n_lin = reuse_split(info.channels, kind.factor)
-        a, r = info.address, info.height
-        rows += [_conv(f"{a}.conv_relu", stage, n_relu, n_relu, 3, r),
-                 _bn(f"{a}.bn_relu", stage, n_relu, r)]
-        if n_lin:
-            rows += [_conv(f"{a}.conv_lin", stage, n_lin + n_relu, n_lin, 3, r),
-                     _bn(f"{a}.bn_lin", stage, n_lin, r)]
-    return rows
+    d = kind.definition
+    return [LayerCount(info.address, "relu", info.stage_name,
+                       (info.channels, info.height, info.width), relus=d.relus(kind, info)),
+            *d.layers(kind, info)]
 
 
 def layer_table(spec: NetSpec) -> list[LayerCount]:
@@ -120,9 +115,9 @@ def layer_table(spec: NetSpec) -> list[LayerCount]:
     slots = {s.address: s for s in relu_slots(spec)}
     r0 = conv_out(spec.input_size, 3, spec.stem.stride, 1)
     m = spec.stem.width
-    rows = [_conv("stem.conv", "stage1", spec.in_channels, m, 3, spec.input_size, spec.stem.stride)]
+    rows = [conv_row("stem.conv", "stage1", spec.in_channels, m, 3, spec.input_size, spec.stem.stride)]
     if spec.stem.bn_relu:
-        rows += [_bn("stem.bn", "stage1", m, r0)] + _slot(spec, slots["stem.relu"])
+        rows += [bn_row("stem.bn", "stage1", m, r0)] + _slot(spec, slots["stem.relu"])
     cout = m
     for k, st, cin, res in stage_io(spec):
         for b in range(1, st.depth + 1):
@@ -131,7 +126,7 @@ def layer_table(spec: NetSpec) -> list[LayerCount]:
             rows += _block_rows(spec, slots, st, f"stage{k}.block{b}", f"stage{k}", c_in, stride, res)
             res = conv_out(res, 3, stride, 1)
         if spec.final_relu and k == len(spec.stages):
-            rows += [_bn(f"stage{k}.post.bn", f"stage{k}", st.width, res)]
+            rows += [bn_row(f"stage{k}.post.bn", f"stage{k}", st.width, res)]
             rows += _slot(spec, slots[f"stage{k}.post.relu"])
         cout = st.width
     n = spec.num_classes
@@ -146,30 +141,30 @@ def _block_rows(spec: NetSpec, slots: dict[str, SlotInfo], st: Stage, p: str, st
     w = st.width
     proj = stride != 1 or cin != w
     if st.block == "basic":
-        rows = [_conv(f"{p}.conv1", stage, cin, w, 3, res, stride), _bn(f"{p}.bn1", stage, w, out),
+        rows = [conv_row(f"{p}.conv1", stage, cin, w, 3, res, stride), bn_row(f"{p}.bn1", stage, w, out),
                 *_slot(spec, slots[f"{p}.relu1"]),
-                _conv(f"{p}.conv2", stage, w, w, 3, out), _bn(f"{p}.bn2", stage, w, out)]
+                conv_row(f"{p}.conv2", stage, w, w, 3, out), bn_row(f"{p}.bn2", stage, w, out)]
         if proj:
-            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, res, stride),
-                     _bn(f"{p}.shortcut.bn", stage, w, out)]
+            rows += [conv_row(f"{p}.shortcut.conv", stage, cin, w, 1, res, stride),
+                     bn_row(f"{p}.shortcut.bn", stage, w, out)]
         return rows + _slot(spec, slots[f"{p}.relu2"])
     if st.block == "bottleneck":
         i = st.inner
-        rows = [_conv(f"{p}.conv1", stage, cin, i, 1, res), _bn(f"{p}.bn1", stage, i, res),
+        rows = [conv_row(f"{p}.conv1", stage, cin, i, 1, res), bn_row(f"{p}.bn1", stage, i, res),
                 *_slot(spec, slots[f"{p}.relu1"]),
-                _conv(f"{p}.conv2", stage, i, i, 3, res, stride, st.groups),
-                _bn(f"{p}.bn2", stage, i, out),
+                conv_row(f"{p}.conv2", stage, i, i, 3, res, stride, st.groups),
+                bn_row(f"{p}.bn2", stage, i, out),
                 *_slot(spec, slots[f"{p}.relu2"]),
-                _conv(f"{p}.conv3", stage, i, w, 1, out), _bn(f"{p}.bn3", stage, w, out)]
+                conv_row(f"{p}.conv3", stage, i, w, 1, out), bn_row(f"{p}.bn3", stage, w, out)]
         if proj:
-            rows += [_conv(f"{p}.shortcut.conv", stage, cin, w, 1, res, stride),
-                     _bn(f"{p}.shortcut.bn", stage, w, out)]
+            rows += [conv_row(f"{p}.shortcut.conv", stage, cin, w, 1, res, stride),
+                     bn_row(f"{p}.shortcut.bn", stage, w, out)]
         return rows + _slot(spec, slots[f"{p}.relu3"])
-    rows = [_bn(f"{p}.bn1", stage, cin, res), *_slot(spec, slots[f"{p}.relu1"]),
-            _conv(f"{p}.conv1", stage, cin, w, 3, res, stride), _bn(f"{p}.bn2", stage, w, out),
-            *_slot(spec, slots[f"{p}.relu2"]), _conv(f"{p}.conv2", stage, w, w, 3, out)]
+    rows = [bn_row(f"{p}.bn1", stage, cin, res), *_slot(spec, slots[f"{p}.relu1"]),
+            conv_row(f"{p}.conv1", stage, cin, w, 3, res, stride), bn_row(f"{p}.bn2", stage, w, out),
+            *_slot(spec, slots[f"{p}.relu2"]), conv_row(f"{p}.conv2", stage, w, w, 3, out)]
     if proj:
-        rows.append(_conv(f"{p}.shortcut", stage, cin, w, 1, res, stride))
+        rows.append(conv_row(f"{p}.shortcut", stage, cin, w, 1, res, stride))
     return rows
 
 
@@ -212,15 +207,15 @@ def _stage_of(name: str) -> str:
 def count_module(model: nn.Module, spec: NetSpec, layers: bool = False) -> Counts:
     """Count by running `model` once on a zero image with forward hooks.
 
-    Independent of `count`: ReLUs are the elements that pass an `nn.ReLU` (or the
+    Independent of `count`: ReLUs are what each slot kind's module says it evaluated in
+    the forward pass (`SlotKindDef.hook_relus`: the elements that pass an `nn.ReLU`, the
     non-zero mask entries of a masked slot), MACs come from each conv/linear call's
     actual input and output shapes, parameters from `model.named_parameters()`.
     """
     import torch
     from torch import nn
 
-    from deepreshape.build import MaskedReLU
-
+    counted = [(t, d) for d in SLOT_KINDS for t in d.module_types()]  # slot modules' ReLUs
     rows: list[LayerCount] = []
 
     def hook(name: str):
@@ -237,15 +232,16 @@ def count_module(model: nn.Module, spec: NetSpec, layers: bool = False) -> Count
                 rows.append(LayerCount(name, "linear", _stage_of(name), shape,
                                        macs=mod.in_features * mod.out_features,
                                        in_shape=(mod.in_features, 1, 1)))
-            elif isinstance(mod, nn.ReLU):
-                rows.append(LayerCount(name, "relu", _stage_of(name), shape, relus=per))
-            elif isinstance(mod, MaskedReLU):
-                kept = int(mod.mask.ne(0).expand(out.shape[1:]).sum())
-                rows.append(LayerCount(name, "relu", _stage_of(name), shape, relus=kept))
+            else:
+                d = next((d for t, d in counted if type(mod) is t), None) or next(
+                    d for t, d in counted if isinstance(mod, t))  # the most specific kind
+                rows.append(LayerCount(name, "relu", _stage_of(name), shape,
+                                       relus=d.hook_relus(mod, out)))
         return fn
 
+    types = (nn.Conv2d, nn.Linear, *(t for t, _ in counted))
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear, nn.ReLU, MaskedReLU))]
+               if isinstance(m, types)]
     try:
         p = next(model.parameters())
         x = torch.zeros(1, spec.in_channels, spec.input_size, spec.input_size,

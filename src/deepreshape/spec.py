@@ -4,13 +4,9 @@ Every count, every built module and every exported secure-inference function is 
 from a `NetSpec`, so the three can never disagree. A network is a stem, a sequence of
 stages of identical blocks, and a linear head; every non-linearity sits in an addressable
 *ReLU slot* (``stem.relu``, ``stage2.block1.relu1``, ``stage3.post.relu``) whose kind a
-method may change:
-
-- ``relu``: a ReLU (the default);
-- ``identity``: linearized (DeepReDuce culling/thinning, criticality tests);
-- ``reuse:N``: ReLU-reuse, C/N of the slot's channels go through a ReLU;
-- ``mask:pixel:K`` / ``mask:channel:K``: SNL's fixed binary mask keeping K pixels
-  (or K whole channels) of the slot.
+method may change (``relu``, ``identity``, ``reuse:N``, ``mask:pixel|channel:K``, or any
+kind registered in `deepreshape.slotkinds.SLOT_KINDS`, which defines what each one parses
+as, counts, builds and exports to). A spec keeps a changed slot's kind as its text form.
 """
 
 from __future__ import annotations
@@ -25,6 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 from deepreshape.errors import UsageError
+from deepreshape.slotkinds import RELU, SlotInfo, SlotKind, parse_slot_kind
 
 BLOCKS = ("basic", "bottleneck", "preact")
 
@@ -44,71 +41,6 @@ DEFAULT_DATASET = "cifar100"
 LIMITS = {"depth": 1_000, "width": 1_048_576, "multiplier": 1_024, "stem stride": 4,
           "input size": 4_096, "classes": 1_000_000, "stages": 8,
           "weights": 10_000_000_000_000, "activations": 10_000_000_000}
-
-
-# --------------------------------------------------------------------------- slot kinds
-
-
-@dataclass(frozen=True)
-class SlotKind:
-    """A parsed slot kind; `str()` gives back the canonical text form."""
-
-    kind: str  # relu | identity | reuse | mask
-    factor: int = 0  # reuse: N
-    granularity: str = ""  # mask: pixel | channel
-    kept: int = 0  # mask: kept pixels (pixel) or kept channels (channel)
-
-    def __str__(self) -> str:
-        if self.kind == "reuse":
-            return f"reuse:{self.factor}"
-        if self.kind == "mask":
-            return f"mask:{self.granularity}:{self.kept}"
-        return self.kind
-
-    def relus(self, channels: int, height: int, width: int) -> int:
-        """Exact ReLUs this slot evaluates per image on a C x H x W input."""
-        if self.kind == "relu":
-            return channels * height * width
-        if self.kind == "identity":
-            return 0
-        if self.kind == "reuse":
-            return reuse_split(channels, self.factor)[1] * height * width
-        if self.granularity == "channel":
-            return self.kept * height * width
-        return self.kept
-
-
-def parse_slot_kind(text: str) -> SlotKind:
-    """Parse ``relu``, ``identity``, ``reuse:N`` or ``mask:pixel|channel:K``."""
-    t = str(text).strip().lower()
-    if t in ("relu", "identity"):
-        return SlotKind(t)
-    m = re.fullmatch(r"reuse:(\d+)", t)
-    if m and int(m.group(1)) >= 2:
-        return SlotKind("reuse", factor=int(m.group(1)))
-    m = re.fullmatch(r"mask:(pixel|channel):(\d+)", t)
-    if m:
-        return SlotKind("mask", granularity=m.group(1), kept=int(m.group(2)))
-    raise UsageError(
-        f"unknown ReLU slot kind {text!r}; valid: relu, identity, reuse:N (N>=2), "
-        "mask:pixel:K, mask:channel:K"
-    )
-
-
-def reuse_split(channels: int, factor: int) -> tuple[int, int, int]:
-    """Channel groups of a ``reuse:N`` slot: (reused as-is, through conv+ReLU, linear).
-
-    N = 2 is the paper's naive split (half passed through, half through a ReLU); for
-    N > 2 the three groups are C/4 reused, C/N with a ReLU, and the rest linear
-    (the number of groups does not grow with N; paper, Appendix E).
-    """
-    relu = channels // factor
-    if relu < 1:
-        raise UsageError(f"reuse:{factor} needs at least {factor} channels, the slot has {channels}")
-    if factor == 2:
-        return channels - relu, relu, 0
-    reused = channels // 4
-    return reused, relu, channels - reused - relu
 
 
 # --------------------------------------------------------------------------- the spec
@@ -169,7 +101,10 @@ class NetSpec:
 
     def slot_kind(self, address: str) -> SlotKind:
         """The kind of the slot at `address` (`relu` unless changed)."""
-        return parse_slot_kind(dict(self.slots).get(address, "relu"))
+        for a, k in self.slots:
+            if a == address:
+                return parse_slot_kind(k)
+        return RELU
 
     def with_slots(self, changes: Mapping[str, str]) -> NetSpec:
         """A copy with slot kinds changed. Keys are addresses or glob patterns
@@ -186,7 +121,7 @@ class NetSpec:
                 )
             for a in hits:
                 info = layout[a]
-                _check_slot(sk, info)
+                sk.definition.check(sk, info)
                 current[a] = str(sk)
         cleaned = tuple(sorted((a, k) for a, k in current.items() if k != "relu"))
         return dataclasses.replace(self, slots=cleaned)
@@ -259,27 +194,6 @@ def _intify(x: float) -> float:
 # --------------------------------------------------------------------------- slot layout
 
 
-@dataclass(frozen=True)
-class SlotInfo:
-    """Where a ReLU slot is and the C x H x W shape of its input."""
-
-    address: str
-    stage: int  # 1-based; the stem belongs to stage 1
-    channels: int
-    height: int
-    width: int
-
-    @property
-    def stage_name(self) -> str:
-        """'stage1' .. 'stageD'."""
-        return f"stage{self.stage}"
-
-    @property
-    def numel(self) -> int:
-        """Activations of the slot per image, i.e. its ReLUs when it is a plain ReLU."""
-        return self.channels * self.height * self.width
-
-
 def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
     """Output side length of a convolution or pooling."""
     return (size + 2 * padding - kernel) // stride + 1
@@ -326,27 +240,6 @@ def relu_slots(spec: NetSpec) -> list[SlotInfo]:
     return out
 
 
-def proportional_masks(spec: NetSpec, budget: int) -> NetSpec:
-    """`spec` with pixel masks keeping `budget` ReLUs in all, each full-ReLU slot its
-    proportional share (the remainder one each to the first slots).
-
-    Under a secure engine a mask's cost depends on how many positions it keeps, not
-    which, so this prices an SNL network of a given budget without training one.
-    Slots that are already not plain ReLUs are left as they are and not counted.
-    """
-    slots = [s for s in relu_slots(spec) if spec.slot_kind(s.address).kind == "relu"]
-    total = sum(s.numel for s in slots)
-    if not 0 <= budget <= total:
-        raise UsageError(f"budget {budget:,} is outside 0..{total:,}, the plain ReLUs of "
-                         f"{spec.short_name()}")
-    if budget == total:
-        return spec
-    kept = {s.address: s.numel * budget // total for s in slots}
-    for s in slots[: budget - sum(kept.values())]:
-        kept[s.address] += 1
-    return spec.with_slots({a: f"mask:pixel:{k}" for a, k in kept.items()})
-
-
 def change_tags(spec: NetSpec) -> list[str]:
     """Short tags naming what changed the spec's slots, recognized from the slots alone.
 
@@ -384,17 +277,6 @@ def change_tags(spec: NetSpec) -> list[str]:
     if factors:
         tags.append("+reuse x" + ",".join(map(str, factors)))
     return tags
-
-
-def _check_slot(kind: SlotKind, info: SlotInfo) -> None:
-    if kind.kind == "reuse":
-        reuse_split(info.channels, kind.factor)
-    if kind.kind == "mask":
-        limit = info.channels if kind.granularity == "channel" else info.numel
-        if kind.kept > limit:
-            raise UsageError(
-                f"{info.address}: a {kind.granularity} mask keeps at most {limit}, got {kind.kept}"
-            )
 
 
 # --------------------------------------------------------------------------- the zoo

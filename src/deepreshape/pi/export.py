@@ -2,9 +2,10 @@
 
 Walking the spec (as `deepreshape.build` does for torch) keeps the exported function, the
 counts and the torch module in agreement, and lets each ReLU slot be emitted as exactly the
-secure operations it needs: ``relu`` is one comparison per element, ``identity`` none,
-``reuse:N`` compares only its ReLU group, and an SNL mask compares only its kept
-positions, which are public architecture and become a static gather/scatter.
+secure operations it needs (its kind's `SlotKindDef.jax`, `deepreshape.slotkinds`):
+``relu`` is one comparison per element, ``identity`` none, ``reuse:N`` compares only its
+ReLU group, and an SNL mask compares only its kept positions, which are public
+architecture and become a static gather/scatter (`relu_on`).
 
 BatchNorm is folded for inference (eps 1e-5, BatchNorm2d's default):
 
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepreshape.errors import UsageError
-from deepreshape.spec import BLOCKS, NetSpec, SlotInfo, SlotKind, Stage, relu_slots, reuse_split
+from deepreshape.spec import BLOCKS, NetSpec, Stage, relu_slots
 
 BN_EPS = 1e-5
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -104,14 +105,6 @@ def _chain(*layers: Layer | None) -> Layer:
     return run
 
 
-def _identity(p: Params, x: jax.Array) -> jax.Array:
-    return x
-
-
-def _relu(p: Params, x: jax.Array) -> jax.Array:
-    return jnp.maximum(x, 0)
-
-
 # --------------------------------------------------------------------------- reading weights
 
 
@@ -121,8 +114,14 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-class _Exporter:
-    """Reads a state dict by module path, folds BN, fills `params` and returns layers."""
+class SlotExporter:
+    """Reads a state dict by module path, folds BN, fills `params` and returns layers.
+
+    A slot kind's `SlotKindDef.jax` gets this object to read its module's weights:
+    `tensor` (a raw tensor, checked for shape and marked used), `put` (a parameter of the
+    exported function; returns its key in ``params``), `conv_bn` and `conv` (a folded conv
+    as a layer). A state-dict key no layer reads is an error (`check_all_used`).
+    """
 
     def __init__(self, spec: NetSpec, state_dict: Mapping[str, Any]) -> None:
         self.spec = spec
@@ -186,48 +185,10 @@ class _Exporter:
 
     # -- ReLU slots ----------------------------------------------------------------
     def slot(self, address: str) -> Layer:
-        kind, info = self.spec.slot_kind(address), self.slots[address]
-        if kind.kind == "relu":
-            return _relu
-        if kind.kind == "identity":
-            return _identity
-        if kind.kind == "reuse":
-            return self.reuse(address, info.channels, kind.factor)
-        if kind.kind == "mask":
-            return self.mask(address, info, kind)
-        raise UsageError(f"{address}: cannot export ReLU slot kind {str(kind)!r}")
-
-    def reuse(self, address: str, channels: int, factor: int) -> Layer:
-        """`build.ReLUReuse`: reuse a group as is, conv+BN+ReLU a group, linear conv+BN the rest."""
-        n_reuse, n_relu, n_lin = reuse_split(channels, factor)
-        if factor == 2:
-            return lambda p, x: jnp.concatenate([x[:, :n_reuse], jnp.maximum(x[:, n_reuse:], 0)], 1)
-        relu_conv = self.conv_bn(f"{address}.conv_relu", f"{address}.bn_relu", n_relu, n_relu, 3)
-        lin_conv = (self.conv_bn(f"{address}.conv_lin", f"{address}.bn_lin", n_lin + n_relu, n_lin, 3)
-                    if n_lin else None)
-        cut = n_reuse + n_relu
-
-        def run(p: Params, x: jax.Array) -> jax.Array:
-            b = jnp.maximum(relu_conv(p, x[:, n_reuse:cut]), 0)
-            if lin_conv is None:
-                return jnp.concatenate([x[:, :n_reuse], b], 1)
-            c = lin_conv(p, jnp.concatenate([x[:, cut:], b], 1))
-            return jnp.concatenate([x[:, :n_reuse], b, c], 1)
-
-        return run
-
-    def mask(self, address: str, info: SlotInfo, kind: SlotKind) -> Layer:
-        """SNL mask: the kept positions are public, so they become a static index constant."""
-        full = (info.channels, info.height, info.width)
-        shape = (info.channels, 1, 1) if kind.granularity == "channel" else full
-        m = self.tensor(f"{address}.mask", shape)
-        if not np.isin(m, (0.0, 1.0)).all():
-            raise UsageError(f"{address}.mask must hold only 0 and 1 to be exported")
-        if int(m.sum()) != kind.kept:
-            raise UsageError(f"{address}.mask keeps {int(m.sum())} {kind.granularity}s but the spec "
-                             f"says {kind}")
-        kept_idx = np.flatnonzero(np.broadcast_to(m, full))
-        return lambda p, x: relu_on(x, kept_idx)
+        """The slot's JAX op, from its kind's definition (`SlotKindDef.jax`), which reads
+        the slot's weights through this exporter."""
+        kind = self.spec.slot_kind(address)
+        return kind.definition.jax(kind, self.slots[address], self)
 
     # -- network parts -------------------------------------------------------------
     def stem(self) -> Layer:
@@ -323,7 +284,7 @@ def export(spec: NetSpec, state_dict: Mapping[str, Any]) -> tuple[ExportedFn, di
     """
     if not isinstance(spec, NetSpec):
         raise UsageError(f"export needs a NetSpec, got {type(spec).__name__}")
-    ex = _Exporter(spec, state_dict)
+    ex = SlotExporter(spec, state_dict)
     net = ex.network()
     ex.check_all_used()
     expected = (spec.in_channels, spec.input_size, spec.input_size)

@@ -17,6 +17,10 @@ layers (`count.layer_table`) plus a constant per inference. Its features:
 - ``masked_relus``: ReLUs of partially masked SNL slots, which the export runs as
   gathers around a ReLU on the kept positions only (see docs/pi-costs.md).
 
+What a ReLU slot adds to its stage's features is its kind's `SlotKindDef.cost_features`
+(`deepreshape.slotkinds`); a kind may add a feature of its own, which rows carry and
+models price at 0 until a calibration fits it.
+
 Coefficients are fit by non-negative least squares on *relative* residuals (each
 network's row divided by its measured value, so a 2 s and a 20 s network weigh the
 same), one part of SPU's profile at a time (`COMPONENTS`). Which feature columns a part
@@ -50,7 +54,7 @@ from deepreshape.errors import UsageError
 from deepreshape.fileio import write_json
 from deepreshape.pi.costs.he import HE_COUNTS, directions, layer_counts
 from deepreshape.pi.protocols import default_weights
-from deepreshape.spec import NetSpec, parse
+from deepreshape.spec import NetSpec, parse, relu_slots
 
 STAGE_FEATURES = ("relus", "macs", "relu_layers", "linear_layers", "params", "activations",
                   "masked_relus", *HE_COUNTS)
@@ -123,14 +127,14 @@ def stage_features(spec: NetSpec, he_directions: int = 2) -> dict[str, dict[str,
     `he_directions`: HE products per matrix product (`cheetah.directions`: 2 with shared
     weights, 1 with server-owned weights)."""
     out: dict[str, dict[str, float]] = {}
+    slots = {s.address: s for s in relu_slots(spec)}
     for row in layer_table(spec):
         f = out.setdefault(row.stage, dict.fromkeys(STAGE_FEATURES, 0.0))
         c, h, w = row.shape
-        if row.kind == "relu":
-            f["relus"] += row.relus
-            f["relu_layers"] += 1 if row.relus > 0 else 0
-            if spec.slot_kind(row.name).kind == "mask" and 0 < row.relus < c * h * w:
-                f["masked_relus"] += row.relus
+        if row.kind == "relu":  # a ReLU slot: its kind says what it adds
+            kind = spec.slot_kind(row.name)
+            for k, v in kind.definition.cost_features(kind, slots[row.name], row.relus).items():
+                f[k] = f.get(k, 0.0) + v
         elif row.kind in ("conv", "linear"):
             f["macs"] += row.macs
             f["linear_layers"] += 1
@@ -146,7 +150,7 @@ def features(spec: NetSpec, he_directions: int = 2) -> dict[str, float]:
     total = dict.fromkeys(FEATURES, 0.0)
     for f in stage_features(spec, he_directions).values():
         for k, v in f.items():
-            total[k] += v
+            total[k] = total.get(k, 0.0) + v
     total["fixed"] = 1.0
     return total
 
