@@ -32,7 +32,7 @@ from deepreshape.count import count
 from deepreshape.design.costs import explore
 from deepreshape.optimize.deepreduce import plan
 from deepreshape.pi.costs import costmodel, linkcost
-from deepreshape.reports.runreport import md_table
+from deepreshape.reports import md_table
 from deepreshape.slotkinds.mask import proportional_masks
 from deepreshape.spec import NetSpec, parse
 

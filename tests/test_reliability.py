@@ -357,7 +357,7 @@ def test_a_broken_tiny_imagenet_cache_is_rebuilt(tmp_path: Path) -> None:
 
 
 def test_report_names_a_corrupt_result_file(base: Path, tmp_path: Path) -> None:
-    from deepreshape.reports.runreport import report
+    from deepreshape.reports import report
 
     run = tmp_path / "run"
     shutil.copytree(base, run)

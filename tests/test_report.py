@@ -13,7 +13,7 @@ import pytest
 from deepreshape.cli.main import main
 from deepreshape.data import load_dataset
 from deepreshape.errors import UsageError
-from deepreshape.reports.runreport import (
+from deepreshape.reports import (
     PEER_SETS,
     criticality_summary,
     find_runs,
@@ -345,7 +345,7 @@ def test_pareto_names_methods_and_a_table_in_100_columns(methods: Path, tmp_path
 
 
 def test_pareto_title_says_when_peers_are_on_another_data_set(methods: Path, tmp_path: Path) -> None:
-    from deepreshape.reports.pareto import title
+    from deepreshape.reports.paretoplot import title
 
     res = pareto([methods], peers="cifar100", out=tmp_path / "p.png")
     assert "against published points on cifar100: a different data set" in title(res)
@@ -368,7 +368,7 @@ def test_many_skipped_runs_make_one_note(methods: Path, tmp_path: Path,
 
 
 def test_skipped_note_groups_reasons_and_names_a_few() -> None:
-    from deepreshape.reports.pareto import skipped_note
+    from deepreshape.reports.paretoplot import skipped_note
 
     skipped = [(f"r{k}", "no final_acc") for k in range(5)] + [("x", "broken config")]
     assert skipped_note(skipped, 9, {"r0": "a/r0"}) == (
@@ -395,7 +395,7 @@ def test_report_of_an_snl_run_shows_the_mask_phase(methods: Path, tmp_path: Path
 
 def test_point_numbers_do_not_overlap_each_other_or_markers() -> None:
     from deepreshape.reports.figures import figure
-    from deepreshape.reports.pareto import ParetoRow, _number_points
+    from deepreshape.reports.paretoplot import ParetoRow, _number_points
 
     fig = figure(figsize=(6, 4))
     ax = fig.subplots()

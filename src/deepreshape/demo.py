@@ -223,7 +223,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
                                          measure=plan.pi_measured))
 
     def _reports() -> dict:
-        from deepreshape.reports.runreport import report
+        from deepreshape.reports import report
 
         done = {}
         for d in main_runs:
@@ -234,7 +234,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
     steps.run("reports", "a report per main run (plots + report.md)", _reports)
 
     def _pareto() -> dict:
-        from deepreshape.reports.runreport import pareto
+        from deepreshape.reports import pareto
 
         p = pareto([runs], x="relus", peers="none", out=out / "pareto.png")
         return {"png": str(p.png), "rows": len(p.rows)}
@@ -306,8 +306,8 @@ def machine() -> str:
 
 def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
              wall: float) -> dict:
+    from deepreshape.reports import find_runs
     from deepreshape.reports.readers import pi_results, run_name
-    from deepreshape.reports.runreport import find_runs
     from deepreshape.rundir.run import load_run
 
     estimates = {Path(k).resolve(): v for k, v in steps.done.get("pi", {}).items()

@@ -8,7 +8,7 @@ import textwrap
 
 from deepreshape.cli.common import fmt_int, print_json, table
 from deepreshape.reports.figures import clip
-from deepreshape.reports.pareto import PEER_CHOICES, X_AXES, ParetoResult, pareto
+from deepreshape.reports.paretoplot import PEER_CHOICES, X_AXES, ParetoResult, pareto
 
 WIDTH = 100  # every table fits a 100-column terminal
 

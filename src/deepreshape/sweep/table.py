@@ -18,7 +18,8 @@ from typing import Any
 
 from deepreshape import fileio
 from deepreshape.errors import UsageError
-from deepreshape.reports.runreport import criticality_summary, pi_summary, read_optional
+from deepreshape.reports.readers import criticality_summary, pi_summary
+from deepreshape.rundir.schema import read_optional
 from deepreshape.sweep.state import SweepState
 
 COLUMNS = ("point", "experiment", "network", "method", "seed", "budget", "relus", "macs", "params",
@@ -93,7 +94,7 @@ def _csv(rows: list[dict]) -> str:
 
 def sweep_report(root: str | Path, plots: bool = True) -> SweepReport:
     """Write ROOT/results.csv, ROOT/results.json and the Pareto plots of a sweep root."""
-    from deepreshape.reports.runreport import pareto
+    from deepreshape.reports import pareto
 
     state = SweepState.read(root)
     root = state.root
