@@ -15,7 +15,14 @@ from typing import Any
 
 from deepreshape.cli.common import add_shape_args, fmt_int, print_json, spec_kwargs, table
 from deepreshape.errors import UsageError
-from deepreshape.pi.protocols import DEFAULT_PROTOCOL, PROTOCOLS, insecure_warning, protocol_help
+from deepreshape.pi.protocols import (
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
+    WEIGHTS,
+    insecure_warning,
+    protocol_help,
+)
+from deepreshape.rundir.schema import PI
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calibrate", action="store_true",
                    help="measure the calibration networks here and refit the cost model")
     p.add_argument("--protocol", choices=PROTOCOLS.names(), default=None, help=protocol_help())
-    p.add_argument("--weights", choices=("owned", "shared"), default=None,
+    p.add_argument("--weights", choices=tuple(WEIGHTS), default=None,
                    help="owned (default for cheetah): the server owns its weights, one HE "
                         "product per layer; shared (default for semi2k): the weights are "
                         "secret-shared too, two HE products per layer (the older, slower mode)")
@@ -198,7 +205,7 @@ def _measure(args: argparse.Namespace) -> int:
                       weights=args.weights)
     if rec is None:  # the server learns nothing
         print(f"server: served {args.samples} image(s) to the client at "
-              f"{_parties(args.parties)[1]}; the client writes pi-{protocol}-hosts.json")
+              f"{_parties(args.parties)[1]}; the client writes {PI.file(protocol, 'hosts').name}")
         return 0
     if args.json:
         print_json(rec)

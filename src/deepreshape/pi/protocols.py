@@ -19,6 +19,7 @@ input.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -116,6 +117,11 @@ class Protocol:
     engine: Engine = field(default=SPU, compare=False)
     warning: str | None = None
     """What the CLI prints before running an insecure protocol (default: from `security`)."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9]+", self.name):  # it names pi-<protocol>-<link>.json
+            raise UsageError(f"a protocol's name must be lower-case letters and digits, "
+                             f"got {self.name!r}")
 
 
 CHEETAH = Protocol(
