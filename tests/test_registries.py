@@ -278,3 +278,51 @@ def test_pi_dispatches_to_a_registered_protocols_engine(blobs_run, capsys):
 
         measure_run(blobs_run, protocol="plain", samples=1, parties=["127.0.0.1:1", "127.0.0.1:2"],
                     role="client", write=False)
+
+
+# --------------------------------------------------------------------------- entry points
+
+PLUGIN = '''
+import numpy as np
+from deepreshape.datasets import DatasetInfo
+from deepreshape.pi.protocols import Protocol
+from deepreshape.sweep.backends import BACKENDS, BackendFactory
+
+def read(info, root, size):
+    x = np.zeros((4, 3, 8, 8), np.uint8)
+    y = np.arange(4, dtype=np.int64) % 2
+    return x, y, x, y
+
+SQUARES = DatasetInfo("squares", 8, 2, 3, 4, 4, (0.5,) * 3, (0.25,) * 3, "zeros", "plugsets:read")
+PLAIN = Protocol("plugproto", secure=False, security="in the clear", summary="a plugin's")
+SERIAL = BackendFactory("plugserial", lambda root, settings, **kw: BACKENDS.get("local").create(
+    root, settings, **kw), "a plugin's")
+'''
+
+
+def test_plugins_register_through_entry_points(tmp_path):
+    """A distribution in a site directory adds a data set, a protocol and a backend through
+    the entry-point groups; the CLI offers them with no file of the package edited."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "plugsets.py").write_text(PLUGIN)
+    info = tmp_path / "plugsets-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plugsets\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[deepreshape.datasets]\nsquares = plugsets:SQUARES\n\n"
+        "[deepreshape.protocols]\nplugproto = plugsets:PLAIN\n\n"
+        "[deepreshape.backends]\nplugserial = plugsets:SERIAL\n")
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), src])}
+
+    def run(*argv: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "deepreshape.cli.main", *argv], env=env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    assert json.loads(run("count", ARCH, "--dataset", "squares", "--json"))["input_size"] == 8
+    assert "plugproto" in run("pi", "--help") and "plugserial" in run("sweep", "--help")
