@@ -147,7 +147,8 @@ def _bare_party(rank: int, exe_bytes: bytes, names: list[str], shares: list[byte
         opts.enable_console_logger = False
         opts.system_log_path = os.devnull
         libspu.logging.setup_logging(opts)
-        cfg = libspu.RuntimeConfig(protocol=getattr(libspu.ProtocolKind, engine.PROTOCOLS[protocol]),
+        spu_kind = engine.PROTOCOLS.get(protocol).spu_kind
+        cfg = libspu.RuntimeConfig(protocol=getattr(libspu.ProtocolKind, spu_kind),
                                    field=libspu.FieldType.FM64)
         cfg.fxp_fraction_bits = 18
         desc = libspu.link.Desc()
@@ -190,7 +191,8 @@ def bare_spu(fn: Any, params: dict, x: np.ndarray, protocol: str, repeats: int,
 
     exe, _ = frontend.compile(frontend.Kind.JAX, secure_inference, (params, x), {}, names, vis,
                               lambda flat: ["logits"])
-    cfg = libspu.RuntimeConfig(protocol=getattr(libspu.ProtocolKind, engine.PROTOCOLS[protocol]),
+    spu_kind = engine.PROTOCOLS.get(protocol).spu_kind
+    cfg = libspu.RuntimeConfig(protocol=getattr(libspu.ProtocolKind, spu_kind),
                                field=libspu.FieldType.FM64)
     cfg.fxp_fraction_bits = 18
     io = spu.Io(2, cfg)

@@ -99,7 +99,7 @@ def test_cifar_round_trip(tmp_path: Path, name: str, form: str) -> None:
     ds = load_dataset(name, tmp_path)
     train_data, train_y, test_data, test_y = _expected(name, files)
     assert isinstance(ds, Dataset)
-    assert (ds.num_classes, ds.input_size) == (DATASETS[name].num_classes, 32)
+    assert (ds.num_classes, ds.input_size) == (DATASETS.get(name).num_classes, 32)
     assert ds.train_x.dtype == torch.uint8 and ds.train_x.shape == (len(train_data), 3, 32, 32)
     assert ds.train_y.dtype == torch.int64 and ds.test_x.shape == (len(test_data), 3, 32, 32)
     for i in range(len(train_data)):  # planes are R, G, B, each row-major 32x32

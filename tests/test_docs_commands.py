@@ -330,7 +330,7 @@ def test_commands_that_need_other_hosts_parse(command: str) -> None:
     argv = shlex.split(command)
     if argv[0] == "export":  # a shell line: the variable must be the one the code reads
         assert argv[1].split("=")[0] == "DEEPRESHAPE_DATA"
-        assert "DEEPRESHAPE_DATA" in (ROOT / "src/deepreshape/data.py").read_text()
+        assert "DEEPRESHAPE_DATA" in (ROOT / "src/deepreshape/data/__init__.py").read_text()
         return
     if argv[0] == "torchrun":
         assert argv[argv.index("-m") + 1] == "deepreshape.cli.main"

@@ -72,8 +72,8 @@ def test_runtime_config_is_fm64_with_fraction_bits():
     assert cfg.protocol == spu.libspu.ProtocolKind.CHEETAH
     assert cfg.fxp_fraction_bits == 20 and cfg.enable_pphlo_profile
     assert E.runtime_config("semi2k").protocol == spu.libspu.ProtocolKind.SEMI2K
-    assert set(E.PROTOCOLS) == set(E.SECURITY_NOTE) == {"cheetah", "semi2k"}
-    assert "not secure, for debugging: party 0 is the trusted dealer" in E.SECURITY_NOTE["semi2k"]
+    assert E.PROTOCOLS.names() == ["cheetah", "semi2k"]
+    assert "not secure, for debugging: party 0 is the trusted dealer" in E.security_note("semi2k")
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -84,7 +84,7 @@ class Registry(Generic[T]):
         if name in self._members:
             return self._members[name]
         if name in self._lazy:
-            target = self._lazy.pop(name)
+            target = self._lazy[name]  # kept, so `names` keeps the built-ins' order
             module, _, attr = target.partition(":")
             member = getattr(importlib.import_module(module), attr)
             self._members[name] = self._checked(member, name, target)

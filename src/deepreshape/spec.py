@@ -20,18 +20,12 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from deepreshape.datasets import DATASETS
 from deepreshape.errors import UsageError
 from deepreshape.slotkinds import RELU, SlotInfo, SlotKind, parse_slot_kind
 
 BLOCKS = ("basic", "bottleneck", "preact")
 
-# Data sets fix the input size and number of classes (input_size, num_classes).
-DATASET_SHAPES: dict[str, tuple[int, int]] = {
-    "cifar10": (32, 10),
-    "cifar100": (32, 100),
-    "tinyimagenet": (64, 200),
-    "digits": (16, 10),
-}
 DEFAULT_DATASET = "cifar100"
 
 # What a spec may hold, checked before anything is counted or built: far above any real
@@ -504,9 +498,8 @@ def _with_slot_suffix(spec: NetSpec, text: str, raw: str) -> NetSpec:
 
 def _shape(dataset: str | None, input_size: int | None, num_classes: int | None) -> tuple[int, int]:
     ds = (dataset or DEFAULT_DATASET).lower()
-    if ds not in DATASET_SHAPES:
-        raise UsageError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASET_SHAPES)}")
-    size, classes = DATASET_SHAPES[ds]
+    info = DATASETS.get(ds)  # a data set fixes the input size and number of classes
+    size, classes = info.input_size, info.num_classes
     size = int(input_size) if input_size is not None else size
     classes = int(num_classes) if num_classes is not None else classes
     if not (4 <= size <= LIMITS["input size"] and 1 <= classes <= LIMITS["classes"]):

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from deepreshape.datasets import DATASETS
 from deepreshape.errors import UsageError
-from deepreshape.spec import DATASET_SHAPES
 
 if TYPE_CHECKING:
     from deepreshape.options import RunOptions
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 def add_shape_args(p: argparse.ArgumentParser) -> None:
     """--dataset or --input-size/--num-classes, as every command that builds a spec takes."""
-    p.add_argument("--dataset", choices=sorted(DATASET_SHAPES), default=None,
+    p.add_argument("--dataset", choices=sorted(DATASETS.names()), default=None,
                    help="fixes input size and classes (default: cifar100)")
     p.add_argument("--input-size", type=int, default=None, help="input resolution (pixels)")
     p.add_argument("--num-classes", type=int, default=None, help="number of classes")
@@ -77,7 +77,7 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int | None = None) -> No
     _R = Recipe()  # noqa: N806
     epochs = _R.epochs if epochs is None else epochs
     p.add_argument("--dataset", default="digits",
-                   help=f"one of {', '.join(DATASET_SHAPES)} (default: digits, embedded, offline)")
+                   help=f"one of {', '.join(DATASETS.names())} (default: digits, embedded, offline)")
     p.add_argument("--data-dir", default=None, help="data root (default: $DEEPRESHAPE_DATA "
                    "or ~/.cache/deepreshape); nothing is downloaded")
     p.add_argument("--epochs", type=int, default=epochs, help=f"default {epochs}")

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from deepreshape.cli.common import add_shape_args, fmt_int, print_json, table
+from deepreshape.datasets import DATASETS
 from deepreshape.design.costs import (
     DEFAULT_M,
     FAMILIES,
@@ -33,7 +34,7 @@ from deepreshape.design.solver import (
 )
 from deepreshape.design.space import span
 from deepreshape.errors import UsageError
-from deepreshape.spec import DATASET_SHAPES, DEFAULT_DATASET
+from deepreshape.spec import DEFAULT_DATASET
 
 EXPLORE_M = "8,16,32,64"
 EXPLORE_MULT = "2:8"
@@ -112,7 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape design`; returns the exit code."""
-    size, classes = DATASET_SHAPES[args.dataset or DEFAULT_DATASET]
+    info = DATASETS.get(args.dataset or DEFAULT_DATASET)
+    size, classes = info.input_size, info.num_classes
     size = size if args.input_size is None else args.input_size
     classes = classes if args.num_classes is None else args.num_classes
     if args.explore:

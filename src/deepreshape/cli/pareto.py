@@ -7,6 +7,7 @@ import sys
 import textwrap
 
 from deepreshape.cli.common import fmt_int, print_json, table
+from deepreshape.pi.protocols import PROTOCOLS
 from deepreshape.reports.figures import clip
 from deepreshape.reports.paretoplot import PEER_CHOICES, X_AXES, ParetoResult, pareto
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--link", default=None, metavar="loopback|lan|wan|RATE:RTT|hosts",
                    help="with --x latency/bytes: plot the results measured over this link only "
                    "(default: the link most runs were measured over; links are never mixed)")
-    p.add_argument("--protocol", default=None, choices=("cheetah", "semi2k"),
+    p.add_argument("--protocol", default=None, choices=PROTOCOLS.names(),
                    help="with --x latency/bytes: the protocol's results only (default: the one "
                    "most runs have, cheetah on a tie)")
     p.add_argument("--peers", default="auto", help=f"published points to show: "

@@ -1,6 +1,6 @@
 """`deepreshape pi`: measure, predict or calibrate the cost of secure two-party inference.
 
-    deepreshape pi RUN [--protocol cheetah|semi2k] [--samples N] [--link lan|wan|RATE:RTT] [--json]
+    deepreshape pi RUN [--protocol P] [--samples N] [--link lan|wan|RATE:RTT] [--json]
     deepreshape pi RUN --role server|client --parties HOST:PORT,HOST:PORT   (one party per host)
     deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--json]
     deepreshape pi --calibrate [--protocol P] [--link L] [--out costmodel.json]
@@ -15,9 +15,14 @@ from typing import Any
 
 from deepreshape.cli.common import add_shape_args, fmt_int, print_json, spec_kwargs, table
 from deepreshape.errors import UsageError
-
-PROTOCOL_HELP = ("cheetah (default): secure against a semi-honest peer; semi2k: NOT SECURE, "
-                 "for debugging only (party 0 is a trusted dealer)")
+from deepreshape.pi.protocols import (
+    DEFAULT_PROTOCOL,
+    PROTOCOLS,
+    WEIGHTS,
+    insecure_warning,
+    protocol_help,
+)
+from deepreshape.rundir.schema import PI
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estimate", metavar="NAME", help="predict costs of a zoo network, no run")
     p.add_argument("--calibrate", action="store_true",
                    help="measure the calibration networks here and refit the cost model")
-    p.add_argument("--protocol", choices=("cheetah", "semi2k"), default=None, help=PROTOCOL_HELP)
-    p.add_argument("--weights", choices=("owned", "shared"), default=None,
+    p.add_argument("--protocol", choices=PROTOCOLS.names(), default=None, help=protocol_help())
+    p.add_argument("--weights", choices=tuple(WEIGHTS), default=None,
                    help="owned (default for cheetah): the server owns its weights, one HE "
                         "product per layer; shared (default for semi2k): the weights are "
                         "secret-shared too, two HE products per layer (the older, slower mode)")
@@ -88,10 +93,10 @@ def _parties(text: str | None) -> list[str] | None:
     return parts
 
 
-def _warn_semi2k(protocol: str) -> None:
-    if protocol == "semi2k":
-        print("deepreshape: warning: semi2k is NOT SECURE, for debugging only: party 0 (the "
-              "server) is the trusted dealer and could learn the client's input", file=sys.stderr)
+def _warn_insecure(protocol: str) -> None:
+    warning = insecure_warning(protocol)
+    if warning:
+        print(f"deepreshape: warning: {warning}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -111,7 +116,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from deepreshape.pi.costs import costmodel, linkcost
     from deepreshape.spec import parse
 
-    protocol = args.protocol or "cheetah"
+    protocol = args.protocol or DEFAULT_PROTOCOL
     spec = parse(args.estimate, **spec_kwargs(args))
     pred = linkcost.predict(spec, linkcost.parse_link(args.link), protocol,
                             costmodel.load(args.cost_model), args.weights)
@@ -119,7 +124,7 @@ def _estimate(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"predicted": pred, "literature": lit})
         return 0
-    _warn_semi2k(protocol)
+    _warn_insecure(protocol)
     over = (pred.get("link") or {}).get("describe") or "loopback"
     carried = (f"; over {pred['target_link']} about {pred['rounds']:,} rounds and the wire "
                f"time add {pred['link_s']:.2f} s" if pred["link_s"] else "")
@@ -155,7 +160,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from deepreshape.pi.costs import costmodel
     from deepreshape.pi.link import LinkProfile
 
-    protocols = [args.protocol] if args.protocol else ["cheetah", "semi2k"]
+    protocols = [args.protocol] if args.protocol else PROTOCOLS.names()
     link = LinkProfile.parse(args.link) if args.link else None
     say = (lambda m: print(m, file=sys.stderr)) if not args.json else None
     cache = Path(args.out).with_suffix(".measurements.jsonl")
@@ -190,9 +195,9 @@ def _measure(args: argparse.Namespace) -> int:
     from deepreshape.pi.link import LinkProfile
     from deepreshape.pi.measure import measure_run
 
-    protocol = args.protocol or "cheetah"
+    protocol = args.protocol or DEFAULT_PROTOCOL
     link = LinkProfile.parse(args.link) if args.link else None
-    _warn_semi2k(protocol)
+    _warn_insecure(protocol)
     rec = measure_run(args.run, protocol=protocol, samples=args.samples,
                       repeats=args.repeats or 1, data_dir=args.data_dir,
                       parties=_parties(args.parties), role=args.role, timeout_s=args.timeout,
@@ -200,7 +205,7 @@ def _measure(args: argparse.Namespace) -> int:
                       weights=args.weights)
     if rec is None:  # the server learns nothing
         print(f"server: served {args.samples} image(s) to the client at "
-              f"{_parties(args.parties)[1]}; the client writes pi-{protocol}-hosts.json")
+              f"{_parties(args.parties)[1]}; the client writes {PI.file(protocol, 'hosts').name}")
         return 0
     if args.json:
         print_json(rec)

@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="sweep root (default: sweeps/<name>)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the points with exact counts and predicted latency; run nothing")
-    p.add_argument("--backend", choices=["local", "ray", "slurm", "slurm-local"], default=None,
+    from deepreshape.sweep.backends import BACKENDS
+
+    p.add_argument("--backend", choices=BACKENDS.names(), default=None,
                    help="default: ray when the `cluster` extra is installed, else local "
                    "(slurm-local: submitit's local executor, for testing)")
     p.add_argument("--address", default=None, help="Ray cluster HOST:PORT (default: $RAY_ADDRESS "

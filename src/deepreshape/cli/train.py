@@ -12,7 +12,7 @@ from deepreshape.cli.common import (
     recipe_from,
     run_options,
 )
-from deepreshape.data import DATASETS
+from deepreshape.datasets import DATASETS
 from deepreshape.spec import parse
 from deepreshape.train import train
 
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape train`; returns the exit code."""
     info = DATASETS.get(args.dataset.lower())
-    kw = {"input_size": info.input_size, "num_classes": info.num_classes} if info else {}
+    kw = {"input_size": info.input_size, "num_classes": info.num_classes}
     kw.update({k: getattr(args, k) for k in ("depths", "widths") if getattr(args, k) is not None})
     spec = parse(args.name, **kw)
     out = args.out or f"runs/{spec.name}"

@@ -19,7 +19,7 @@ from deepreshape.fileio import append_jsonl
 from deepreshape.pi.costs.costmodel import TARGET_REL_ERR, CostModel, Network, fit_measurements, setting
 from deepreshape.pi.link import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, now
-from deepreshape.pi.protocols import default_weights
+from deepreshape.pi.protocols import PROTOCOLS, default_weights
 from deepreshape.spec import NetSpec, parse, relu_slots
 
 
@@ -77,7 +77,7 @@ Measure = Callable[[NetSpec, str], dict[str, Any]]
 
 
 def calibrate(
-    protocols: Iterable[str] = ("cheetah", "semi2k"),
+    protocols: Iterable[str] | None = None,
     networks: Sequence[Network] = CALIBRATION,
     heldout: Sequence[Network] = HELDOUT,
     *,
@@ -99,13 +99,15 @@ def calibrate(
     calibration resumes instead of starting over. With `link`, the default measurement
     runs through that emulated network (`deepreshape.pi.link`), so the fit predicts it.
     `weights` is the weights mode of every protocol measured (default: each protocol's
-    own, `default_weights`); the model keys its coefficients by `setting`.
+    own, `default_weights`); the model keys its coefficients by `setting`. `protocols`
+    defaults to every registered one (`PROTOCOLS`).
     """
     if measure is None:
         def measure(spec: NetSpec, protocol: str) -> dict[str, Any]:
             return measure_spec(spec, protocol, repeats=repeats, timeout_s=timeout_s,
                                     link=link, weights=weights or default_weights(protocol))
 
+    protocols = PROTOCOLS.names() if protocols is None else [PROTOCOLS.check(p) for p in protocols]
     say = progress or (lambda _msg: None)
     done = _read_cache(cache)
     measured: dict[str, list[dict[str, Any]]] = {}

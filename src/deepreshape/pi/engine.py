@@ -14,7 +14,8 @@ Entry points (this module is the public face; each part has its own module):
 
 Where things live:
 
-- `protocols`: `PROTOCOLS`, `SECURITY_NOTE`, weights modes (`WEIGHTS`), `runtime_config`;
+- `protocols`: `PROTOCOLS` (each with its security note and `Engine`), weights modes
+  (`WEIGHTS`), `runtime_config`;
 - `program`: compiling `fn` into a `Program` both parties can run; simulator, plaintext;
 - `channel`: the brpc link between the parties (addresses, ports, messages);
 - `shares`: secret shares on the wire;
@@ -47,19 +48,21 @@ from deepreshape.pi.protocols import (
     FXP_BITS_RANGE,
     PROTOCOLS,
     ROLES,
-    SECURITY_NOTE,
     WEIGHTS,
+    Engine,
+    Protocol,
     check_run_args,
     checked_protocol,
     default_weights,
     runtime_config,
+    security_note,
 )
 
 __all__ = [
-    "CONV_OPS", "FXP_BITS_RANGE", "PROTOCOLS", "RELU_OPS", "ROLES", "SECURITY_NOTE", "WEIGHTS",
-    "Program", "RunProfile", "SecureResult", "compile_program", "default_weights", "op_kind",
-    "parse_profile", "plain_logits", "run_party", "run_simulated", "run_two_party",
-    "runtime_config", "summarize_ops",
+    "CONV_OPS", "FXP_BITS_RANGE", "PROTOCOLS", "RELU_OPS", "ROLES", "WEIGHTS", "Engine",
+    "Program", "Protocol", "RunProfile", "SecureResult", "compile_program", "default_weights",
+    "op_kind", "parse_profile", "plain_logits", "run_party", "run_simulated", "run_two_party",
+    "runtime_config", "security_note", "summarize_ops",
 ]
 
 

@@ -38,6 +38,7 @@ from deepreshape.options import with_run_options
 from deepreshape.pi import engine
 from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.pi.link import LinkProfile
+from deepreshape.pi.protocols import PROTOCOLS
 from deepreshape.pi.records import link_key, write_result
 from deepreshape.spec import NetSpec
 
@@ -109,7 +110,7 @@ def cost_record(res: engine.SecureResult) -> dict[str, Any]:
     warm = res.warm_latencies_s or [res.latency_s]
     return {
         "protocol": res.protocol,
-        "security": engine.SECURITY_NOTE[res.protocol],
+        "security": PROTOCOLS.get(res.protocol).security,
         "weights": res.weights,
         "latency_s": statistics.median(warm),
         "latency_mean_s": res.latency_s,
@@ -174,9 +175,11 @@ def measure_spec(spec: NetSpec, protocol: str = "cheetah", repeats: int = 3,
                  link: LinkProfile | None = None, weights: str | None = None) -> dict[str, Any]:
     """Costs of one query (batch 1) of `spec` with random weights, both parties on loopback
     (through an emulated `link` if given); `weights` "owned" or "shared" (`engine.WEIGHTS`)."""
+    proto = PROTOCOLS.get(protocol)
     fn, params, x = random_network(spec, seed)
-    res = engine.run_two_party(fn, params, x, protocol, samples=repeats, timeout_s=timeout_s,
-                               link=link, fxp_fraction_bits=fxp_fraction_bits, weights=weights)
+    res = proto.engine.run_local(proto, fn, params, x, repeats=repeats, timeout_s=timeout_s,
+                                 link=link, fxp_fraction_bits=fxp_fraction_bits,
+                                 weights=weights or proto.default_weights)
     plain = engine.plain_logits(fn, params, x)
     return {**_counts(spec), **cost_record(res), "max_abs_err_jax": res.max_abs_err,
             "argmax_equal_jax": bool(np.array_equal(np.argmax(res.logits, 1), np.argmax(plain, 1))),
@@ -208,8 +211,7 @@ def _agreement(secure: np.ndarray, plain: np.ndarray, labels: np.ndarray) -> dic
 
 
 def _check_args(protocol: str, samples: int, repeats: int, parties: Any, role: Any) -> None:
-    if protocol not in engine.PROTOCOLS:
-        raise UsageError(f"unknown protocol {protocol!r}; choose from {', '.join(engine.PROTOCOLS)}")
+    PROTOCOLS.check(protocol)
     for name, v in (("samples", samples), ("repeats", repeats)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise UsageError(f"{name} must be a positive integer, got {v!r}")
@@ -257,8 +259,9 @@ def measure_run(
     from deepreshape.rundir.run import load_run
 
     _check_args(protocol, samples, repeats, parties, role)
-    weights = weights or engine.default_weights(protocol)
-    engine.runtime_config(protocol, weights=weights)  # validates the mode
+    proto = PROTOCOLS.get(protocol)  # its engine runs the sessions (`protocols.Engine`)
+    weights = weights or proto.default_weights
+    proto.engine.check(proto, {"weights": weights})  # validates the mode
     if link is not None and role is not None:
         raise UsageError("--link emulates a network between two local parties; with --parties "
                          "and --role the network is the real one")
@@ -273,9 +276,10 @@ def measure_run(
         import jax
 
         for n in ([1, samples] if samples > 1 else [1]):
-            engine.run_party("server", fn, params, jax.ShapeDtypeStruct((n, *shape), np.float32),
-                             parties, protocol, repeats if n == 1 else 1, timeout_s,
-                             isolate=True, settings=agreed, **cfg)
+            proto.engine.run_party(proto, "server", fn, params,
+                                   jax.ShapeDtypeStruct((n, *shape), np.float32), parties,
+                                   repeats=repeats if n == 1 else 1, timeout_s=timeout_s,
+                                   settings=agreed, **cfg)
         return None
 
     x, y = load_test_images(run, samples, data_dir)
@@ -286,10 +290,10 @@ def measure_run(
 
     def session(xs: np.ndarray, reps: int) -> engine.SecureResult:
         if role == "client":
-            return engine.run_party("client", fn, params, xs, parties, protocol, reps, timeout_s,
-                                    isolate=True, settings=agreed, **cfg)
-        return engine.run_two_party(fn, params, xs, protocol, samples=reps, timeout_s=timeout_s,
-                                    link=link, **cfg)
+            return proto.engine.run_party(proto, "client", fn, params, xs, parties, repeats=reps,
+                                          timeout_s=timeout_s, settings=agreed, **cfg)
+        return proto.engine.run_local(proto, fn, params, xs, repeats=reps, timeout_s=timeout_s,
+                                      link=link, **cfg)
 
     cost = session(x[:1], repeats)
     check = session(x, 1) if samples > 1 else cost

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from deepreshape.pi.profile import RunProfile
-from deepreshape.pi.protocols import SECURITY_NOTE
+from deepreshape.pi.protocols import security_note
 
 
 @dataclass
@@ -55,7 +55,7 @@ class SecureResult:
         d = dataclasses.asdict(self)
         d["logits"] = np.asarray(self.logits).tolist()
         d["total_bytes"] = self.total_bytes
-        d["security"] = SECURITY_NOTE.get(self.protocol, "")
+        d["security"] = security_note(self.protocol)
         return d
 
 

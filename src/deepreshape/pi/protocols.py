@@ -1,29 +1,171 @@
-"""SPU's protocols, weights modes and runtime config, and the lazy import of SPU itself.
+"""PI protocols: the registry of them, SPU's weights modes and runtime config, and the lazy
+import of SPU itself.
 
-``cheetah`` is the secure protocol (HE for linear layers, OT for comparisons); ``semi2k``
-is not secure, for debugging: party 0 is the trusted dealer. The weights mode says how
-the server's weights enter the computation (`WEIGHTS`): owned by the server (Cheetah's
-own setting, the default for cheetah) or secret-shared like the input.
+A protocol is a `Protocol` in `PROTOCOLS` (entry-point group ``deepreshape.protocols``):
+its name, whether it is secure and the note that says so, its default weights mode, the
+cost model's feature family for its products (`cost_key`), and its `engine`, the seam that
+runs it. The two built-ins run under SPU (`SpuEngine`): ``cheetah`` is the secure protocol
+(HE for linear layers, OT for comparisons); ``semi2k`` is not secure, for debugging: party
+0 is the trusted dealer. A protocol outside SPU brings its own `Engine` (see its
+docstring); `deepreshape pi`, `measure_run`, `measure_spec` and calibration dispatch to it
+and write its result as ``pi-<name>-<link>.json``. Nothing here imports SPU until a
+protocol runs.
+
+The weights mode says how the server's weights enter the computation (`WEIGHTS`): owned by
+the server (Cheetah's own setting, the default for cheetah) or secret-shared like the
+input.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from deepreshape.errors import UsageError
+from deepreshape.registry import Registry
 
-PROTOCOLS: dict[str, str] = {"cheetah": "CHEETAH", "semi2k": "SEMI2K"}
-"""Protocol name -> `spu.libspu.ProtocolKind` member. semi2k: not secure, for debugging:
-party 0 is the trusted dealer."""
+if TYPE_CHECKING:
+    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.measurement import SecureResult
 
 
-SECURITY_NOTE: dict[str, str] = {
-    "cheetah": "secure against a semi-honest peer: linear layers by homomorphic encryption, "
+class Engine:
+    """How a protocol runs: the seam `measure_run`, `measure_spec` and calibration call.
+
+    An engine runs ``fn(params, x) -> logits`` (a JAX function from `pi.export`, with the
+    server's `params` and the client's input `x`) between two parties and returns the
+    client's `SecureResult` (logits, latency, bytes, per-op costs). `cfg` holds
+    ``fxp_fraction_bits`` and ``weights`` (and any engine options). Subclass it and
+    override `run_local` (both parties on this host; `repeats` warm runs after one cold
+    one) and, where the engine can run one party per host, `run_party`; `check` validates
+    `cfg` before any work starts.
+    """
+
+    name = "engine"
+
+    def check(self, protocol: Protocol, cfg: dict[str, Any]) -> None:
+        """Refuse options this engine cannot run (UsageError); default: any known weights
+        mode."""
+        if cfg.get("weights") is not None:
+            check_weights(cfg["weights"])
+
+    def run_local(self, protocol: Protocol, fn: Callable, params: Any, x: Any, *,
+                  repeats: int, timeout_s: float, link: LinkProfile | None = None,
+                  **cfg: Any) -> SecureResult:
+        """Both parties on this host (through the emulated `link` if given)."""
+        raise NotImplementedError
+
+    def run_party(self, protocol: Protocol, role: str, fn: Callable, params: Any, x: Any,
+                  parties: list[str], *, repeats: int, timeout_s: float,
+                  settings: dict[str, Any] | None = None, **cfg: Any) -> SecureResult | None:
+        """One party (`role` "server" or "client") of a two-host deployment; the client
+        returns the result, the server None."""
+        raise UsageError(f"protocol {protocol.name!r} cannot run one party per host "
+                         "(its engine has no run_party)")
+
+
+class SpuEngine(Engine):
+    """SecretFlow SPU (`deepreshape.pi.engine`), imported only when a protocol runs."""
+
+    name = "spu"
+
+    def check(self, protocol: Protocol, cfg: dict[str, Any]) -> None:
+        runtime_config(protocol.name, **cfg)
+
+    def run_local(self, protocol: Protocol, fn: Callable, params: Any, x: Any, *,
+                  repeats: int, timeout_s: float, link: LinkProfile | None = None,
+                  **cfg: Any) -> SecureResult:
+        from deepreshape.pi.processes import run_two_party
+
+        return run_two_party(fn, params, x, protocol.name, samples=repeats,
+                             timeout_s=timeout_s, link=link, **cfg)
+
+    def run_party(self, protocol: Protocol, role: str, fn: Callable, params: Any, x: Any,
+                  parties: list[str], *, repeats: int, timeout_s: float,
+                  settings: dict[str, Any] | None = None, **cfg: Any) -> SecureResult | None:
+        from deepreshape.pi.engine import run_party
+
+        return run_party(role, fn, params, x, parties, protocol.name, repeats, timeout_s,
+                         isolate=True, settings=settings, **cfg)
+
+
+SPU = SpuEngine()
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One PI protocol (a member of `PROTOCOLS`).
+
+    `secure`: False for a debugging protocol (the CLI warns, with `security`); `security`:
+    the one-line security note every result carries; `summary`: its CLI help; `default_weights`:
+    the weights mode it uses unless told (`WEIGHTS`); `cost_key`: the cost model's feature
+    family for its linear layers (``"he"``: HE products, ``"mac"``: Beaver-style
+    arithmetic; see `costmodel.CONV_SETS`); `spu_kind`: the `spu.libspu.ProtocolKind`
+    member for an SPU protocol, None otherwise; `engine`: what runs it (`Engine`).
+    """
+
+    name: str
+    secure: bool
+    security: str
+    summary: str
+    default_weights: str = "shared"
+    cost_key: str = "mac"
+    spu_kind: str | None = None
+    engine: Engine = field(default=SPU, compare=False)
+    warning: str | None = None
+    """What the CLI prints before running an insecure protocol (default: from `security`)."""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9]+", self.name):  # it names pi-<protocol>-<link>.json
+            raise UsageError(f"a protocol's name must be lower-case letters and digits, "
+                             f"got {self.name!r}")
+
+
+CHEETAH = Protocol(
+    "cheetah", secure=True,
+    security="secure against a semi-honest peer: linear layers by homomorphic encryption, "
     "ReLU comparisons by oblivious transfer (Cheetah, USENIX Security 2022)",
-    "semi2k": "not secure, for debugging: party 0 is the trusted dealer (SPU's two-party "
+    summary="secure against a semi-honest peer",
+    default_weights="owned", cost_key="he", spu_kind="CHEETAH")
+
+SEMI2K = Protocol(
+    "semi2k", secure=False,
+    security="not secure, for debugging: party 0 is the trusted dealer (SPU's two-party "
     "SEMI2K uses TrustedFirstParty Beaver triples, so the server could learn the input)",
-}
+    summary="NOT SECURE, for debugging only (party 0 is a trusted dealer)",
+    default_weights="shared", cost_key="mac", spu_kind="SEMI2K",
+    warning="semi2k is NOT SECURE, for debugging only: party 0 (the server) is the trusted "
+    "dealer and could learn the client's input")
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol", "deepreshape.protocols", {
+    "cheetah": "deepreshape.pi.protocols:CHEETAH",
+    "semi2k": "deepreshape.pi.protocols:SEMI2K",
+})
+"""Every PI protocol: CLI choices, sweep validation, calibration and the cost model read it."""
+
+DEFAULT_PROTOCOL = "cheetah"
+
+
+def security_note(protocol: str) -> str:
+    """The protocol's security note ("" for a name that is not registered)."""
+    return PROTOCOLS.get(protocol).security if protocol in PROTOCOLS else ""
+
+
+def insecure_warning(protocol: str) -> str | None:
+    """The warning to print before running `protocol`, None for a secure one."""
+    p = PROTOCOLS.get(protocol)
+    if p.secure:
+        return None
+    return p.warning or f"{p.name} is NOT SECURE: {p.security}"
+
+
+def protocol_help() -> str:
+    """``--protocol`` help: each protocol's summary, the default first."""
+    return "; ".join(f"{p.name}{' (default)' if p.name == DEFAULT_PROTOCOL else ''}: {p.summary}"
+                     for p in PROTOCOLS)
 
 
 ROLES: dict[str, int] = {"server": 0, "client": 1}
@@ -40,9 +182,10 @@ WEIGHTS: dict[str, str] = {
 
 
 def default_weights(protocol: str) -> str:
-    """Owned weights for Cheetah (its own setting: the server holds its model in the
-    clear); shared for semi2k, the debugging mode."""
-    return "owned" if protocol == "cheetah" else "shared"
+    """The protocol's own weights mode (`Protocol.default_weights`): owned for Cheetah (its
+    own setting: the server holds its model in the clear); shared for semi2k, the debugging
+    mode; shared for a name that is not registered (a cost-model key from elsewhere)."""
+    return PROTOCOLS.get(protocol).default_weights if protocol in PROTOCOLS else "shared"
 
 
 def check_weights(weights: str) -> None:
@@ -67,8 +210,7 @@ def load_spu() -> Any:
 
 
 def check_protocol(protocol: str) -> None:
-    if protocol not in PROTOCOLS:
-        raise UsageError(f"unknown protocol {protocol!r}; choose from {sorted(PROTOCOLS)}")
+    PROTOCOLS.check(protocol)
 
 
 def checked_protocol(protocol: str) -> str:
@@ -105,10 +247,11 @@ def runtime_config(
     ):
         raise UsageError(f"fxp_fraction_bits must be an integer in [{lo}, {hi}], "
                          f"got {fxp_fraction_bits!r}")
+    kind = PROTOCOLS.get(protocol).spu_kind
+    if kind is None:
+        raise UsageError(f"protocol {protocol!r} does not run under SPU")
     lib = load_spu().libspu
-    cfg = lib.RuntimeConfig(
-        protocol=getattr(lib.ProtocolKind, PROTOCOLS[protocol]), field=lib.FieldType.FM64
-    )
+    cfg = lib.RuntimeConfig(protocol=getattr(lib.ProtocolKind, kind), field=lib.FieldType.FM64)
     cfg.fxp_fraction_bits = fxp_fraction_bits
     cfg.enable_pphlo_profile = bool(profile)
     cfg.experimental_enable_colocated_optimization = weights == "owned"

@@ -3,6 +3,12 @@
 The driver owns the dependency graph and sweep.json; a backend only starts a point
 (`submit`) and reports finished ones (`wait`), each as the outcome dict of
 `execute.run_point`. Ray and submitit do the scheduling; nothing here is a scheduler.
+
+Backends are a registry, `BACKENDS` (entry-point group ``deepreshape.backends``): each
+member is a `BackendFactory` whose `create(root, settings, **kw)` returns a `Backend`
+(the typed interface below). ``deepreshape sweep --backend`` and `run_sweep` read it, so a
+backend added there (a plugin, or `BACKENDS.register` at run time) runs sweeps with no
+other edit.
 """
 
 from __future__ import annotations
@@ -12,15 +18,64 @@ import importlib.util
 import os
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from deepreshape.errors import RunFailure, UsageError
+from deepreshape.registry import Registry
 from deepreshape.sweep.execute import one_line, run_point
 from deepreshape.sweep.sweepfile import Point
 
-BACKENDS = ("local", "ray", "slurm")
 WORKER_RETRIES = 2  # Ray reruns a task whose worker died this many times
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the sweep driver (`runner.run_sweep`) asks of a backend.
+
+    The driver submits at most `slots` points at once, then calls `wait` until they come
+    back. Each point runs `execute.run_point(point, str(root), settings, threads, device,
+    procs)` somewhere and its outcome dict comes back from `wait` unchanged (a worker that
+    died: ``{"ok": False, "lost": True, "error": ...}``).
+    """
+
+    name: str
+    slots: int
+    """How many points may run at once."""
+
+    def submit(self, point: Point) -> dict:
+        """Start (or queue) `point`; returns where it runs, as JSON (kept in sweep.json)."""
+        ...
+
+    def wait(self, timeout: float) -> list[tuple[str, dict]]:
+        """(point id, outcome) of the points that finished within `timeout` seconds."""
+        ...
+
+    def cancel_stale(self, records: list[dict]) -> None:
+        """Cancel what a killed driver left running (`records`: sweep.json's running
+        points, with the `where` that `submit` returned), so a point never runs twice."""
+        ...
+
+    def close(self, interrupted: bool = False) -> None:
+        """Release the backend; on an interrupt, cancel the points still running."""
+        ...
+
+
+@dataclass(frozen=True)
+class BackendFactory:
+    """A member of `BACKENDS`: `create(root, settings, **kw)` makes the `Backend`.
+
+    `kw` are the run options of `run_sweep` (`make_backend` fills the defaults):
+    ``cpus_per_run``, ``gpus_per_run``, ``procs_per_run``, ``device``, ``max_parallel``,
+    ``address`` (Ray), ``partition`` and ``time_min`` (Slurm); a backend takes the ones
+    it needs and ignores the rest. `description` is its ``--backend`` help.
+    """
+
+    name: str
+    create: Callable[..., Backend]
+    description: str = ""
 
 
 def default_backend() -> str:
@@ -207,22 +262,48 @@ def _need(module: str) -> Any:
                          "pip install 'deepreshape[cluster]' (or use --backend local)") from None
 
 
-def make_backend(name: str, root: Path, settings: dict, **kw: Any) -> Any:
-    """The backend called `name` (local, ray, slurm; slurm-local is submitit's local
-    executor)."""
-    device, cpus = kw.get("device"), kw.get("cpus_per_run", 1)
+def make_backend(name: str, root: Path, settings: dict, **kw: Any) -> Backend:
+    """The backend called `name` (a member of `BACKENDS`: local, ray, slurm, slurm-local
+    (submitit's local executor), or a registered one), made with the run options `kw`."""
+    factory = BACKENDS.get(name)
     gpus = kw.get("gpus_per_run")
-    procs = kw.get("procs_per_run") or (int(gpus) if gpus and gpus > 1 else 1)
-    if name == "local":
-        return LocalBackend(root, settings, cpus, device, procs)
-    if name == "ray":
-        return RayBackend(root, settings, address=kw.get("address"), cpus_per_run=cpus,
-                          gpus_per_run=gpus, max_parallel=kw.get("max_parallel"),
-                          device=device, procs_per_run=procs)
-    if name in ("slurm", "slurm-local"):
-        return SubmititBackend(root, settings, cluster="local" if name == "slurm-local" else "slurm",
-                               partition=kw.get("partition"), time_min=kw.get("time_min") or 24 * 60,
-                               cpus_per_run=cpus, gpus_per_run=gpus,
-                               max_parallel=kw.get("max_parallel"), device=device,
-                               procs_per_run=procs)
-    raise UsageError(f"unknown backend {name!r}; valid: local, ray, slurm")
+    kw = {"cpus_per_run": 1, "device": None, "gpus_per_run": None, "max_parallel": None,
+          "address": None, "partition": None, "time_min": None,
+          **{k: v for k, v in kw.items() if v is not None},
+          "procs_per_run": kw.get("procs_per_run") or (int(gpus) if gpus and gpus > 1 else 1)}
+    return factory.create(root, settings, **kw)
+
+
+def _local(root: Path, settings: dict, **kw: Any) -> Backend:
+    return LocalBackend(root, settings, kw["cpus_per_run"], kw["device"], kw["procs_per_run"])
+
+
+def _ray(root: Path, settings: dict, **kw: Any) -> Backend:
+    return RayBackend(root, settings, address=kw["address"], cpus_per_run=kw["cpus_per_run"],
+                      gpus_per_run=kw["gpus_per_run"], max_parallel=kw["max_parallel"],
+                      device=kw["device"], procs_per_run=kw["procs_per_run"])
+
+
+def _submitit(cluster: str) -> Callable[..., Backend]:
+    def create(root: Path, settings: dict, **kw: Any) -> Backend:
+        return SubmititBackend(root, settings, cluster=cluster, partition=kw["partition"],
+                               time_min=kw["time_min"] or 24 * 60,
+                               cpus_per_run=kw["cpus_per_run"], gpus_per_run=kw["gpus_per_run"],
+                               max_parallel=kw["max_parallel"], device=kw["device"],
+                               procs_per_run=kw["procs_per_run"])
+    return create
+
+
+LOCAL = BackendFactory("local", _local, "one point after another, in this process")
+RAY = BackendFactory("ray", _ray, "Ray tasks on a local Ray or the cluster at --address")
+SLURM = BackendFactory("slurm", _submitit("slurm"), "one Slurm job per point (submitit)")
+SLURM_LOCAL = BackendFactory("slurm-local", _submitit("local"),
+                             "submitit's local executor, a process per point (for testing)")
+
+BACKENDS: Registry[BackendFactory] = Registry("backend", "deepreshape.backends", {
+    "local": "deepreshape.sweep.backends:LOCAL",
+    "ray": "deepreshape.sweep.backends:RAY",
+    "slurm": "deepreshape.sweep.backends:SLURM",
+    "slurm-local": "deepreshape.sweep.backends:SLURM_LOCAL",
+})
+"""Every sweep backend (`BackendFactory` members)."""

@@ -13,11 +13,11 @@ import warnings
 from typing import Any
 
 from deepreshape.count import count
+from deepreshape.datasets import DATASETS
 from deepreshape.spec import NetSpec, parse
 from deepreshape.sweep.sweepfile import Point, Sweep
 
 # Training images per epoch of each data set (standard splits; digits: the 80% split).
-TRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "digits": 1_437}
 # Assumed sustained training rate of one modern GPU in bf16 (MACs per second); rough.
 MACS_PER_GPU_S = 4e12
 SNL_MASK_OVERHEAD = 1.9  # a mask-phase epoch vs a plain one (benchmarks/snl.py measured 1.86x)
@@ -81,7 +81,7 @@ def dry_run_rows(sweep: Sweep, predict: bool = True) -> list[dict[str, Any]]:
 
 def gpu_hours(sweep: Sweep) -> float:
     """Rough GPU-hours of training the whole sweep (see the module docstring)."""
-    images = TRAIN_IMAGES[sweep.dataset]
+    images = DATASETS.get(sweep.dataset).train_size
     if sweep.limit:
         images = min(images, sweep.limit)
     total = 0.0

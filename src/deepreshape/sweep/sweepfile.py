@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deepreshape.datasets import DATASETS
 from deepreshape.errors import UsageError
-from deepreshape.spec import DATASET_SHAPES
+from deepreshape.pi.protocols import PROTOCOLS
 
 METHODS = ("train", "criticality", "reduce", "snl", "pi", "eval")
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer",
@@ -171,17 +172,17 @@ def expand(raw: dict, where: str, *, dataset: str | None = None, scale: str | No
         if k not in TOP_KEYS:
             raise _fail(where, None, k, f"unknown key; valid: {', '.join(sorted(TOP_KEYS))}")
     ds = (dataset or raw.get("dataset") or "digits")
-    if not isinstance(ds, str) or ds.lower() not in DATASET_SHAPES:
-        raise _fail(where, None, "dataset", f"unknown data set {ds!r}; valid: {', '.join(DATASET_SHAPES)}")
+    if not isinstance(ds, str) or ds.lower() not in DATASETS:
+        raise _fail(where, None, "dataset", DATASETS.unknown(ds))
     ds = ds.lower()
     limit = raw.get("limit")
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise _fail(where, None, "limit", f"must be a positive integer, got {limit!r}")
     shared_recipe = _recipe_table(raw.get("recipe", {}), where, None, "recipe")
     per_dataset = raw.get("recipe_for", {})
-    if not isinstance(per_dataset, dict) or not set(per_dataset) <= set(DATASET_SHAPES):
+    if not isinstance(per_dataset, dict) or not set(per_dataset) <= set(DATASETS.names()):
         raise _fail(where, None, "recipe_for", f"must be tables named after data sets "
-                    f"({', '.join(DATASET_SHAPES)})")
+                    f"({', '.join(DATASETS.names())})")
     shared_recipe.update(_recipe_table(per_dataset.get(ds, {}), where, None, f"recipe_for.{ds}"))
     shared_seeds = _seeds(raw, where, None, [0])
     exps = raw.get("experiment")
@@ -378,8 +379,8 @@ def _check_methods(tables: dict[str, dict | None], name: str, where: str) -> Non
             of = t.get("of", ["train"])
             if not isinstance(of, list) or not set(of) <= {"train", "snl"}:
                 raise _fail(where, name, f"{m}.of", f"must be a list of train, snl; got {of!r}")
-    if (t := tables["pi"]) is not None and t.get("protocol", "cheetah") not in ("cheetah", "semi2k"):
-        raise _fail(where, name, "pi.protocol", "must be cheetah or semi2k")
+    if (t := tables["pi"]) is not None and t.get("protocol", "cheetah") not in PROTOCOLS:
+        raise _fail(where, name, "pi.protocol", f"must be one of {', '.join(PROTOCOLS.names())}")
     if (t := tables["reduce"]) is not None and "order" not in t and tables["criticality"] is None:
         raise _fail(where, name, "reduce.order", "reduce needs an order: give reduce.order "
                     "(e.g. [3, 2, 4, 1]) or a [criticality] table in this experiment")

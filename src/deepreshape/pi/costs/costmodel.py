@@ -53,7 +53,7 @@ from deepreshape.count import layer_table
 from deepreshape.errors import UsageError
 from deepreshape.fileio import write_json
 from deepreshape.pi.costs.he import HE_COUNTS, directions, layer_counts
-from deepreshape.pi.protocols import default_weights
+from deepreshape.pi.protocols import PROTOCOLS, default_weights
 from deepreshape.spec import NetSpec, parse, relu_slots
 
 STAGE_FEATURES = ("relus", "macs", "relu_layers", "linear_layers", "params", "activations",
@@ -83,16 +83,19 @@ COMPONENTS: dict[str, tuple[tuple[str, ...], ...]] = {
 the profile's ReLU ops (comparisons), its convolutions/matmuls, and the rest (the
 multiply by the comparison bit, masked-slot gathers, layout ops, per-run overhead). The
 conv part's sets depend on the protocol (`candidates_for`)."""
-CONV_SETS = {"cheetah": _HE_SETS, "semi2k": _MAC_SETS}
-"""Conv-part candidates per protocol: SEMI2K's products are local arithmetic plus
-Beaver openings (costs follow MACs, weights and outputs); Cheetah's are HE products
-(costs follow its ciphertexts; ``activations`` pays the truncation after each
-fixed-point product, which SPU books under the convolution)."""
+CONV_SETS = {"he": _HE_SETS, "mac": _MAC_SETS}
+"""Conv-part candidates per feature family, a protocol's `Protocol.cost_key`: ``mac``
+(SEMI2K) products are local arithmetic plus Beaver openings (costs follow MACs, weights
+and outputs); ``he`` (Cheetah) products are HE products (costs follow its ciphertexts;
+``activations`` pays the truncation after each fixed-point product, which SPU books under
+the convolution)."""
 
 
 def candidates_for(protocol: str | None = None) -> dict[str, tuple[tuple[str, ...], ...]]:
-    """`COMPONENTS` with the conv candidates of `protocol` (the MAC sets if unknown)."""
-    return {**COMPONENTS, "conv": CONV_SETS.get(protocol or "", COMPONENTS["conv"])}
+    """`COMPONENTS` with the conv candidates of `protocol`'s cost key (the MAC sets if the
+    protocol or its key is unknown)."""
+    key = PROTOCOLS.get(protocol).cost_key if protocol in PROTOCOLS else ""
+    return {**COMPONENTS, "conv": CONV_SETS.get(key, COMPONENTS["conv"])}
 
 
 FORMAT = 1
