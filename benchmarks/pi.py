@@ -51,7 +51,7 @@ from deepreshape.count import count
 from deepreshape.pi import engine
 from deepreshape.pi.channel import free_ports
 from deepreshape.pi.costs import costmodel, linkcost
-from deepreshape.pi.link import LinkProfile
+from deepreshape.pi.linkprofile import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
 from deepreshape.slotkinds.mask import proportional_masks
 from deepreshape.spec import NetSpec, parse

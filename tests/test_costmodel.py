@@ -15,7 +15,7 @@ from deepreshape.errors import UsageError  # noqa: E402
 from deepreshape.pi import calibration as K  # noqa: E402
 from deepreshape.pi.costs import costmodel as C  # noqa: E402
 from deepreshape.pi.costs import he  # noqa: E402
-from deepreshape.pi.link import LinkProfile  # noqa: E402
+from deepreshape.pi.linkprofile import LinkProfile  # noqa: E402
 from deepreshape.spec import parse  # noqa: E402
 
 TRUE = {  # plausible Cheetah-like costs, to be recovered from synthetic measurements

@@ -22,7 +22,7 @@ from deepreshape.design.costs import Budget, design_for_cost, explore, parse_amo
 from deepreshape.design.solver import design, exact_coefficients
 from deepreshape.errors import UsageError
 from deepreshape.pi.costs import costmodel, he, linkcost
-from deepreshape.pi.link import PRESETS
+from deepreshape.pi.linkprofile import PRESETS
 from deepreshape.spec import parse, relu_slots
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "design.md"

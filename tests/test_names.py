@@ -142,7 +142,7 @@ def test_prediction_names_its_link_and_flags_a_measurement_far_from_it() -> None
 
 def test_a_measurement_over_a_link_stores_the_link_models_prediction() -> None:
     from deepreshape.pi.costs import linkcost
-    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.linkprofile import LinkProfile
     from deepreshape.pi.measure import _predicted
     from deepreshape.spec import parse
 

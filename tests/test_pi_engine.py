@@ -289,7 +289,7 @@ def test_communication_grows_with_relus(full_run, half_run):
 def test_an_emulated_link_adds_round_trips_but_not_bytes(full_run):
     """Through a 30 ms RTT relay the same program moves the same bytes, but each of its
     rounds now waits for the link: the latency grows by at least a few round trips."""
-    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.linkprofile import LinkProfile
 
     p, x = make()
     slow = E.run_two_party(net_full, p, x, protocol="cheetah", samples=1, timeout_s=120,

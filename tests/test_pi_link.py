@@ -9,7 +9,8 @@ import time
 import pytest
 
 from deepreshape.errors import UsageError
-from deepreshape.pi.link import PRESETS, LinkProfile, Relay
+from deepreshape.pi.link import Relay
+from deepreshape.pi.linkprofile import PRESETS, LinkProfile
 
 
 @pytest.mark.parametrize("text,rate,rtt", [

@@ -21,7 +21,7 @@ from deepreshape.pi import (
 )
 from deepreshape.pi import measure as M  # noqa: E402
 from deepreshape.pi.export import export_model  # noqa: E402
-from deepreshape.pi.link import LinkProfile  # noqa: E402
+from deepreshape.pi.linkprofile import LinkProfile  # noqa: E402
 from deepreshape.rundir.run import load_run  # noqa: E402
 from deepreshape.spec import parse, relu_slots  # noqa: E402
 

@@ -158,7 +158,7 @@ def _stage_table(pred: dict[str, Any]) -> str:
 def _calibrate(args: argparse.Namespace) -> int:
     from deepreshape.pi import calibration
     from deepreshape.pi.costs import costmodel
-    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.linkprofile import LinkProfile
 
     protocols = [args.protocol] if args.protocol else PROTOCOLS.names()
     link = LinkProfile.parse(args.link) if args.link else None
@@ -192,7 +192,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.linkprofile import LinkProfile
     from deepreshape.pi.measure import measure_run
 
     protocol = args.protocol or DEFAULT_PROTOCOL

@@ -17,7 +17,7 @@ from typing import Any
 from deepreshape.errors import UsageError
 from deepreshape.fileio import append_jsonl
 from deepreshape.pi.costs.costmodel import TARGET_REL_ERR, CostModel, Network, fit_measurements, setting
-from deepreshape.pi.link import LinkProfile
+from deepreshape.pi.linkprofile import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, now
 from deepreshape.pi.protocols import PROTOCOLS, default_weights
 from deepreshape.spec import NetSpec, parse, relu_slots

@@ -37,7 +37,7 @@ from deepreshape.errors import UsageError
 from deepreshape.options import with_run_options
 from deepreshape.pi import engine
 from deepreshape.pi.costs import costmodel, linkcost
-from deepreshape.pi.link import LinkProfile
+from deepreshape.pi.linkprofile import LinkProfile
 from deepreshape.pi.protocols import PROTOCOLS
 from deepreshape.pi.records import link_key, write_result
 from deepreshape.spec import NetSpec

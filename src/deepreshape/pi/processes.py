@@ -31,7 +31,8 @@ import numpy as np
 
 from deepreshape.errors import RunFailure, UsageError
 from deepreshape.pi.channel import free_ports
-from deepreshape.pi.link import LinkProfile, Relay
+from deepreshape.pi.link import Relay
+from deepreshape.pi.linkprofile import LinkProfile
 from deepreshape.pi.measurement import SecureResult
 from deepreshape.pi.party import run_session
 from deepreshape.pi.program import Program, as_f32, compile_program, plain_logits

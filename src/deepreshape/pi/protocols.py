@@ -28,7 +28,7 @@ from deepreshape.errors import UsageError
 from deepreshape.registry import Registry
 
 if TYPE_CHECKING:
-    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.linkprofile import LinkProfile
     from deepreshape.pi.measurement import SecureResult
 
 

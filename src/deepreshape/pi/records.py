@@ -38,7 +38,7 @@ def link_key(link: Mapping[str, Any] | None, mode: str | None = None) -> str:
     """
     if not link:
         return HOSTS if mode == "two hosts" else LOOPBACK
-    from deepreshape.pi.link import PRESETS
+    from deepreshape.pi.linkprofile import PRESETS
 
     rate, rtt = link.get("rate_bps"), float(link.get("rtt_s") or 0.0)
     for name, p in PRESETS.items():
@@ -151,7 +151,7 @@ def parse_link(text: str) -> str:
     """The key of a link a user names: ``loopback``, ``hosts``, ``lan``, ``wan`` or
     ``RATE:RTT`` as `deepreshape pi --link` takes it (``100mbit:10ms``) or as stored
     (``100mbit-10ms``)."""
-    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.linkprofile import LinkProfile
 
     t = str(text).strip().lower()
     if t in (LOOPBACK, HOSTS):

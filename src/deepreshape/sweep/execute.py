@@ -112,7 +112,7 @@ def _snl(p: Point, root: Path, opts: RunOptions) -> dict:
 
 
 def _pi(p: Point, root: Path, opts: RunOptions) -> dict:
-    from deepreshape.pi.link import LinkProfile
+    from deepreshape.pi.linkprofile import LinkProfile
     from deepreshape.pi.measure import measure_run
 
     s = p.settings

@@ -25,7 +25,7 @@ from typing import Any
 
 from deepreshape.errors import UsageError
 from deepreshape.pi.costs.costmodel import CostModel, features, load
-from deepreshape.pi.link import PRESETS, LinkProfile
+from deepreshape.pi.linkprofile import PRESETS, LinkProfile
 from deepreshape.spec import NetSpec
 
 ROUNDS_PER_RELU_LAYER = 10
