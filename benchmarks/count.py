@@ -27,7 +27,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from deepreshape.build import build
 from deepreshape.count import count, count_module
 from deepreshape.errors import UsageError
-from deepreshape.spec import NetSpec, list_models, parse
+from deepreshape.spec import NetSpec
+from deepreshape.zoo import list_models, parse
 
 EXTRA = ("resnet34-m32", "resnet50-m16-3x3x3x")
 TARGET_MS = 10.0

@@ -224,7 +224,7 @@ def experiments() -> list[tuple[str, str, float]]:
     as `deepreshape` runs it (upper bounds: SNL's mask phase may stop early, DeepReDuce's
     reduced networks are cheaper than the baseline)."""
     from deepreshape.optimize.deepreduce import plan
-    from deepreshape.spec import parse
+    from deepreshape.zoo import parse
 
     def reduced(arch: str, pipeline: str) -> int:
         spec = parse(arch, dataset="cifar100")
@@ -263,7 +263,7 @@ def gpu_hours_table() -> str:
 def count_macs(arch: str) -> int:
     """Analytic MACs of one CIFAR-100 image."""
     from deepreshape.count import count
-    from deepreshape.spec import parse
+    from deepreshape.zoo import parse
 
     return count(parse(arch, dataset="cifar100")).macs
 

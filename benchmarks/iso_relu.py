@@ -34,7 +34,8 @@ from deepreshape.optimize.deepreduce import plan
 from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.reports import md_table
 from deepreshape.slotkinds.mask import proportional_masks
-from deepreshape.spec import NetSpec, parse
+from deepreshape.spec import NetSpec
+from deepreshape.zoo import parse
 
 
 def pairs(hrn: str = "hrn-5x7x2x", deepreduce: str = "hrn-5x5x3x", order: str = "3,2,4,1",

@@ -54,7 +54,8 @@ from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.pi.linkprofile import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, random_network
 from deepreshape.slotkinds.mask import proportional_masks
-from deepreshape.spec import NetSpec, parse
+from deepreshape.spec import NetSpec
+from deepreshape.zoo import parse
 
 DEFAULT_ARCHS = ("resnet18-m16", "hrn-2x5x2x", "hrn-5x7x2x")
 OVERHEAD_TARGET = 0.05

@@ -34,8 +34,8 @@ from deepreshape.build import build
 from deepreshape.cli.common import table
 from deepreshape.data import Dataset, load_dataset
 from deepreshape.optimize.snl import attach_masks, mask_l1, soft_relus
-from deepreshape.spec import parse
 from deepreshape.train import Recipe, train
+from deepreshape.zoo import parse
 
 MODES = ("plain", "plain+kd", "snl-mask")
 

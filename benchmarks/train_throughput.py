@@ -44,7 +44,6 @@ from torch import nn
 
 from deepreshape.build import build
 from deepreshape.data import BatchLoader
-from deepreshape.spec import parse
 from deepreshape.train import (
     AMP_MODES,
     Dist,
@@ -57,6 +56,7 @@ from deepreshape.train import (
     seed_everything,
     synchronize,
 )
+from deepreshape.zoo import parse
 
 MEAN = (0.5071, 0.4865, 0.4409)  # CIFAR-100
 STD = (0.2673, 0.2564, 0.2762)

@@ -16,7 +16,7 @@ from deepreshape.pi import calibration as K  # noqa: E402
 from deepreshape.pi.costs import costmodel as C  # noqa: E402
 from deepreshape.pi.costs import he  # noqa: E402
 from deepreshape.pi.linkprofile import LinkProfile  # noqa: E402
-from deepreshape.spec import parse  # noqa: E402
+from deepreshape.zoo import parse  # noqa: E402
 
 TRUE = {  # plausible Cheetah-like costs, to be recovered from synthetic measurements
     "latency_s": {"relus": 1.2e-5, "relu_layers": 0.01, "he_sent": 0.01, "he_response": 0.02,

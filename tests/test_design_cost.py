@@ -23,7 +23,8 @@ from deepreshape.design.solver import design, exact_coefficients
 from deepreshape.errors import UsageError
 from deepreshape.pi.costs import costmodel, he, linkcost
 from deepreshape.pi.linkprofile import PRESETS
-from deepreshape.spec import parse, relu_slots
+from deepreshape.spec import relu_slots
+from deepreshape.zoo import parse
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "design.md"
 HRN = ds.Family("hrn-2x2x2x", (2, 2, 2, 2), 32, 100)

@@ -18,7 +18,8 @@ from deepreshape.pi.records import (
     read_results,
     write_result,
 )
-from deepreshape.spec import parse, relu_slots
+from deepreshape.spec import relu_slots
+from deepreshape.zoo import parse
 
 SMALL = "resnet18-m2-d1,1,1,1"  # on digits: stages at 16x16, 8x8, 4x4, 2x2
 
@@ -144,7 +145,7 @@ def test_a_measurement_over_a_link_stores_the_link_models_prediction() -> None:
     from deepreshape.pi.costs import linkcost
     from deepreshape.pi.linkprofile import LinkProfile
     from deepreshape.pi.measure import _predicted
-    from deepreshape.spec import parse
+    from deepreshape.zoo import parse
 
     spec = parse("resnet18-m8-d1,1,1,1", dataset="digits")
     wan = LinkProfile(400e6, 0.04)

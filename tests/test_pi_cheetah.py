@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from deepreshape.count import count
 from deepreshape.pi.costs import he
-from deepreshape.spec import parse
+from deepreshape.zoo import parse
 
 
 def _cdiv(a: int, b: int) -> int:

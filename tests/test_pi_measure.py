@@ -23,7 +23,8 @@ from deepreshape.pi import measure as M  # noqa: E402
 from deepreshape.pi.export import export_model  # noqa: E402
 from deepreshape.pi.linkprofile import LinkProfile  # noqa: E402
 from deepreshape.rundir.run import load_run  # noqa: E402
-from deepreshape.spec import parse, relu_slots  # noqa: E402
+from deepreshape.spec import relu_slots  # noqa: E402
+from deepreshape.zoo import parse  # noqa: E402
 
 pytestmark = pytest.mark.pi
 

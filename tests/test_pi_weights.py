@@ -20,7 +20,7 @@ from deepreshape.pi import channel, party  # noqa: E402
 from deepreshape.pi import engine as E  # noqa: E402
 from deepreshape.pi.costs import costmodel, he  # noqa: E402
 from deepreshape.pi.export import conv2d  # noqa: E402
-from deepreshape.spec import parse  # noqa: E402
+from deepreshape.zoo import parse  # noqa: E402
 
 pytestmark = pytest.mark.pi
 

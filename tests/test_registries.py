@@ -16,9 +16,9 @@ from deepreshape.cli.main import main
 from deepreshape.datasets import DATASETS, DatasetInfo
 from deepreshape.errors import UsageError
 from deepreshape.pi.protocols import PROTOCOLS, Engine, Protocol
-from deepreshape.spec import parse
 from deepreshape.sweep.backends import BACKENDS, Backend, BackendFactory, make_backend
 from deepreshape.sweep.execute import run_point
+from deepreshape.zoo import parse
 
 ARCH = "resnet18-m2-d1,1,1,1"
 

@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from deepreshape import UsageError, build, parse
-from deepreshape.spec import NetSpec, regnetx_stages, relu_slots
+from deepreshape.spec import NetSpec, relu_slots
+from deepreshape.zoo import regnetx_stages
 
 
 @pytest.mark.parametrize(("key", "widths", "depths"), [
@@ -24,7 +25,7 @@ def test_regnetx_widths_and_depths(key: str, widths: list[int], depths: list[int
     spec = parse(f"regnetx-{key}")
     assert list(spec.stage_widths) == widths and list(spec.depths) == depths
     assert spec.stem.width == 32 and spec.stages[0].stride == 1
-    from deepreshape.spec import REGNETX
+    from deepreshape.zoo import REGNETX
 
     assert regnetx_stages(*REGNETX[key]) == (widths, depths)
 

@@ -10,8 +10,8 @@ import pytest
 
 from deepreshape.cli.main import main
 from deepreshape.count import count
-from deepreshape.spec import parse
 from deepreshape.sweep import SweepError, expand_pattern, load, load_sweep, paper_names
+from deepreshape.zoo import parse
 
 SWEEP = """
 name = "t"

@@ -19,7 +19,6 @@ from deepreshape.data import BatchLoader, Dataset, load_dataset
 from deepreshape.errors import UsageError
 from deepreshape.optimize.snl import LambdaSchedule, LearnableMask, attach_masks, mask_l1, soft_relus
 from deepreshape.rundir.run import load_run
-from deepreshape.spec import parse
 from deepreshape.train import (
     Dist,
     GlobalBatchNorm2d,
@@ -39,6 +38,7 @@ from deepreshape.train import (
     train,
     use_fast_kernels,
 )
+from deepreshape.zoo import parse
 
 TINY = "resnet18-m4-d1,1,1,1"
 SPEC = parse(TINY, dataset="digits")

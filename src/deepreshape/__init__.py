@@ -18,7 +18,8 @@ from typing import Any
 
 from deepreshape.count import Counts, count, count_module
 from deepreshape.errors import DeepReshapeError, UsageError
-from deepreshape.spec import NetSpec, list_models, parse
+from deepreshape.spec import NetSpec
+from deepreshape.zoo import list_models, parse
 
 __version__ = "0.1.0"
 

@@ -252,6 +252,6 @@ def build(spec: NetSpec) -> Net:
 
 def create_model(name: str, **kwargs) -> Net:
     """timm-style: parse a zoo name (with `parse`'s keyword overrides) and build it."""
-    from deepreshape.spec import parse
+    from deepreshape.zoo import parse
 
     return build(parse(name, **kwargs))

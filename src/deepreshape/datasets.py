@@ -1,7 +1,7 @@
 """The registry of data sets: what each fixes (shapes, sizes, statistics) and its reader.
 
 A data set is a `DatasetInfo` in `DATASETS` (entry-point group ``deepreshape.datasets``).
-Specs (`spec.parse(name, dataset=...)`), CLI ``--dataset`` choices, sweep validation and
+Specs (`zoo.parse(name, dataset=...)`), CLI ``--dataset`` choices, sweep validation and
 dry-run sizes read it; `deepreshape.data.load_dataset` calls its reader. This module is
 light on purpose (no torch, no numpy): `deepreshape count` and the spec layer import it,
 and a reader is imported only when a data set is loaded.

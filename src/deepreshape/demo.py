@@ -25,8 +25,8 @@ from deepreshape import fileio
 from deepreshape.count import count
 from deepreshape.rundir import schema
 from deepreshape.rundir.schema import read_json
-from deepreshape.spec import parse
 from deepreshape.train import Recipe, train
+from deepreshape.zoo import parse
 
 DATASET = "digits"
 PAPER_ORDER = "3,2,4,1"

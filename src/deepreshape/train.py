@@ -44,7 +44,8 @@ from deepreshape.rundir.run import (
     versions,
     writer_lock,
 )
-from deepreshape.spec import NetSpec, parse
+from deepreshape.spec import NetSpec
+from deepreshape.zoo import parse
 
 
 @dataclass

@@ -38,7 +38,7 @@ def int_list(text: str) -> list[int]:
 
 
 def spec_kwargs(args: argparse.Namespace) -> dict:
-    """Keyword arguments for `spec.parse` from the shape and override options."""
+    """Keyword arguments for `zoo.parse` from the shape and override options."""
     kw = {"dataset": args.dataset, "input_size": args.input_size, "num_classes": args.num_classes}
     for key in ("depths", "widths"):
         if getattr(args, key, None) is not None:

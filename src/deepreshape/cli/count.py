@@ -13,7 +13,7 @@ from deepreshape.cli.common import (
     table,
 )
 from deepreshape.count import count
-from deepreshape.spec import parse
+from deepreshape.zoo import parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:

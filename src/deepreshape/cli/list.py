@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from deepreshape.cli.common import print_json, table
-from deepreshape.spec import OVERRIDE_FORMS, list_models
+from deepreshape.zoo import OVERRIDE_FORMS, list_models
 
 
 def register(sub: argparse._SubParsersAction) -> None:

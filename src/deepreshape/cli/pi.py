@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _estimate(args: argparse.Namespace) -> int:
     from deepreshape.pi.costs import costmodel, linkcost
-    from deepreshape.spec import parse
+    from deepreshape.zoo import parse
 
     protocol = args.protocol or DEFAULT_PROTOCOL
     spec = parse(args.estimate, **spec_kwargs(args))

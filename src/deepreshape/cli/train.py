@@ -13,8 +13,8 @@ from deepreshape.cli.common import (
     run_options,
 )
 from deepreshape.datasets import DATASETS
-from deepreshape.spec import parse
 from deepreshape.train import train
+from deepreshape.zoo import parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -52,7 +52,8 @@ import numpy as np
 
 from deepreshape.count import Counts, count
 from deepreshape.errors import UsageError
-from deepreshape.spec import NetSpec, parse
+from deepreshape.spec import NetSpec
+from deepreshape.zoo import parse
 
 VARY = ("width", "depth", "both")
 DEFAULT_MULT_BOUNDS = (2, 16)

@@ -30,7 +30,8 @@ import numpy as np
 
 from deepreshape.count import count, layer_table
 from deepreshape.errors import UsageError
-from deepreshape.spec import NetSpec, parse
+from deepreshape.spec import NetSpec
+from deepreshape.zoo import parse
 
 _PROBES = ((5, (3, 7, 11, 13, 17, 19, 23)), (7, (5, 3, 13, 11, 19, 17, 29)))
 _CHECK = (6, (2, 5, 3, 2, 3, 2, 2))

@@ -52,8 +52,9 @@ from deepreshape.errors import UsageError
 from deepreshape.options import with_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, load_run
-from deepreshape.spec import DEFAULT_DATASET, NetSpec, parse, relu_slots
+from deepreshape.spec import DEFAULT_DATASET, NetSpec, relu_slots
 from deepreshape.train import Recipe
+from deepreshape.zoo import parse
 
 PIPELINES = ("deepreduce", "hrn")
 STEPS = ("cull", "thin", "reshape", "reuse")

@@ -20,7 +20,8 @@ from deepreshape.pi.costs.costmodel import TARGET_REL_ERR, CostModel, Network, f
 from deepreshape.pi.linkprofile import LinkProfile
 from deepreshape.pi.measure import machine_info, measure_spec, now
 from deepreshape.pi.protocols import PROTOCOLS, default_weights
-from deepreshape.spec import NetSpec, parse, relu_slots
+from deepreshape.spec import NetSpec, relu_slots
+from deepreshape.zoo import parse
 
 
 def _net(arch: str, size: int, **slots: str) -> Network:

@@ -14,8 +14,9 @@ from typing import Any
 
 from deepreshape.count import count
 from deepreshape.datasets import DATASETS
-from deepreshape.spec import NetSpec, parse
+from deepreshape.spec import NetSpec
 from deepreshape.sweep.sweepfile import Point, Sweep
+from deepreshape.zoo import parse
 
 # Training images per epoch of each data set (standard splits; digits: the 80% split).
 # Assumed sustained training rate of one modern GPU in bf16 (MACs per second); rough.

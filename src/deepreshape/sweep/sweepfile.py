@@ -255,7 +255,7 @@ def digest(obj: Any, n: int = 6) -> str:
 
 
 def _arch_names(exp: dict, name: str, where: str, dataset: str) -> list[str]:
-    from deepreshape.spec import parse
+    from deepreshape.zoo import parse
 
     arch = exp.get("arch")
     if isinstance(arch, str):

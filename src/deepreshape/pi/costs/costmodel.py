@@ -54,7 +54,8 @@ from deepreshape.errors import UsageError
 from deepreshape.fileio import write_json
 from deepreshape.pi.costs.he import HE_COUNTS, directions, layer_counts
 from deepreshape.pi.protocols import PROTOCOLS, default_weights
-from deepreshape.spec import NetSpec, parse, relu_slots
+from deepreshape.spec import NetSpec, relu_slots
+from deepreshape.zoo import parse
 
 STAGE_FEATURES = ("relus", "macs", "relu_layers", "linear_layers", "params", "activations",
                   "masked_relus", *HE_COUNTS)
