@@ -35,6 +35,10 @@ link. Coefficients are keyed by protocol and weights mode (`setting`).
 `literature` is a second, independent estimate: Delphi-style HE + garbled circuits with
 the per-ReLU and per-MAC constants that Garimella et al. (ASPLOS 2023) measured, labelled
 as such; it is not a measurement of SPU.
+
+One module on purpose (about 580 lines): features, fit, prediction and the shipped file's
+format share one feature vocabulary and change together; splitting them would spread one
+change over several files.
 """
 
 from __future__ import annotations
