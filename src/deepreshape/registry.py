@@ -83,8 +83,8 @@ class Registry(Generic[T]):
         self._load_plugins()
         if name in self._members:
             return self._members[name]
-        if name in self._lazy:
-            target = self._lazy.pop(name)
+        if name in self._lazy:  # kept in _lazy too: `names()` keeps the built-ins' order
+            target = self._lazy[name]
             module, _, attr = target.partition(":")
             member = getattr(importlib.import_module(module), attr)
             self._members[name] = self._checked(member, name, target)
