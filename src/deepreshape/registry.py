@@ -68,6 +68,7 @@ class Registry(Generic[T]):
         """Remove a member (tests, and plugins that replace one at run time)."""
         self._members.pop(name, None)
         self._lazy.pop(name, None)
+        self._plugin_names.discard(name)  # a plugin put back later loads again
 
     # ----------------------------------------------------------------- reading
 

@@ -95,6 +95,8 @@ class Method:
     - `implicit`: runs for every network of every experiment without a table (`train`).
     - `makes_run`: its points are run directories that `pi` and `eval` can measure
       (``of = ["train", "NAME"]``) and that give one results row each.
+    - `measures`: its points read other methods' runs (`pi`, `eval`): a sweep expands it
+      after every method that makes runs, so ``of`` can name a plugin's method.
     - `result_file`: the schema file whose presence in the point's run means "finished".
     - `ddp`: a sweep may run its points as several DDP processes.
     """
@@ -109,6 +111,7 @@ class Method:
     tags: tuple[str, ...] = ()
     implicit: bool = False
     makes_run: bool = False
+    measures: bool = False
     result_file: JsonFile | None = None
     ddp: bool = False
 

@@ -13,6 +13,7 @@ class Eval(Method):
     display = "evaluation"
     entry = "deepreshape.evaluate:evaluate_run"
     cli = "deepreshape.cli.eval"
+    measures = True
     keys = {"of": "which runs: train and run-making methods (default [train])"}
 
     def styles(self) -> list:

@@ -4,6 +4,7 @@ the results row of the run it measured, per (protocol, link)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,11 @@ def link_key(link: str | None) -> str:
     return parse_link(link or "loopback")
 
 
+def _axis(value: Any) -> list:
+    """A table value that may be one value or a list of them (an axis)."""
+    return list(value) if isinstance(value, list) else [value]
+
+
 def protocol_names() -> list[str]:
     """The registered PI protocols' names."""
     from deepreshape.pi.protocols import PROTOCOLS
@@ -32,7 +38,9 @@ class Pi(Method):
     display = "secure inference"
     entry = "deepreshape.pi.measure:measure_run"
     cli = "deepreshape.cli.pi"
-    keys = {"protocol": "cheetah or semi2k", "link": "loopback, lan, wan or RATE:RTT",
+    measures = True
+    keys = {"protocol": "cheetah or semi2k, or a list of them",
+            "link": "loopback, lan, wan or RATE:RTT, or a list of them",
             "samples": "test images checked against plaintext", "repeats": "timed repeats",
             "of": "which runs: train and run-making methods (default [train])"}
 
@@ -42,22 +50,28 @@ class Pi(Method):
     def check(self, table: dict, ctx: ExpandContext) -> None:
         check_of(table, ctx, "pi")
         valid = protocol_names()
-        if table.get("protocol", "cheetah") not in valid:
-            raise ctx.fail("pi.protocol", f"must be {' or '.join(valid)}")
-        if table.get("link") is not None:
+        for protocol in _axis(table.get("protocol", "cheetah")):
+            if protocol not in valid:
+                raise ctx.fail("pi.protocol", f"must be {' or '.join(valid)} (or a list of them)")
+        for link in _axis(table.get("link")):
             from deepreshape.errors import UsageError
 
             try:
-                link_key(table["link"])
+                link_key(link)
             except UsageError as e:
                 raise ctx.fail("pi.link", str(e)) from None
 
     def expand(self, table: dict, ctx: ExpandContext) -> None:
-        s = {"protocol": table.get("protocol", "cheetah"), "link": table.get("link"),
-             "samples": table.get("samples", 2), "repeats": table.get("repeats", 1)}
-        for target in of_targets(table, ctx):
-            ctx.add(self.name, s, (target,), target,
-                    id=f"{target}#pi-{s['protocol']}-{s['link'] or 'loopback'}")
+        """One point per measured run and (protocol, link): `protocol` and `link` may be
+        lists, measured as a product."""
+        for protocol, link in itertools.product(_axis(table.get("protocol", "cheetah")),
+                                                _axis(table.get("link"))):
+            link = None if link == "loopback" else link
+            s = {"protocol": protocol, "link": link, "samples": table.get("samples", 2),
+                 "repeats": table.get("repeats", 1)}
+            for target in of_targets(table, ctx):
+                ctx.add(self.name, s, (target,), target,
+                        id=f"{target}#pi-{s['protocol']}-{s['link'] or 'loopback'}")
 
     def run(self, point: Any, root: Path, options: Any) -> dict:
         measure_run = self.entry_function()

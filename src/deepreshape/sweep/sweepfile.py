@@ -304,8 +304,8 @@ def _expand_experiment(exp: dict, name: str, where: str, sweep: Sweep, shared_re
                        shared_seeds: list[int], points: dict[str, Point],
                        trained: dict[tuple[str, int], str], pending: list) -> None:
     """Expand one experiment: for every (arch, seed, recipe), each registered method with a
-    table (and the implicit `train`) adds its points, in registry order, so a method sees
-    the points of the methods before it (`ExpandContext.produced`)."""
+    table (and the implicit `train`) adds its points, in registry order (measuring methods
+    last), so a method sees the points of the methods before it (`ExpandContext.produced`)."""
     from deepreshape.methods import METHODS, ExpandContext
 
     archs = _arch_names(exp, name, where, sweep.dataset)
@@ -319,7 +319,8 @@ def _expand_experiment(exp: dict, name: str, where: str, sweep: Sweep, shared_re
         raise _fail(where, name, "teacher", "must be an architecture name trained by this sweep")
     if teacher is not None:
         teacher = _arch_names({"arch": teacher}, name, where, sweep.dataset)[0]
-    methods = list(METHODS)
+    # registry order, except that methods measuring others' runs (pi, eval) come last
+    methods = sorted(METHODS, key=lambda m: m.measures)
     tables = {m.name: _method_table(exp, m, name, where) for m in methods}
 
     def add(p: Point) -> str:
