@@ -23,6 +23,7 @@ from typing import Any
 
 from deepreshape import fileio
 from deepreshape.count import count
+from deepreshape.rundir import schema
 from deepreshape.rundir.run import read_json
 from deepreshape.spec import parse
 from deepreshape.train import Recipe, train
@@ -322,7 +323,7 @@ def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
     rows = []
     for d in find_runs([runs]):
         run = load_run(d)
-        r = read_json(d / "results.json", "results.json")
+        r = schema.RESULTS.read(d)
         pi = pi_results(d)[0].get("cheetah-loopback") or {}  # the demo measures loopback
         est = estimates.get(d.resolve(), {})
         method = method_of(run.config)

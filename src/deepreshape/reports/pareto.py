@@ -44,7 +44,8 @@ from deepreshape.reports.readers import (
     run_dataset,
     run_name,
 )
-from deepreshape.rundir.run import CONFIG, RESULTS, Run, load_run
+from deepreshape.rundir import schema
+from deepreshape.rundir.run import Run, load_run
 
 PEER_SETS = ("cifar100", "cifar10", "tinyimagenet")
 PEER_CHOICES = ("auto", *PEER_SETS, "none")
@@ -133,9 +134,9 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         if not p.exists():
             raise UsageError(f"{p}: no such file or directory")
         p = p.parent if p.is_file() else p
-        for res in sorted(p.rglob(RESULTS)):
+        for res in sorted(p.rglob(schema.RESULTS.name)):
             d = res.parent
-            if (d / CONFIG).is_file():
+            if schema.CONFIG.exists(d):
                 found.setdefault(d.resolve(), d)
     if not found:
         raise UsageError(f"no run directories (config.json + results.json) under "
