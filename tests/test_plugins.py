@@ -79,7 +79,6 @@ def test_the_plugin_is_a_method_a_command_and_a_sweep_key(plugin: Path, tmp_path
     assert "\n" not in err and "'halve.epochs'" in err and "valid: none" in err
 
 
-@pytest.mark.slow
 def test_the_plugin_works_from_the_cli_sweep_report_and_pareto(plugin: Path, tmp_path: Path,
                                                                capsys, monkeypatch, one_thread) -> None:
     """The doc's commands, in its order: the plugin's own command runs in a fresh process
