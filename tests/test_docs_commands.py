@@ -224,6 +224,14 @@ CHECKS = {
     "deepreshape eval runs/hrn-kd --json": "needs-data",
     "deepreshape train hrn-2x5x2x-m8 --epochs 10 --batch-size 64 --lr 0.05": "shortened",
     "deepreshape train resnet18 --out runs/resnet18 --resume --epochs 200": "shortened",
+    # docs/extending.md's plugin example: tests/test_plugins.py runs these, with the plugin
+    # the doc shows installed in a temporary site directory
+    "deepreshape train resnet18-m2-d1,1,1,1 --dataset digits --limit 200 --epochs 2 --out runs/base "
+    "--quiet": "plugin",
+    "deepreshape halve runs/base --out runs/half --quiet": "plugin",
+    "deepreshape report runs/half": "plugin",
+    "deepreshape pareto runs --out pareto.png": "plugin",
+    "deepreshape sweep halve.toml --out sweeps/halve --backend local --quiet": "plugin",
 }
 # Pure computations (no run, no data): every such command the docs show is "fast".
 FAST = re.compile(r"^deepreshape (list|count|design|pi --estimate)\b")

@@ -147,9 +147,9 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
         n: count(parse(n, dataset="cifar100")).to_dict()
         for n in ("resnet18", "hrn-5x7x2x", "wrn22x8", "regnetx-400mf")})
 
-    def _train(key: str, arch: str) -> dict:
+    def _train(key: str, arch: str, tag: dict | None = None) -> dict:
         r = train(arch, data, recipe=recipe, out=runs / key, quiet=quiet, resume=True,
-                  label=f"demo: {key} {arch}")
+                  label=f"demo: {key} {arch}", tag=tag)
         steps.say(f"      {arch}: {r.final_acc:.1f}% test accuracy (final epoch)")
         return {"run": str(runs / key), "arch": arch, "acc": r.final_acc}
 
@@ -183,7 +183,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
                 "chosen": chosen.name}
     design = steps.run("design", f"DeepReShape: HRNs for the measured order {order}", _design)
     hrn = steps.run("hrn", f"train the HRN {design['chosen']} ({_epochs(plan.epochs)})",
-                    lambda: _train("hrn", design["chosen"]))
+                    lambda: _train("hrn", design["chosen"], DEEPRESHAPE_TAG | {"order": order}))
 
     def _reduce() -> dict:
         from deepreshape.optimize.deepreduce import deepreduce
@@ -280,10 +280,18 @@ def _private_inference(run_dirs: list[str], samples: int, say: Callable[[str], N
     return res
 
 
+DEEPRESHAPE_TAG = {"name": "deepreshape"}
+"""The config method tag of a network DeepReShape designed (the HRN the demo trains): the
+`train` method labels such runs "DeepReShape" in reports and Pareto plots."""
+
+
 def method_of(config: dict) -> str:
-    """What produced a run, from its config's method tag, in words."""
+    """What produced a run, from its config's method tag (recorded once, by whoever made
+    the run), in words."""
     m = config.get("method") or {}
     name = m.get("name", "baseline")
+    if name == DEEPRESHAPE_TAG["name"]:
+        return f"DeepReShape HRN (order {m.get('order')})"
     if name == "criticality":
         return f"criticality probe (stage{m.get('stage')} only{', KD' if m.get('kd') else ''})"
     if name == "snl":
@@ -318,8 +326,7 @@ def _summary(out: Path, runs: Path, plan: DemoPlan, steps: _Steps, crit: dict,
         r = schema.RESULTS.read(d)
         pi = pi_results(d)[0].get("cheetah-loopback") or {}  # the demo measures loopback
         est = estimates.get(d.resolve(), {})
-        method = (f"DeepReShape HRN (order {crit['order']})"
-                  if d.resolve() == (runs / "hrn").resolve() else method_of(run.config))
+        method = method_of(run.config)
         rows.append({"run": str(d.relative_to(out)), "method": method,
                      "arch": run_name(run), "relus": r["relus"], "macs": r["macs"],
                      "acc": r["final_acc"], "epochs": r.get("epochs"),

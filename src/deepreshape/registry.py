@@ -68,6 +68,7 @@ class Registry(Generic[T]):
         """Remove a member (tests, and plugins that replace one at run time)."""
         self._members.pop(name, None)
         self._lazy.pop(name, None)
+        self._plugin_names.discard(name)  # a plugin put back later loads again
 
     # ----------------------------------------------------------------- reading
 
@@ -83,8 +84,8 @@ class Registry(Generic[T]):
         self._load_plugins()
         if name in self._members:
             return self._members[name]
-        if name in self._lazy:
-            target = self._lazy[name]  # kept, so `names` keeps the built-ins' order
+        if name in self._lazy:  # kept in _lazy too: `names()` keeps the built-ins' order
+            target = self._lazy[name]
             module, _, attr = target.partition(":")
             member = getattr(importlib.import_module(module), attr)
             self._members[name] = self._checked(member, name, target)

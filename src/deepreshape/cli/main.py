@@ -2,7 +2,9 @@
 
 Each module `deepreshape/cli/<name>.py` (other than this one) defines
 `register(subparsers) -> None`, which adds its sub-parser and sets `func=run` on it,
-where `run(args) -> int | None`.
+where `run(args) -> int | None`. A registered method (`deepreshape.methods.METHODS`, a
+plugin's included) whose name is not such a module adds its command through
+`Method.register_cli`, so a pip-installed method is a `deepreshape` command too.
 """
 
 from __future__ import annotations
@@ -25,12 +27,26 @@ _ORDER = ["list", "count", "design", "train", "eval", "criticality", "reduce", "
           "pareto", "report", "demo"]
 
 
-def command_names() -> list[str]:
-    """The sub-commands (modules of `deepreshape.cli`), in `deepreshape --help` order."""
+def module_commands() -> list[str]:
+    """The sub-commands that are modules of `deepreshape.cli`, in `deepreshape --help` order."""
     import deepreshape.cli as pkg
 
     names = [m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name not in ("main", "common")]
     return sorted(names, key=lambda n: (_ORDER.index(n) if n in _ORDER else len(_ORDER), n))
+
+
+def method_commands() -> list[str]:
+    """The registered methods' commands that are not modules of `deepreshape.cli` (plugins)."""
+    from deepreshape.methods import METHODS
+
+    modules = set(module_commands())
+    return [n for n in METHODS.names() if n not in modules]
+
+
+def command_names() -> list[str]:
+    """Every sub-command, in `deepreshape --help` order (the modules', then the plugin
+    methods')."""
+    return [*module_commands(), *method_commands()]
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -79,10 +95,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = module_commands()
     for name in [only] if only else command_names():
-        module = importlib.import_module(f"deepreshape.cli.{name}")
-        if hasattr(module, "register"):
-            module.register(sub)
+        if name in modules:
+            module = importlib.import_module(f"deepreshape.cli.{name}")
+            if hasattr(module, "register"):
+                module.register(sub)
+        else:
+            from deepreshape.methods import METHODS
+
+            METHODS.get(name).register_cli(sub)
     return parser
 
 
@@ -98,7 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     first = next((a for a in argv if not a.startswith("-")), None)
     debug = "--debug" in argv
     try:
-        parser = build_parser(first if first in command_names() else None)
+        # one command's module only (`count` must not pay for torch); the methods' registry
+        # is read only when the word is not a module of this package
+        known = first in module_commands() or (first is not None and first in method_commands())
+        parser = build_parser(first if known else None)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()

@@ -13,16 +13,26 @@ from pathlib import Path
 from typing import Any
 
 from deepreshape import fileio
+from deepreshape.methods.base import OTHER_STYLE
 
-# One colour and marker per method, the same in every plot.
-METHOD_STYLE: dict[str, tuple[str, str]] = {
-    "baseline": ("#1f77b4", "o"),
-    "criticality probe": ("#7f7f7f", "x"),
-    "DeepReDuce": ("#ff7f0e", "s"),
-    "ReLU-reuse": ("#2ca02c", "^"),
-    "SNL": ("#d62728", "D"),
-}
-OTHER_STYLE = ("#9467bd", "P")
+
+def method_styles() -> dict[str, tuple[str, str]]:
+    """One colour and marker per method label, the same in every plot, in legend order:
+    each method's `Method.styles` (`deepreshape.methods.METHODS`, plugins included)."""
+    from deepreshape.methods import styles
+
+    return styles()
+
+
+def method_style(label: str) -> tuple[str, str]:
+    """(colour, marker) of a method label; `OTHER_STYLE` for one no method claims."""
+    return method_styles().get(label, OTHER_STYLE)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "METHOD_STYLE":  # the registry's styles, read when asked (plugins included)
+        return method_styles()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def figure(**kw: Any) -> Any:

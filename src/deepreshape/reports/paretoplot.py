@@ -3,10 +3,10 @@
 Reads run directories only (`config.json`, `results.json`, and for latency and bytes one
 secure-inference result per run over one (protocol, link): runs measured over another link
 are skipped, never mixed in). Every point carries a number, a short display name and its
-method (baseline, criticality probe, DeepReDuce, ReLU-reuse, SNL: one colour and marker
-each); the key beside the plot lists them. Criticality probes are drawn apart and never on
-the frontier: they measure stages, they are not designs. Writes the PNG and the same table
-as CSV and JSON, atomically.
+method (baseline, DeepReShape, criticality probe, DeepReDuce, ReLU-reuse, SNL, a plugin's:
+one colour and marker each, from `deepreshape.methods.METHODS`); the key beside the plot
+lists them. Criticality probes are drawn apart and never on the frontier: they measure
+stages, they are not designs. Writes the PNG and the same table as CSV and JSON, atomically.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from typing import Any
 
 from deepreshape import fileio
 from deepreshape.errors import UsageError
+from deepreshape.methods import METHODS
 from deepreshape.pi.records import parse_link, pick
 from deepreshape.reports.figures import (
-    METHOD_STYLE,
     OTHER_STYLE,
     clip,
     figure,
     log_if_wide,
+    method_styles,
     readable_ticks,
     save,
 )
@@ -50,7 +51,7 @@ PEER_SETS = ("cifar100", "cifar10", "tinyimagenet")
 PEER_CHOICES = ("auto", *PEER_SETS, "none")
 ACC_LABEL = "top-1 accuracy (%)"
 OWN_CONVENTION = "stem counted"  # deepreshape counts every ReLU (stage1 includes the stem)
-PROBE = "criticality probe"
+PROBE = METHODS.get("criticality").display  # probes are drawn apart, never on the frontier
 
 
 @dataclass(frozen=True)
@@ -533,10 +534,11 @@ def _plot_pareto(res: ParetoResult) -> Path:
         handles.append(Line2D([], [], color="k", lw=1.2, alpha=0.6,
                               label=f"Pareto frontier of the designs ({len(front)}, numbers "
                                     "starred in the key)"))
-    kinds = sorted({r.method for r in res.rows}, key=lambda m: (m not in METHOD_STYLE,
-                   list(METHOD_STYLE).index(m) if m in METHOD_STYLE else 0, m))
+    style = method_styles()
+    kinds = sorted({r.method for r in res.rows}, key=lambda m: (m not in style,
+                   list(style).index(m) if m in style else 0, m))
     for kind in kinds:
-        color, marker = METHOD_STYLE.get(kind, OTHER_STYLE)
+        color, marker = style.get(kind, OTHER_STYLE)
         pts = [r for r in res.rows if r.method == kind]
         probe = kind == PROBE
         ax.scatter([r.x / axis.scale for r in pts], [r.acc for r in pts], s=36 if probe else 44,

@@ -21,10 +21,20 @@ from deepreshape.pi.records import (
     record_link,
     result_key,
 )
+from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run
 
-CRITICALITY_JSON, SNL_JSON, REDUCE_JSON = "criticality.json", "snl.json", "reduce.json"
-METHODS = ("baseline", "criticality probe", "DeepReDuce", "ReLU-reuse", "SNL")
+# the file names runreport still joins by hand (until it reads through rundir.schema)
+CRITICALITY_JSON, SNL_JSON, REDUCE_JSON = schema.CRITICALITY.name, schema.SNL.name, schema.REDUCE.name
+
+
+
+def method_labels() -> list[str]:
+    """Every label a run's method can have (baseline, DeepReShape, criticality probe,
+    DeepReDuce, ReLU-reuse, SNL, and the plugins'), from `deepreshape.methods.METHODS`."""
+    from deepreshape.methods import styles
+
+    return list(styles())
 
 
 # --------------------------------------------------------------------------- small readers
@@ -127,13 +137,17 @@ def method_tag(run: Run) -> dict:
 
 
 def method_kind(run: Run) -> str:
-    """Which kind of network a run is: baseline, criticality probe, DeepReDuce, ReLU-reuse,
-    SNL (or the tag's own name for anything else)."""
-    name = str(method_tag(run).get("name") or "baseline").lower()
-    if name == "deepreduce":
-        reuse = any(run.spec.slot_kind(a).kind == "reuse" for a, _ in run.spec.slots)
-        return "ReLU-reuse" if reuse else "DeepReDuce"
-    return {"baseline": "baseline", "criticality": "criticality probe", "snl": "SNL"}.get(name, name)
+    """Which kind of network a run is, as reports and Pareto legends label it: read from
+    one place, the ``method`` tag its maker wrote in its config, and named by the method
+    that claims the tag (`Method.label`: baseline, DeepReShape, criticality probe,
+    DeepReDuce, ReLU-reuse, SNL, a plugin's display name), or the tag's own name."""
+    from deepreshape.methods import method_of_tag
+
+    tag = method_tag(run)
+    method = method_of_tag(tag)
+    if method is None:
+        return str(tag.get("name") or "baseline")
+    return method.label(tag, run.spec)
 
 
 def run_name(run: Run) -> str:
@@ -157,5 +171,5 @@ def protocol_of(key: str) -> str:
     return key.partition("-")[0]
 
 
-__all__ = ["METHODS", "criticality_summary", "link_label", "method_kind", "nan", "num",
+__all__ = ["criticality_summary", "link_label", "method_kind", "method_labels", "nan", "num",
            "pi_results", "pi_summary", "protocol_of", "read_optional", "run_dataset", "run_name"]

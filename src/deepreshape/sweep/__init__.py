@@ -6,8 +6,11 @@
     sweep_report("sweeps/fig6")                        # results.csv/json, Pareto plots
 
 Layers: `sweepfile` (parse, expand axes, dependency graph) -> `execute` (one point,
-calling the methods with one `RunOptions`) -> `backends` (local, Ray, submitit) ->
-`runner` (the driver, sweep.json) -> `results`. The CLI (`deepreshape sweep`) is thin.
+calling its method with one `RunOptions`) -> `backends` (local, Ray, submitit) ->
+`runner` (the driver, sweep.json; `state`) -> `table` (results and plots). What a method
+contributes (its table keys, points, run, "finished" check, result rows) comes from the
+registry `deepreshape.methods.METHODS`; no module here names a method. The CLI
+(`deepreshape sweep`) is thin.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Run one point: the function every backend calls, in this process or on a worker.
 
-It calls the method's Python entry point with one `RunOptions` (resume on, so an
+It calls the point's method (`deepreshape.methods.METHODS`: `Method.run`, which calls
+the method's Python entry point) with one `RunOptions` (resume on, so an
 interrupted point continues from its checkpoint and a finished one is reused), and
 returns an outcome dict instead of raising, so a failing point (NaN loss, bad data,
 out of memory) is one line in sweep.json and never stops the others.
@@ -37,7 +38,15 @@ def run_point(point: Point, root: str, sweep: dict[str, Any], threads: int = 1,
     runs a training method as that many DDP processes (one per GPU; gloo on CPU), started
     the way `torchrun` starts them.
     """
-    if procs > 1 and point.method in DDP_METHODS:
+    from deepreshape.errors import UsageError
+    from deepreshape.methods import METHODS
+
+    try:
+        method = METHODS.get(point.method)  # a plugin missing on this worker: this point fails
+    except UsageError as e:
+        return {"ok": False, "error": one_line(e), "seconds": 0.0,
+                "where": {"host": socket.gethostname(), "pid": os.getpid()}}
+    if procs > 1 and method.ddp:
         return _run_ddp(point, root, sweep, threads, device, procs)
     import torch
 
@@ -48,7 +57,7 @@ def run_point(point: Point, root: str, sweep: dict[str, Any], threads: int = 1,
     try:
         opts = RunOptions(seed=point.seed, device=device, data_dir=sweep.get("data_dir"),
                           limit=sweep.get("limit"), resume=True, quiet=True)
-        result = _METHODS[point.method](point, Path(root), opts)
+        result = method.run(point, Path(root), opts)
         return {"ok": True, "result": result, "seconds": time.time() - t0, "where": where}
     except Exception as e:  # isolated: reported as this point's failure
         return {"ok": False, "error": one_line(e), "seconds": time.time() - t0, "where": where}
@@ -56,86 +65,8 @@ def run_point(point: Point, root: str, sweep: dict[str, Any], threads: int = 1,
         torch.set_num_threads(old)
 
 
-def _recipe(values: dict | None, **defaults: Any):
-    from deepreshape.train import Recipe
-
-    return Recipe(**{**defaults, **(values or {})})
-
-
-def _train(p: Point, root: Path, opts: RunOptions) -> dict:
-    from deepreshape.train import train
-
-    s = p.settings
-    res = train(p.arch, recipe=_recipe(s["recipe"]), out=root / p.run,
-                teacher=root / s["teacher"] if s.get("teacher") else None,
-                options=opts.replace(dataset=s["dataset"]))
-    r = res.run.results if res.run is not None else {}
-    return {k: r.get(k) for k in ("final_acc", "best_acc", "relus", "macs", "params", "epochs")}
-
-
-def _criticality(p: Point, root: Path, opts: RunOptions) -> dict:
-    from deepreshape.optimize.criticality import criticality
-
-    s = p.settings
-    crit = criticality(root / p.deps[0], recipe=_recipe(s["recipe"]), out=root / p.run,
-                       plain=s["plain"], options=opts)
-    d = crit.to_dict()
-    return {"order": d.get("order"), "stages": d.get("stages")}
-
-
-def _reduce(p: Point, root: Path, opts: RunOptions) -> dict:
-    from deepreshape.optimize.deepreduce import deepreduce
-
-    s = dict(p.settings)
-    recipe = _recipe(s.pop("recipe"))
-    red = deepreduce(root / p.deps[0], recipe=recipe, out=root / p.run, options=opts, **s)
-    return {"networks": red.to_dict()["networks"]}
-
-
-def _snl(p: Point, root: Path, opts: RunOptions) -> dict:
-    from deepreshape.optimize.snl import snl
-
-    s = dict(p.settings)
-    kw: dict[str, Any] = {"granularity": s.pop("granularity", "pixel")}
-    if "mask_recipe" in s:
-        kw["mask_recipe"] = _recipe(s.pop("mask_recipe"), epochs=300, lr=1e-3, optimizer="adam",
-                                    weight_decay=0.0)
-    if "finetune" in s:
-        kw["finetune"] = _recipe(s.pop("finetune"), epochs=100, lr=1e-3)
-    for key, arg in (("lambda", "lam"), ("lambda_factor", "lam_factor"), ("lambda_after", "lam_after"),
-                     ("threshold", "threshold"), ("include_stem", "include_stem")):
-        if key in s:
-            kw[arg] = s.pop(key)
-    res = snl(root / p.deps[0], s.pop("budget"), out=root / p.run, options=opts, **kw)
-    return {"final_acc": res.final_acc, "relus": res.relus, "budget": res.budget,
-            "budget_reached": res.budget_reached}
-
-
-def _pi(p: Point, root: Path, opts: RunOptions) -> dict:
-    from deepreshape.pi.linkprofile import LinkProfile
-    from deepreshape.pi.measure import measure_run
-
-    s = p.settings
-    link = LinkProfile.parse(s["link"]) if s.get("link") else None
-    rec = measure_run(root / p.run, protocol=s["protocol"], samples=s["samples"],
-                      repeats=s["repeats"], link=link, options=opts) or {}
-    return {k: rec.get(k) for k in ("latency_s", "total_bytes", "setup_s", "argmax_agree_count")}
-
-
-def _eval(p: Point, root: Path, opts: RunOptions) -> dict:
-    from deepreshape.evaluate import evaluate_run
-
-    r = evaluate_run(root / p.run, options=opts)
-    return {k: r[k] for k in ("test_acc", "relus", "macs", "params")}
-
-
-_METHODS = {"train": _train, "criticality": _criticality, "reduce": _reduce, "snl": _snl,
-            "pi": _pi, "eval": _eval}
-
-
 # --------------------------------------------------------------------------- DDP
 
-DDP_METHODS = ("train", "criticality", "reduce", "snl")
 DDP_TIMEOUT_S = 7 * 24 * 3600  # a bound on one point's processes (a week)
 
 

@@ -9,7 +9,6 @@ an assumed sustained rate (`MACS_PER_GPU_S`), which is an assumption, not a meas
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 from deepreshape.count import count
@@ -21,32 +20,16 @@ from deepreshape.zoo import parse
 # Training images per epoch of each data set (standard splits; digits: the 80% split).
 # Assumed sustained training rate of one modern GPU in bf16 (MACs per second); rough.
 MACS_PER_GPU_S = 4e12
-SNL_MASK_OVERHEAD = 1.9  # a mask-phase epoch vs a plain one (benchmarks/snl.py measured 1.86x)
-SNL_DEFAULT_EPOCHS = (300, 100)  # mask phase, fine-tune (snl()'s defaults)
 
 
 def _spec(p: Point, dataset: str) -> NetSpec:
     return parse(p.arch, dataset=dataset)
 
 
-def _networks(p: Point, spec: NetSpec) -> int:
-    """How many trainings the point does."""
-    if p.method == "train":
-        return 1
-    if p.method == "criticality":
-        return len(spec.stages) * (2 if p.settings.get("plain", True) else 1)
-    if p.method == "reduce":
-        from deepreshape.optimize.deepreduce import plan
+def _method(p: Point):
+    from deepreshape.methods import METHODS
 
-        kw = {k: p.settings[k] for k in ("pipeline", "steps", "reuse_factors", "scale", "reshape")
-              if k in p.settings}
-        order = p.settings.get("order") or tuple(range(1, len(spec.stages) + 1))
-        with warnings.catch_warnings():  # skipped reuse factors: the run itself says so
-            warnings.simplefilter("ignore")
-            return sum(1 for n in plan(spec, order, **kw) if not n.baseline)
-    if p.method == "snl":
-        return 1
-    return 0
+    return METHODS.get(p.method)
 
 
 def dry_run_rows(sweep: Sweep, predict: bool = True) -> list[dict[str, Any]]:
@@ -61,12 +44,13 @@ def dry_run_rows(sweep: Sweep, predict: bool = True) -> list[dict[str, Any]]:
         spec = _spec(p, sweep.dataset)
         c = count(spec)
         relus, macs = c.relus, c.macs
-        target = by_id.get(p.run) if p.method in ("pi", "eval") else p
-        is_snl = target is not None and target.method == "snl"
-        if is_snl:
-            relus = target.settings["budget"]
+        # a point that measures another point's run (pi, eval) has that point's network
+        target = by_id.get(p.run, p) if p.run != p.id else p
+        changed = _method(target).relus(target)  # SNL: the budget, not the architecture's
+        if changed is not None:
+            relus = changed
         latency = None
-        if predict and not is_snl and p.method in ("train", "pi", "eval"):
+        if predict and changed is None and _method(target).implicit:  # the architecture as named
             if spec.name not in cache:
                 try:
                     cache[spec.name] = costmodel.predict(spec, "cheetah")["latency_s"]
@@ -75,7 +59,7 @@ def dry_run_rows(sweep: Sweep, predict: bool = True) -> list[dict[str, Any]]:
             latency = cache[spec.name]
         rows.append({"id": p.id, "method": p.method, "experiment": p.experiment, "arch": spec.name,
                      "seed": p.seed, "deps": list(p.deps), "relus": relus, "macs": macs,
-                     "params": c.params, "trainings": _networks(p, spec),
+                     "params": c.params, "trainings": _method(p).networks(p, spec),
                      "predicted_latency_s": latency})
     return rows
 
@@ -87,13 +71,7 @@ def gpu_hours(sweep: Sweep) -> float:
         images = min(images, sweep.limit)
     total = 0.0
     for p in sweep.points:
-        spec = _spec(p, sweep.dataset)
-        macs = count(spec).macs
-        if p.method in ("train", "criticality", "reduce"):
-            epochs = p.settings["recipe"].get("epochs", 200)
-            total += _networks(p, spec) * epochs * images * 3 * macs
-        elif p.method == "snl":
-            mask = p.settings.get("mask_recipe", {}).get("epochs", SNL_DEFAULT_EPOCHS[0])
-            fine = p.settings.get("finetune", {}).get("epochs", SNL_DEFAULT_EPOCHS[1])
-            total += (mask * SNL_MASK_OVERHEAD + fine) * images * 3 * macs
+        passes = _method(p).trainings(p, (spec := _spec(p, sweep.dataset)))
+        if passes:
+            total += passes * images * 3 * count(spec).macs
     return total / MACS_PER_GPU_S / 3600

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from deepreshape.rundir import schema
 from deepreshape.sweep.state import SweepState, now
 from deepreshape.sweep.sweepfile import Sweep
 
@@ -32,7 +33,7 @@ def run_sweep(sweep: Sweep, root: str | Path, backend: str = "local", *, retry_f
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     stale = []
-    if (root / "sweep.json").exists():
+    if schema.SWEEP_STATE.exists(root):
         stale = SweepState.read(root).with_state("running")
     state = SweepState.start(root, sweep, backend, retry_failed)
     points = sweep.by_id()

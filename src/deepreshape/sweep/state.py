@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deepreshape import fileio
 from deepreshape.errors import UsageError
+from deepreshape.rundir import schema
 from deepreshape.sweep.sweepfile import Point, Sweep
 
-SWEEP_JSON = "sweep.json"
+SWEEP_JSON = schema.SWEEP_STATE.name  # for messages
 STATES = ("pending", "running", "done", "failed", "skipped")
 
 
@@ -25,16 +25,12 @@ def now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-# Files that show a point's method finished, relative to its run directory.
-_DONE_FILE = {"train": "results.json", "criticality": "criticality.json", "reduce": "reduce.json",
-              "snl": "snl.json", "pi": "pi.json", "eval": None}
-
-
 def output_exists(root: Path, p: Point) -> bool:
     """Whether the point's finished output is on disk (a done point whose files were
-    deleted runs again)."""
-    name = _DONE_FILE[p.method]
-    return name is None or (root / p.run / name).exists()
+    deleted runs again): its method's `finished` check."""
+    from deepreshape.methods import METHODS
+
+    return METHODS.get(p.method).finished(root, p)
 
 
 class SweepState:
@@ -51,7 +47,7 @@ class SweepState:
     def read(cls, root: str | Path) -> SweepState:
         """sweep.json of `root`; UsageError if there is none or it is broken."""
         root = Path(root)
-        path = root / SWEEP_JSON
+        path = schema.SWEEP_STATE.path(root)
         try:
             data = json.loads(path.read_text())
             return cls(root, data["sweep"], {r["id"]: r for r in data["points"]})
@@ -65,7 +61,7 @@ class SweepState:
         """The state to run `sweep` with: earlier records of the same points are kept
         (done stays done while its output exists; failed stays failed unless
         `retry_failed`); running (a killed driver) and skipped become pending again."""
-        old = cls.read(root).records if (root / SWEEP_JSON).exists() else {}
+        old = cls.read(root).records if schema.SWEEP_STATE.exists(root) else {}
         records: dict[str, dict] = {}
         for p in sweep.points:
             rec = {**p.to_dict(), "state": "pending", "error": None, "started": None,
@@ -95,7 +91,7 @@ class SweepState:
     def write(self) -> None:
         """Write sweep.json atomically."""
         self.info["updated"] = now()
-        fileio.write_json(self.root / SWEEP_JSON, {"sweep": self.info, "points": list(self.records.values())})
+        schema.SWEEP_STATE.write(self.root, {"sweep": self.info, "points": list(self.records.values())})
 
     # ----------------------------------------------------------------- changes
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
 import hashlib
 import itertools
 import json
@@ -22,24 +23,20 @@ from typing import Any
 
 from deepreshape.datasets import DATASETS
 from deepreshape.errors import UsageError
-from deepreshape.pi.protocols import PROTOCOLS
 
-METHODS = ("train", "criticality", "reduce", "snl", "pi", "eval")
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "optimizer",
                "warmup_epochs", "kd_temperature", "kd_weight", "augment")
 TOP_KEYS = {"name", "description", "dataset", "data_dir", "limit", "seed", "seeds", "recipe",
             "recipe_for", "experiment", "scale", "paper"}
-EXPERIMENT_KEYS = {"name", "description", "arch", "seed", "seeds", "recipe", "teacher", "paper",
-                   *METHODS}
-METHOD_KEYS = {
-    "train": set(),
-    "criticality": {"recipe", "plain"},
-    "reduce": {"recipe", "pipeline", "steps", "reuse_factors", "scale", "reshape", "order"},
-    "snl": {"budgets", "granularity", "mask_recipe", "finetune", "lambda", "lambda_factor",
-            "lambda_after", "threshold", "include_stem"},
-    "pi": {"protocol", "link", "samples", "repeats", "of"},
-    "eval": {"of"},
-}
+BASE_EXPERIMENT_KEYS = ("name", "description", "arch", "seed", "seeds", "recipe", "teacher", "paper")
+"""An experiment's own keys; every registered method's name is a key too (its table)."""
+
+
+def experiment_keys() -> list[str]:
+    """Every key an ``[[experiment]]`` takes: its own and one table per registered method."""
+    from deepreshape.methods import METHODS
+
+    return [*BASE_EXPERIMENT_KEYS, *METHODS.names()]
 
 
 class SweepError(UsageError):
@@ -195,6 +192,7 @@ def expand(raw: dict, where: str, *, dataset: str | None = None, scale: str | No
     trained: dict[tuple[str, int], str] = {}  # (arch, seed) -> first train point id
     pending_teachers: list[tuple[dict, str]] = []
     names = set()
+    valid_keys = experiment_keys()
     for i, exp in enumerate(exps):
         if not isinstance(exp, dict):
             raise _fail(where, None, f"experiment[{i}]", "must be a table")
@@ -203,8 +201,8 @@ def expand(raw: dict, where: str, *, dataset: str | None = None, scale: str | No
             raise _fail(where, name, "name", "two experiments have this name")
         names.add(name)
         for k in exp:
-            if k not in EXPERIMENT_KEYS:
-                raise _fail(where, name, k, f"unknown key; valid: {', '.join(sorted(EXPERIMENT_KEYS))}")
+            if k not in valid_keys:
+                raise _fail(where, name, k, _unknown_key(k, valid_keys))
         _expand_experiment(exp, name, where, sweep, shared_recipe, shared_seeds, points, trained,
                            pending_teachers)
     sweep.points = list(points.values())
@@ -278,24 +276,38 @@ def _arch_names(exp: dict, name: str, where: str, dataset: str) -> list[str]:
     return out
 
 
-def _method_table(exp: dict, method: str, name: str, where: str) -> dict | None:
-    v = exp.get(method)
+def _unknown_key(key: str, valid: list[str]) -> str:
+    """The message for an experiment key that is neither its own nor a method's table."""
+    from deepreshape.methods import METHODS
+
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return (f"unknown key; valid: {', '.join(sorted(BASE_EXPERIMENT_KEYS))} and the methods "
+            f"{', '.join(METHODS.names())}" + (f"; did you mean {close[0]}?" if close else ""))
+
+
+def _method_table(exp: dict, method: Any, name: str, where: str) -> dict | None:
+    v = exp.get(method.name)
     if v is None or v is False:
-        return None
+        return {} if method.implicit else None
     if v is True:
         v = {}
     if not isinstance(v, dict):
-        raise _fail(where, name, method, "must be a table (or true)")
+        raise _fail(where, name, method.name, "must be a table (or true)")
     for k in v:
-        if k not in METHOD_KEYS[method]:
-            valid = ", ".join(sorted(METHOD_KEYS[method])) or "none"
-            raise _fail(where, name, f"{method}.{k}", f"unknown key; valid: {valid}")
+        if k not in method.keys:
+            valid = ", ".join(sorted(method.keys)) or "none"
+            raise _fail(where, name, f"{method.name}.{k}", f"unknown key; valid: {valid}")
     return v
 
 
 def _expand_experiment(exp: dict, name: str, where: str, sweep: Sweep, shared_recipe: dict,
                        shared_seeds: list[int], points: dict[str, Point],
                        trained: dict[tuple[str, int], str], pending: list) -> None:
+    """Expand one experiment: for every (arch, seed, recipe), each registered method with a
+    table (and the implicit `train`) adds its points, in registry order (measuring methods
+    last), so a method sees the points of the methods before it (`ExpandContext.produced`)."""
+    from deepreshape.methods import METHODS, ExpandContext
+
     archs = _arch_names(exp, name, where, sweep.dataset)
     seeds = _seeds(exp, where, name, shared_seeds)
     recipe = {**shared_recipe, **_recipe_table(exp.get("recipe", {}), where, name, "recipe")}
@@ -307,80 +319,36 @@ def _expand_experiment(exp: dict, name: str, where: str, sweep: Sweep, shared_re
         raise _fail(where, name, "teacher", "must be an architecture name trained by this sweep")
     if teacher is not None:
         teacher = _arch_names({"arch": teacher}, name, where, sweep.dataset)[0]
-    tables = {m: _method_table(exp, m, name, where) for m in METHODS[1:]}
-    _check_methods(tables, name, where)
+    # registry order, except that methods measuring others' runs (pi, eval) come last
+    methods = sorted(METHODS, key=lambda m: m.measures)
+    tables = {m.name: _method_table(exp, m, name, where) for m in methods}
 
     def add(p: Point) -> str:
         points.setdefault(p.id, p)
         return p.id
 
+    def context(arch: str, seed: int, rec: dict, teacher_run: str | None) -> ExpandContext:
+        return ExpandContext(
+            where=where, experiment=name, arch=arch, seed=seed, dataset=sweep.dataset,
+            limit=sweep.limit, recipe=rec, teacher=teacher_run, tables=tables, add_point=add,
+            fail=lambda key, why: _fail(where, name, key, why),
+            recipe_table=lambda t, key: _recipe_table(t, where, name, key),
+            check_recipe=lambda r, key: check_recipe(r, where, name, key), digest=digest)
+
+    check_ctx = context(archs[0], seeds[0], recipes[0], None)
+    for m in methods:
+        if tables[m.name] is not None:
+            m.check(tables[m.name], check_ctx)
+
     for arch, seed, rec in itertools.product(archs, seeds, recipes):
-        deps: tuple[str, ...] = ()
         teacher_run = None
         if teacher is not None:
             if (teacher, seed) not in trained:
                 raise _fail(where, name, "teacher", f"{teacher} (seed {seed}) is not trained by an "
                             "earlier experiment of this sweep; add it there")
             teacher_run = trained[(teacher, seed)]
-            deps = (teacher_run,)
-        tsettings = {"dataset": sweep.dataset, "limit": sweep.limit, "recipe": rec,
-                     "teacher": teacher_run}
-        tid = f"{arch}-s{seed}-{digest({'arch': arch, 'seed': seed, **tsettings})}"
-        add(Point(tid, "train", name, arch, seed, tsettings, deps, tid))
-        trained.setdefault((arch, seed), tid)
-        crit_id = None
-        if (t := tables["criticality"]) is not None:
-            crec = {**rec, **_recipe_table(t.get("recipe", {}), where, name, "criticality.recipe")}
-            check_recipe(crec, where, name, "criticality.recipe")
-            s = {"recipe": crec, "plain": bool(t.get("plain", True))}
-            run = f"{tid}/criticality-{digest(s)}"
-            crit_id = add(Point(run, "criticality", name, arch, seed, s, (tid,), run))
-        if (t := tables["reduce"]) is not None:
-            rrec = {**rec, **_recipe_table(t.get("recipe", {}), where, name, "reduce.recipe")}
-            check_recipe(rrec, where, name, "reduce.recipe")
-            s = {**{k: v for k, v in t.items() if k != "recipe"}, "recipe": rrec}
-            s.setdefault("pipeline", "deepreduce")
-            deps = (tid,) if "order" in t else (tid, crit_id)
-            run = f"{tid}/reduce-{s['pipeline']}-{digest(s)}"
-            add(Point(run, "reduce", name, arch, seed, s, deps, run))
-        snl_runs: list[str] = []
-        if (t := tables["snl"]) is not None:
-            base = {k: v for k, v in t.items() if k != "budgets"}
-            for key in ("mask_recipe", "finetune"):
-                if key in base:
-                    _recipe_table(base[key], where, name, f"snl.{key}")
-            base.setdefault("granularity", "pixel")
-            for budget in t["budgets"]:
-                s = {**base, "budget": budget}
-                run = f"{tid}/snl-{s['granularity']}-{budget}-{digest(s)}"
-                snl_runs.append(add(Point(run, "snl", name, arch, seed, s, (tid,), run)))
-        if (t := tables["pi"]) is not None:
-            s = {"protocol": t.get("protocol", "cheetah"), "link": t.get("link"),
-                 "samples": t.get("samples", 2), "repeats": t.get("repeats", 1)}
-            targets = [tid] + (snl_runs if "snl" in t.get("of", ["train"]) else [])
-            for target in targets:
-                pid = f"{target}#pi-{s['protocol']}-{s['link'] or 'loopback'}"
-                add(Point(pid, "pi", name, arch, seed, s, (target,), target))
-        if tables["eval"] is not None:
-            targets = [tid] + (snl_runs if "snl" in tables["eval"].get("of", ["train"]) else [])
-            for target in targets:
-                add(Point(f"{target}#eval", "eval", name, arch, seed, {}, (target,), target))
-
-
-def _check_methods(tables: dict[str, dict | None], name: str, where: str) -> None:
-    if (t := tables["snl"]) is not None:
-        b = t.get("budgets")
-        if not isinstance(b, list) or not b or not all(isinstance(v, int) and v > 0 for v in b):
-            raise _fail(where, name, "snl.budgets", f"must be a list of positive integers, got {b!r}")
-        if t.get("granularity", "pixel") not in ("pixel", "channel"):
-            raise _fail(where, name, "snl.granularity", "must be pixel or channel")
-    for m in ("pi", "eval"):
-        if (t := tables[m]) is not None:
-            of = t.get("of", ["train"])
-            if not isinstance(of, list) or not set(of) <= {"train", "snl"}:
-                raise _fail(where, name, f"{m}.of", f"must be a list of train, snl; got {of!r}")
-    if (t := tables["pi"]) is not None and t.get("protocol", "cheetah") not in PROTOCOLS:
-        raise _fail(where, name, "pi.protocol", f"must be one of {', '.join(PROTOCOLS.names())}")
-    if (t := tables["reduce"]) is not None and "order" not in t and tables["criticality"] is None:
-        raise _fail(where, name, "reduce.order", "reduce needs an order: give reduce.order "
-                    "(e.g. [3, 2, 4, 1]) or a [criticality] table in this experiment")
+        ctx = context(arch, seed, rec, teacher_run)
+        for m in methods:
+            if tables[m.name] is not None:
+                m.expand(tables[m.name], ctx)
+        trained.setdefault((arch, seed), ctx.train_id)

@@ -1,7 +1,8 @@
 """A sweep's results: one row per network it produced, as CSV and JSON, and its plots.
 
-Rows are read from the run directories themselves (results.json, reduce.json, pi.json),
-so they agree with what `deepreshape report` and `pareto` show for the same runs. The
+Rows are read from the run directories themselves by each point's method (its results,
+reduce and criticality summaries, one secure-inference result per protocol and link), so
+they agree with what `deepreshape report` and `pareto` show for the same runs. The
 Pareto plots come from `deepreshape.reports.runreport.pareto` (with the peers' published points);
 a shipped paper sweep also gets its figure with the paper's own numbers, labelled as
 published.
@@ -11,15 +12,13 @@ from __future__ import annotations
 
 import csv
 import io as _io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepreshape import fileio
 from deepreshape.errors import UsageError
-from deepreshape.reports.readers import criticality_summary, pi_summary
-from deepreshape.rundir.schema import read_optional
+from deepreshape.rundir import schema
 from deepreshape.sweep.state import SweepState
 
 COLUMNS = ("point", "experiment", "network", "method", "seed", "budget", "relus", "macs", "params",
@@ -35,85 +34,76 @@ class SweepReport:
     notes: list[str] = field(default_factory=list)
 
 
-def _results(run: Path) -> dict:
-    data, _ = read_optional(run / "results.json")
-    return data if isinstance(data, dict) else {}
-
-
-def _pi(run: Path) -> dict:
-    data, _ = read_optional(run / "pi.json")
-    return pi_summary(data) or {}
-
-
 def result_rows(state: SweepState) -> list[dict[str, Any]]:
-    """One row per network of the sweep (train, snl, each reduce network; a criticality
-    point is one row with its order), in file order."""
-    root = state.root
+    """One row per network of the sweep, in file order: each point's method gives its rows
+    (`Method.rows`: train and snl one row with its secure-inference results per (protocol,
+    link), each reduce network one, a criticality point one per stage-only network, pi and
+    eval none: their numbers are in the row of the run they measured)."""
+    from deepreshape.methods import METHODS
+
     rows: list[dict[str, Any]] = []
     for r in state.records.values():
         base = {"point": r["id"], "experiment": r["experiment"], "method": r["method"],
                 "seed": r["seed"], "state": r["state"], "budget": None, "latency_s": None,
                 "bytes": None}
-        if r["method"] in ("train", "snl"):
-            run = root / r["run"]
-            res = _results(run)
-            pi = _pi(run)
-            rows.append({**base, "network": r["arch"], "relus": res.get("relus"),
-                         "macs": res.get("macs"), "params": res.get("params"),
-                         "accuracy": res.get("final_acc"), "budget": r["settings"].get("budget"),
-                         "latency_s": pi.get("latency_s"), "bytes": pi.get("bytes"), "run": r["run"]})
-        elif r["method"] == "reduce":
-            data, _ = read_optional(root / r["run"] / "reduce.json")
-            for n in (data or {}).get("networks", []):
-                if n.get("baseline"):
-                    continue
-                run = Path(n["run"]) if n.get("run") else None
-                rel = str(run.relative_to(root)) if run and run.is_relative_to(root) else n.get("run")
-                rows.append({**base, "network": n.get("arch"), "relus": n.get("relus"),
-                             "macs": n.get("macs"), "params": n.get("params"),
-                             "accuracy": n.get("accuracy"), "run": rel})
-        elif r["method"] == "criticality":  # one row per stage-only network (KD accuracy)
-            data, _ = read_optional(root / r["run"] / "criticality.json")
-            crit = criticality_summary(data) or {"stages": [], "order": []}
-            for k, s in enumerate(crit["stages"], 1):
-                rows.append({**base, "network": f"{r['arch']} {s['name']} only", "relus": s["relus"],
-                             "macs": None, "params": None, "accuracy": s["kd_acc"],
-                             "criticality": s["C"], "order": crit["order"],
-                             "run": f"{r['run']}/stage{k}-kd"})
+        rows.extend(METHODS.get(r["method"]).rows(state.root, r, base))
     return rows
+
+
+def pi_keys(rows: list[dict]) -> list[str]:
+    """Every ``<protocol>-<link>`` measured in `rows` (loopback first, then by name)."""
+    keys = {k for r in rows for k in (r.get("pi") or {})}
+    return sorted(keys, key=lambda k: (not k.endswith("-loopback"), k))
+
+
+def columns(rows: list[dict]) -> list[str]:
+    """The CSV's columns: `COLUMNS`, then latency and bytes per (protocol, link)."""
+    keys = pi_keys(rows)
+    return [*COLUMNS, *(f"latency_s[{k}]" for k in keys), *(f"bytes[{k}]" for k in keys)]
+
+
+def _flat(row: dict) -> dict:
+    out = dict(row)
+    for k, v in (row.get("pi") or {}).items():
+        out[f"latency_s[{k}]"], out[f"bytes[{k}]"] = v.get("latency_s"), v.get("bytes")
+    return out
 
 
 def _csv(rows: list[dict]) -> str:
     buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    cols = columns(rows)
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    for row in rows:
-        w.writerow({k: "" if row.get(k) is None else row.get(k) for k in COLUMNS})
+    for row in map(_flat, rows):
+        w.writerow({k: "" if row.get(k) is None else row.get(k) for k in cols})
     return buf.getvalue()
 
 
 def sweep_report(root: str | Path, plots: bool = True) -> SweepReport:
     """Write ROOT/results.csv, ROOT/results.json and the Pareto plots of a sweep root."""
-    from deepreshape.reports import pareto
+    from deepreshape.reports.runreport import pareto
 
     state = SweepState.read(root)
     root = state.root
     rows = result_rows(state)
     rep = SweepReport(rows)
-    rep.files.append(fileio.write_text(root / "results.csv", _csv(rows)))
-    rep.files.append(fileio.write_json(root / "results.json", {"sweep": state.info, "rows": rows}))
+    rep.files.append(fileio.write_text(schema.SWEEP_CSV.path(root), _csv(rows)))
+    rep.files.append(schema.SWEEP_TABLE.write(root, {"sweep": state.info, "rows": rows}))
     if not plots:
         return rep
     runs = [root / r["run"] for r in rows
-            if r["accuracy"] is not None and r.get("run") and r["method"] != "criticality"]
-    axes = ["relus", "macs"] + (["latency"] if any(r["latency_s"] is not None for r in rows) else [])
-    for x in axes if runs else []:
+            if r["accuracy"] is not None and r.get("run") and r.get("criticality") is None]
+    # one latency plot per (protocol, link) measured: runs are compared over one link only
+    plots = [("relus", None), ("macs", None)] + [("latency", k) for k in pi_keys(rows)]
+    for x, key in plots if runs else []:
+        protocol, _, link = key.partition("-") if key else (None, "", None)
         try:
             res = pareto(runs, x=x, peers="auto" if x == "relus" else "none",
-                         out=root / f"pareto-{x}.png")
+                         protocol=protocol, link=link or None,
+                         out=root / (f"pareto-{x}-{key}.png" if key else f"pareto-{x}.png"))
             rep.files.append(res.png)
         except UsageError as e:
-            rep.notes.append(f"pareto --x {x}: {e}")
+            rep.notes.append(f"pareto --x {x}{f' ({key})' if key else ''}: {e}")
     paper = _paper_figure(state, rows)
     if paper is not None:
         rep.files.append(paper)
@@ -164,4 +154,4 @@ def _published(info: dict) -> list[dict]:
 
 def results_json(root: str | Path) -> dict:
     """ROOT/results.json as written by `sweep_report`."""
-    return json.loads((Path(root) / "results.json").read_text())
+    return schema.SWEEP_TABLE.read(root)
