@@ -18,7 +18,7 @@ SCHEMA = SRC / "rundir" / "schema.py"
 # Every name the schema owns, as a pattern that finds it inside any string.
 NAMES = [f.name for f in (*schema.RUN_FILES, *schema.SWEEP_FILES)]
 SPELLED = re.compile("|".join([*(rf"(?<![\w-]){re.escape(n)}(?![\w])" for n in NAMES),
-                               r"(?<![\w-])pi-(?=[{<*]|$|[a-z0-9]+-[a-z0-9.-]+\.json)"]))
+                               r"(?<![\w#-])pi-(?=[{<*]|$|[a-z0-9]+-[a-z0-9.-]+\.json)"]))
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

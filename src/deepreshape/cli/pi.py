@@ -31,8 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "pi", help="secure two-party inference (SPU): measure a run, predict or calibrate costs",
         description="Measure latency and communication of secure two-party inference of a "
         "trained run (server: weights, client: image; only the client learns the logits) and "
-        "write RUN/pi-<protocol>-<link>.json (one per protocol and link: other links' results "
-        "stay); or predict them from counts (--estimate), or "
+        f"write RUN/{PI.file('<protocol>', '<link>').name} (one per protocol and link: other "
+        "links' results stay); or predict them from counts (--estimate), or "
         "refit the cost model on this machine (--calibrate).")
     p.add_argument("run", nargs="?", help="run directory to measure")
     p.add_argument("--estimate", metavar="NAME", help="predict costs of a zoo network, no run")

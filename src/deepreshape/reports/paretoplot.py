@@ -64,13 +64,14 @@ class XAxis:
     scale: float = 1.0  # stored value / scale = plotted value
 
 
+_PI_FILE = schema.PI.file("<protocol>", "<link>").name
 X_AXES: dict[str, XAxis] = {
-    "relus": XAxis("relus", "ReLUs (count)", "ReLUs, results.json"),
-    "macs": XAxis("macs", "MACs", "multiply-accumulates, results.json"),
+    "relus": XAxis("relus", "ReLUs (count)", f"ReLUs, {schema.RESULTS.name}"),
+    "macs": XAxis("macs", "MACs", f"multiply-accumulates, {schema.RESULTS.name}"),
     "latency": XAxis("latency", "online latency (s)",
-                     "seconds per inference, pi-<protocol>-<link>.json latency_s"),
+                     f"seconds per inference, {_PI_FILE} latency_s"),
     "bytes": XAxis("bytes", "communication (MB)",
-                   "bytes per inference, sent + received, pi-<protocol>-<link>.json", scale=1e6),
+                   f"bytes per inference, sent + received, {_PI_FILE}", scale=1e6),
 }
 PI_AXES = ("latency", "bytes")
 
@@ -139,7 +140,7 @@ def find_runs(paths: Sequence[str | os.PathLike]) -> list[Path]:
             if schema.CONFIG.exists(d):
                 found.setdefault(d.resolve(), d)
     if not found:
-        raise UsageError(f"no run directories (config.json + results.json) under "
+        raise UsageError(f"no run directories ({schema.CONFIG.name} + {schema.RESULTS.name}) under "
                          f"{', '.join(map(str, paths))}")
     return sorted(found.values(), key=str)
 
@@ -286,7 +287,7 @@ def _load(paths: list[Path], labels: list[str]
             continue
         acc = num(results.get("final_acc")) if isinstance(results, dict) else None
         if acc is None:
-            skipped.append((str(path), "no final_acc in results.json (unfinished run?)"))
+            skipped.append((str(path), f"no final_acc in {schema.RESULTS.name} (unfinished run?)"))
             continue
         ok.append((run, label, acc))
     return ok, skipped
@@ -321,7 +322,7 @@ def _collect(loaded: list[tuple[Run, str, float]], x: str, key: str | None, want
             why = (f"no secure-inference result {want}" if s is None
                    else f"its {want} result has no {'latency_s' if x == 'latency' else 'bytes'}")
         else:
-            value, why = num(run.results.get(x)), f"no {x} in results.json"
+            value, why = num(run.results.get(x)), f"no {x} in {schema.RESULTS.name}"
         if value is None:
             skipped.append((str(run.path), why))
             continue
