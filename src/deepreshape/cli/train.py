@@ -14,7 +14,7 @@ from deepreshape.cli.common import (
 )
 from deepreshape.data import DATASETS
 from deepreshape.spec import parse
-from deepreshape.train import train
+from deepreshape.training import train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
