@@ -46,8 +46,9 @@ import torch
 
 from deepreshape import fileio
 from deepreshape.data import Dataset
+from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
-from deepreshape.train import Recipe, train
+from deepreshape.training import Recipe, train
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import train_throughput as tt  # noqa: E402  (the reference loop and the trainer step, reused)
@@ -181,8 +182,9 @@ def worker(args: argparse.Namespace) -> int:
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    res = train(prof["train_arch"], data, recipe=recipe, out=args.run_dir, device=args.device,
-                on_epoch_end=lambda _e, m: metrics.append(dict(m)) and False, quiet=True)
+    res = train(prof["train_arch"], data, recipe=recipe, out=args.run_dir,
+                on_epoch_end=lambda _e, m: metrics.append(dict(m)) and False,
+                options=RunOptions(device=args.device, quiet=True))
     if ddp:
         return 0
     wall = time.perf_counter() - t0

@@ -1,6 +1,6 @@
 """SNL's mask phase vs plain training of the same network: time per epoch and peak memory.
 
-Three modes train the same network through `deepreshape.train.train` on the same data:
+Three modes train the same network through `deepreshape.training.train` on the same data:
 
 * plain: SGD, cross-entropy (the baseline's recipe);
 * plain+kd: the same with a KD teacher of the same architecture (what every method adds);
@@ -34,7 +34,8 @@ from deepreshape.build import build
 from deepreshape.cli.common import table
 from deepreshape.data import Dataset, load_dataset
 from deepreshape.optimize.snl import attach_masks, mask_l1, soft_relus
-from deepreshape.train import Recipe, train
+from deepreshape.options import RunOptions
+from deepreshape.training import Recipe, train
 from deepreshape.zoo import parse
 
 MODES = ("plain", "plain+kd", "snl-mask")
@@ -81,7 +82,8 @@ def run_mode(args: argparse.Namespace) -> dict[str, Any]:
             return False
     if torch.cuda.is_available() and args.device != "cpu":
         torch.cuda.reset_peak_memory_stats()
-    train(spec, data, recipe=recipe, on_epoch_end=on_epoch, device=args.device, quiet=True, **kw)
+    train(spec, data, recipe=recipe, on_epoch_end=on_epoch,
+          options=RunOptions(device=args.device, quiet=True), **kw)
     cuda = torch.cuda.is_available() and args.device != "cpu"
     peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb()
     timed = seconds[1:] or seconds

@@ -44,18 +44,11 @@ from torch import nn
 
 from deepreshape.build import build
 from deepreshape.data import BatchLoader
-from deepreshape.train import (
-    AMP_MODES,
-    Dist,
-    Recipe,
-    _Progress,
-    _train_epoch,
-    lr_lambda,
-    make_optimizer,
-    resolve_precision,
-    seed_everything,
-    synchronize,
-)
+from deepreshape.training.checkpoints import seed_everything
+from deepreshape.training.distributed import Dist
+from deepreshape.training.loop import _Progress, _train_epoch
+from deepreshape.training.precision import AMP_MODES, resolve_precision, synchronize
+from deepreshape.training.recipe import Recipe, lr_lambda, make_optimizer
 from deepreshape.zoo import parse
 
 MEAN = (0.5071, 0.4865, 0.4409)  # CIFAR-100

@@ -25,9 +25,10 @@ from deepreshape.optimize.criticality import (
     stage_only,
     unresolved_pairs,
 )
+from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
 from deepreshape.spec import relu_slots
-from deepreshape.train import Recipe, train
+from deepreshape.training import Recipe, train
 
 # Transcribed from the paper (App. A): network, printed stage ReLUs (K), KD accuracies (%),
 # printed C_k. The metric is scored with the EXACT counts of the named networks; the printed
@@ -324,14 +325,15 @@ FAST = Recipe(epochs=1, batch_size=64, lr=0.05)
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("crit") / "base"
-    train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.05), out=out, quiet=True)
+    train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.05), out=out,
+          options=RunOptions(quiet=True))
     return out
 
 
 def test_criticality_end_to_end(baseline: Path, capsys) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = criticality(baseline, recipe=FAST, quiet=True)
+        res = criticality(baseline, recipe=FAST, options=RunOptions(quiet=True))
     # One epoch on 360 test images: the order may be noise, and it says so exactly then.
     noisy = [w for w in caught if "within run-to-run noise" in str(w.message)]
     assert res.info["test_size"] == 360 and len(noisy) == (not res.info["order_resolved"])
@@ -392,9 +394,10 @@ def test_kd_only_to_another_dir_and_dataset_check(baseline: Path, tmp_path: Path
 def test_parallel_jobs_match_serial(baseline: Path, tmp_path: Path) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        serial = criticality(baseline, recipe=FAST, out=tmp_path / "s", plain=False, quiet=True)
+        serial = criticality(baseline, recipe=FAST, out=tmp_path / "s", plain=False,
+                             options=RunOptions(quiet=True))
         parallel = criticality(baseline, recipe=FAST, out=tmp_path / "p", plain=False, jobs=2,
-                               quiet=True)
+                               options=RunOptions(quiet=True))
     noisy = [w for w in caught if "within run-to-run noise" in str(w.message)]
     assert len(noisy) == (not serial.info["order_resolved"]) + (not parallel.info["order_resolved"])
     assert [s.kd_acc for s in parallel.stages] == pytest.approx([s.kd_acc for s in serial.stages])

@@ -25,9 +25,10 @@ from deepreshape.optimize.deepreduce import (
     scale_feature_maps,
     thin,
 )
+from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
 from deepreshape.spec import relu_slots
-from deepreshape.train import Recipe, train
+from deepreshape.training import Recipe, train
 
 R18 = parse("resnet18", dataset="cifar100")  # stages 327,680 / 131,072 / 65,536 / 32,768
 HRN = parse("hrn-5x7x2x", dataset="cifar100")  # stages 81,920 / 81,920 / 143,360 / 71,680
@@ -261,14 +262,15 @@ FAST = ["--epochs", "1", "--batch-size", "64", "--lr", "0.05", "--quiet"]
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("reduce") / "base"
-    train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.05), out=out, quiet=True)
+    train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.05), out=out,
+          options=RunOptions(quiet=True))
     return out
 
 
 def test_hrn_pipeline_end_to_end(baseline: Path, tmp_path: Path) -> None:
     res = deepreduce(baseline, pipeline="hrn", order="3,2,4,1", reuse_factors=(4, 8),
                      recipe=Recipe(epochs=1, batch_size=64, lr=0.05), out=tmp_path / "r",
-                     quiet=True)
+                     options=RunOptions(quiet=True))
     labels = [r["label"] for r in res.rows]
     # On this net stage1 (stem + 2 slots of 8x16x16) holds most ReLUs: it is culled.
     assert labels == [TINY, "cull-s1", "cull-s1-thin", "cull-s1-thin-ch0.5",
@@ -292,7 +294,7 @@ def test_hrn_pipeline_end_to_end(baseline: Path, tmp_path: Path) -> None:
 def test_init_from_baseline_weights(baseline: Path, tmp_path: Path, monkeypatch) -> None:
     import importlib
 
-    tr = importlib.import_module("deepreshape.train")  # dr.train is the function
+    tr = importlib.import_module("deepreshape.training")  # dr.train is the function
 
     seen = {}
     real = tr.train
@@ -303,7 +305,7 @@ def test_init_from_baseline_weights(baseline: Path, tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(tr, "train", spy)
     deepreduce(baseline, order="3,2,4,1", steps=["cull"], recipe=Recipe(epochs=1, batch_size=64),
-               out=tmp_path / "i", quiet=True)
+               out=tmp_path / "i", options=RunOptions(quiet=True))
     base = load_run(baseline).load_checkpoint()["model"]
     assert seen["init"].keys() == base.keys()
     assert all(torch.equal(seen["init"][k], base[k]) for k in base)

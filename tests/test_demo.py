@@ -11,6 +11,7 @@ import pytest
 
 from deepreshape.cli.main import main
 from deepreshape.demo import FAST, STEPS, _Steps
+from deepreshape.options import RunOptions
 
 
 @pytest.mark.slow
@@ -79,10 +80,10 @@ def test_skipped_steps_say_skipped(tmp_path: Path, capsys) -> None:
 def test_demo_falls_back_to_the_cost_model_without_spu(tmp_path: Path, monkeypatch, blocked: str
                                                        ) -> None:
     from deepreshape.demo import _private_inference
-    from deepreshape.train import Recipe, train
+    from deepreshape.training import Recipe, train
 
-    train("resnet18-m4-d1,1,1,1", "digits", recipe=Recipe(epochs=1, batch_size=64),
-          out=tmp_path / "r", quiet=True)
+    train("resnet18-m4-d1,1,1,1", "digits", recipe=Recipe(epochs=1, batch_size=64), out=tmp_path / "r",
+          options=RunOptions(quiet=True))
     monkeypatch.setitem(__import__("sys").modules, blocked, None)  # import spu -> ImportError
     said: list[str] = []
     res = _private_inference([str(tmp_path / "r")], 1, said.append)

@@ -57,7 +57,7 @@ def test_the_deepreshape_design_shows_as_deepreshape(tmp_path: Path, capsys, one
     from deepreshape.demo import DEEPRESHAPE_TAG, method_of
     from deepreshape.reports.readers import method_kind
     from deepreshape.rundir.run import load_run
-    from deepreshape.train import Recipe, train
+    from deepreshape.training import Recipe, train
 
     recipe = Recipe(epochs=1, batch_size=50)
     train("resnet18-m2-d1,1,1,1", "digits", recipe=recipe, out=tmp_path / "base", limit=100, quiet=True)

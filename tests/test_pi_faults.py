@@ -20,6 +20,7 @@ pytest.importorskip("spu")
 pytest.importorskip("jax")
 
 from deepreshape.errors import RunFailure  # noqa: E402
+from deepreshape.options import RunOptions
 from deepreshape.pi import channel, party, processes  # noqa: E402
 
 pytestmark = pytest.mark.pi
@@ -33,10 +34,10 @@ EXIT_S = 60  # then the interpreter's teardown of torch/JAX/XLA: seconds idle, t
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny network trained one epoch on the embedded digits (16x16)."""
-    from deepreshape.train import Recipe, train
+    from deepreshape.training import Recipe, train
 
     out = tmp_path_factory.mktemp("faults") / "run"
-    train(ARCH, "digits", recipe=Recipe(epochs=1, batch_size=64), out=out, quiet=True)
+    train(ARCH, "digits", recipe=Recipe(epochs=1, batch_size=64), out=out, options=RunOptions(quiet=True))
     return out
 
 

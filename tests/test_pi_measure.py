@@ -15,6 +15,7 @@ pytest.importorskip("jax")
 
 from deepreshape.cli.main import main  # noqa: E402
 from deepreshape.errors import UsageError  # noqa: E402
+from deepreshape.options import RunOptions
 from deepreshape.pi import (
     channel,  # noqa: E402
     engine,  # noqa: E402
@@ -34,10 +35,10 @@ ARCH = "resnet18-m4-d1,1,1,1"
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A tiny network trained one epoch on the embedded digits (16x16)."""
-    from deepreshape.train import Recipe, train
+    from deepreshape.training import Recipe, train
 
     out = tmp_path_factory.mktemp("pi") / "run"
-    train(ARCH, "digits", recipe=Recipe(epochs=1, batch_size=64), out=out, quiet=True)
+    train(ARCH, "digits", recipe=Recipe(epochs=1, batch_size=64), out=out, options=RunOptions(quiet=True))
     return out
 
 

@@ -23,8 +23,9 @@ import torch
 from deepreshape import fileio
 from deepreshape.cli.main import main
 from deepreshape.errors import CheckpointError, RunFailure, UnsafeFileError, UsageError
+from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
-from deepreshape.train import Recipe, train
+from deepreshape.training import Recipe, train
 
 TINY = "resnet18-m4-d1,1,1,1"
 SMALL = ["--epochs", "1", "--batch-size", "32", "--lr", "0.05", "--limit", "128", "--quiet"]
@@ -131,9 +132,9 @@ def _to_legacy(rng: dict) -> dict:
 
 def test_checkpoints_written_before_the_change_still_resume_exactly(tmp_path: Path) -> None:
     recipe = Recipe(epochs=3, batch_size=64, lr=0.05)
-    full = train(TINY, "digits", recipe=recipe, out=tmp_path / "full", quiet=True)
-    train(TINY, "digits", recipe=recipe, out=tmp_path / "cut", quiet=True,
-          on_epoch_end=lambda e, m: e == 1)
+    full = train(TINY, "digits", recipe=recipe, out=tmp_path / "full", options=RunOptions(quiet=True))
+    train(TINY, "digits", recipe=recipe, out=tmp_path / "cut", on_epoch_end=lambda e, m: e == 1,
+          options=RunOptions(quiet=True))
     ckpt_path = tmp_path / "cut" / "checkpoint.pt"
     ckpt = torch.load(ckpt_path, weights_only=True)
     legacy = {**ckpt, "rng": _to_legacy(ckpt["rng"])}
@@ -141,7 +142,8 @@ def test_checkpoints_written_before_the_change_still_resume_exactly(tmp_path: Pa
     assert torch.serialization.get_unsafe_globals_in_checkpoint(ckpt_path)  # really the old form
     np.random.seed(123)  # resume must restore these, not keep them
     random.seed(123)
-    resumed = train(TINY, "digits", recipe=recipe, out=tmp_path / "cut", resume=True, quiet=True)
+    resumed = train(TINY, "digits", recipe=recipe, out=tmp_path / "cut",
+                    options=RunOptions(resume=True, quiet=True))
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -192,17 +194,18 @@ def test_the_lock_is_released_on_every_exit_path(tmp_path: Path) -> None:
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError, match="boom"):
-        train(TINY, "digits", recipe=Recipe(epochs=1, batch_size=64), out=run, quiet=True,
-              on_epoch_end=fail)
+        train(TINY, "digits", recipe=Recipe(epochs=1, batch_size=64), out=run, on_epoch_end=fail,
+              options=RunOptions(quiet=True))
     assert _lock_is_free(run)
-    train(TINY, "digits", recipe=Recipe(epochs=1, batch_size=64), out=run, quiet=True, force=True)
+    train(TINY, "digits", recipe=Recipe(epochs=1, batch_size=64), out=run,
+          options=RunOptions(quiet=True, force=True))
     assert _lock_is_free(run)
 
 
 def test_a_failed_start_leaves_no_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="batch size"):
         train(TINY, "digits", recipe=Recipe(epochs=1, batch_size=100_000), out=tmp_path / "a" / "b",
-              quiet=True)
+              options=RunOptions(quiet=True))
     assert list(tmp_path.iterdir()) == []
 
 
@@ -211,14 +214,15 @@ def test_resume_after_a_kill_between_metrics_and_checkpoint(tmp_path: Path) -> N
     checkpoint left over: the resume drops the extra line and the temporary file, and ends
     with the uninterrupted run's weights and metrics epochs."""
     recipe = Recipe(epochs=4, batch_size=64, lr=0.05)
-    full = train(TINY, "digits", recipe=recipe, out=tmp_path / "full", quiet=True)
+    full = train(TINY, "digits", recipe=recipe, out=tmp_path / "full", options=RunOptions(quiet=True))
     cut = tmp_path / "cut"
-    train(TINY, "digits", recipe=recipe, out=cut, quiet=True, on_epoch_end=lambda e, m: e == 1)
+    train(TINY, "digits", recipe=recipe, out=cut, on_epoch_end=lambda e, m: e == 1,
+          options=RunOptions(quiet=True))
     lines = (cut / "metrics.jsonl").read_text().splitlines()
     (cut / "metrics.jsonl").write_text("\n".join([*lines, lines[-1].replace('"epoch": 2', '"epoch": 3')])
                                       + "\n")
     (cut / ".checkpoint.pt.x1y2.tmp").write_bytes(b"torn")
-    resumed = train(TINY, "digits", recipe=recipe, out=cut, resume=True, quiet=True)
+    resumed = train(TINY, "digits", recipe=recipe, out=cut, options=RunOptions(resume=True, quiet=True))
     assert [m["epoch"] for m in load_run(cut).metrics] == [1, 2, 3, 4]
     assert not list(cut.glob(".*.tmp"))
     a, b = full.model.state_dict(), resumed.model.state_dict()

@@ -13,6 +13,7 @@ import pytest
 from deepreshape.cli.main import main
 from deepreshape.data import load_dataset
 from deepreshape.errors import UsageError
+from deepreshape.options import RunOptions
 from deepreshape.reports import (
     PEER_SETS,
     criticality_summary,
@@ -23,7 +24,7 @@ from deepreshape.reports import (
     pi_summary,
     report,
 )
-from deepreshape.train import Recipe, train
+from deepreshape.training import Recipe, train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 PI = {"m4": {"protocol": "SEMI2K", "latency_s": 0.42, "bytes_sent": 1_200_000, "bytes_recv": 800_000,
@@ -48,8 +49,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runs")
     data = load_dataset("digits", limit=256)
     for m in (2, 4, 8):
-        train(f"resnet18-m{m}-d1,1,1,1", data, recipe=Recipe(epochs=1, batch_size=64),
-              out=root / f"m{m}", quiet=True)
+        train(f"resnet18-m{m}-d1,1,1,1", data, recipe=Recipe(epochs=1, batch_size=64), out=root / f"m{m}",
+              options=RunOptions(quiet=True))
     # m4: an older single-result pi.json (loopback) and a WAN result; m8: loopback only
     (root / "m4" / "pi.json").write_text(json.dumps(PI["m4"]))
     (root / "m4" / "pi-semi2k-wan.json").write_text(json.dumps(PI_WAN))

@@ -19,6 +19,7 @@ from deepreshape.optimize.snl import (
     LambdaSchedule,
     LearnableMask,
     Preset,
+    SNLSettings,
     attach_masks,
     auto_lambda,
     auto_mask_lr,
@@ -30,9 +31,10 @@ from deepreshape.optimize.snl import (
     snl,
     soft_relus,
 )
+from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
 from deepreshape.spec import relu_slots
-from deepreshape.train import Recipe, train
+from deepreshape.training import Recipe, train
 
 TINY = "hrn-2x2x2x-m8-d1,1,1,1"  # 9,728 ReLUs on 16x16 digits, stem 2,048
 SPEC = parse(TINY, dataset="digits")
@@ -247,7 +249,8 @@ def test_parse_budget() -> None:
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("snl") / "base"
-    train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.05), out=out, quiet=True)
+    train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.05), out=out,
+          options=RunOptions(quiet=True))
     return out
 
 
@@ -271,8 +274,9 @@ def _check_final(res, budget: int, granularity: str) -> None:
 
 @pytest.mark.parametrize("granularity", ["pixel", "channel"])
 def test_snl_end_to_end(baseline: Path, tmp_path: Path, granularity: str) -> None:
-    res = snl(baseline, 3_000, granularity=granularity, out=tmp_path / granularity,
-              mask_recipe=MASK, finetune=FAST, quiet=True)  # the auto preset's defaults
+    res = snl(baseline, 3_000, out=tmp_path / granularity,
+              settings=SNLSettings(granularity=granularity, mask_recipe=MASK, finetune=FAST),
+              options=RunOptions(quiet=True))  # the auto preset's defaults
     assert res.budget_reached and res.info["preset"] == "auto"
     assert res.info["lambda"] == pytest.approx(1e-5 * 491_520 / 9_728)
     assert res.info["mask_phase"]["history"][-1]["relus"] <= 3_000
@@ -285,19 +289,23 @@ def test_cap_reached_binarizes_anyway_and_resume(baseline: Path, tmp_path: Path)
     out = tmp_path / "cap"
     one = Recipe(epochs=1, batch_size=64, lr=1e-3, optimizer="adam", weight_decay=0.0)
     with pytest.warns(UserWarning, match="binarizing to the budget anyway"):
-        res = snl(baseline, 1_234, out=out, mask_recipe=one, finetune=FAST, quiet=True)
+        res = snl(baseline, 1_234, out=out, settings=SNLSettings(mask_recipe=one, finetune=FAST),
+                  options=RunOptions(quiet=True))
     assert not res.budget_reached and res.info["mask_phase"]["epochs_run"] == 1
     _check_final(res, 1_234, "pixel")
     # An existing run is protected; --resume reuses the finished mask phase.
     with pytest.raises(UsageError, match="already holds an SNL run"):
-        snl(baseline, 1_234, out=out, mask_recipe=one, finetune=FAST, quiet=True)
-    again = snl(baseline, 1_234, out=out, mask_recipe=one, finetune=FAST, quiet=True, resume=True)
+        snl(baseline, 1_234, out=out, settings=SNLSettings(mask_recipe=one, finetune=FAST),
+            options=RunOptions(quiet=True))
+    again = snl(baseline, 1_234, out=out, settings=SNLSettings(mask_recipe=one, finetune=FAST),
+                options=RunOptions(quiet=True, resume=True))
     assert again.spec == res.spec and again.final_acc == pytest.approx(res.final_acc)
 
 
 def test_stem_left_out_still_counts(baseline: Path, tmp_path: Path) -> None:
-    res = snl(baseline, 3_000, out=tmp_path / "stem", mask_recipe=MASK, finetune=FAST,
-              include_stem=False, quiet=True)
+    res = snl(baseline, 3_000, out=tmp_path / "stem",
+              settings=SNLSettings(mask_recipe=MASK, finetune=FAST, include_stem=False),
+              options=RunOptions(quiet=True))
     assert str(res.spec.slot_kind("stem.relu")) == "relu"
     assert res.relus == 3_000 and res.info["fixed_relus"] == 2_048
 

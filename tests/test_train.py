@@ -15,8 +15,9 @@ import torch
 from deepreshape import fileio
 from deepreshape.cli.main import main
 from deepreshape.errors import CheckpointError, RunFailure, UsageError
+from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
-from deepreshape.train import Recipe, kd_loss, train
+from deepreshape.training import Recipe, kd_loss, train
 
 TINY = "resnet18-m4-d1,1,1,1"
 FAST = Recipe(epochs=2, batch_size=64, lr=0.05)
@@ -40,7 +41,7 @@ def test_kd_loss_matches_hand_computation() -> None:
 
 
 def test_run_directory_files(tmp_path: Path) -> None:
-    res = train(TINY, "digits", recipe=FAST, out=tmp_path / "r", quiet=True)
+    res = train(TINY, "digits", recipe=FAST, out=tmp_path / "r", options=RunOptions(quiet=True))
     run = load_run(tmp_path / "r")
     assert run.spec.name == TINY and run.dataset == "digits"
     cfg = run.config
@@ -58,26 +59,27 @@ def test_run_directory_files(tmp_path: Path) -> None:
 
 def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path: Path) -> None:
     recipe = Recipe(epochs=3, batch_size=64, lr=0.05)
-    full = train(TINY, "digits", recipe=recipe, out=tmp_path / "full", quiet=True)
+    full = train(TINY, "digits", recipe=recipe, out=tmp_path / "full", options=RunOptions(quiet=True))
     # Interrupt after the second epoch, then resume the same run.
-    train(TINY, "digits", recipe=recipe, out=tmp_path / "cut", quiet=True,
-          on_epoch_end=lambda e, m: e == 1)
+    train(TINY, "digits", recipe=recipe, out=tmp_path / "cut", on_epoch_end=lambda e, m: e == 1,
+          options=RunOptions(quiet=True))
     assert load_run(tmp_path / "cut").load_checkpoint()["epoch"] == 2
-    resumed = train(TINY, "digits", recipe=recipe, out=tmp_path / "cut", resume=True, quiet=True)
+    resumed = train(TINY, "digits", recipe=recipe, out=tmp_path / "cut",
+                    options=RunOptions(resume=True, quiet=True))
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert len(load_run(tmp_path / "cut").metrics) == 3
 
 
 def test_existing_run_dir_is_protected(tmp_path: Path) -> None:
-    train(TINY, "digits", recipe=FAST, out=tmp_path / "r", quiet=True)
+    train(TINY, "digits", recipe=FAST, out=tmp_path / "r", options=RunOptions(quiet=True))
     with pytest.raises(UsageError, match="--resume"):
-        train(TINY, "digits", recipe=FAST, out=tmp_path / "r", quiet=True)
+        train(TINY, "digits", recipe=FAST, out=tmp_path / "r", options=RunOptions(quiet=True))
     with pytest.raises(UsageError, match="different recipe"):
         train(TINY, "digits", recipe=Recipe(epochs=2, batch_size=64, lr=0.2), out=tmp_path / "r",
-              quiet=True)
+              options=RunOptions(quiet=True))
     res = train(TINY, "digits", recipe=Recipe(epochs=1, batch_size=64), out=tmp_path / "r",
-                force=True, quiet=True)
+                options=RunOptions(force=True, quiet=True))
     assert res.epochs_run == 1 and len(load_run(tmp_path / "r").metrics) == 1
 
 
@@ -90,15 +92,15 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path) -> None:
         return torch.tensor(float("nan")) if calls["n"] > steps else torch.zeros(())
 
     with pytest.raises(RunFailure, match="NaN") as e:
-        train(TINY, "digits", recipe=Recipe(epochs=3, batch_size=64), out=tmp_path / "r",
-              extra_loss=poison, quiet=True)
+        train(TINY, "digits", recipe=Recipe(epochs=3, batch_size=64), out=tmp_path / "r", extra_loss=poison,
+              options=RunOptions(quiet=True))
     assert "\n" not in str(e.value)
     assert load_run(tmp_path / "r").load_checkpoint()["epoch"] == 1
 
 
 def test_broken_and_mismatched_checkpoints(tmp_path: Path) -> None:
-    train(TINY, "digits", recipe=FAST, out=tmp_path / "a", quiet=True)
-    train("resnet18-m4-d1,1,1,2", "digits", recipe=FAST, out=tmp_path / "b", quiet=True)
+    train(TINY, "digits", recipe=FAST, out=tmp_path / "a", options=RunOptions(quiet=True))
+    train("resnet18-m4-d1,1,1,2", "digits", recipe=FAST, out=tmp_path / "b", options=RunOptions(quiet=True))
     (tmp_path / "b" / "checkpoint.pt").write_bytes((tmp_path / "a" / "checkpoint.pt").read_bytes())
     with pytest.raises(CheckpointError, match="checkpoint is for"):
         load_run(tmp_path / "b").model()
@@ -137,17 +139,17 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys) -> None:
 
 
 def test_kd_from_a_teacher_run(tmp_path: Path) -> None:
-    train(TINY, "digits", recipe=FAST, out=tmp_path / "teacher", quiet=True)
+    train(TINY, "digits", recipe=FAST, out=tmp_path / "teacher", options=RunOptions(quiet=True))
     res = train("resnet18-m4-d1,1,1,1", "digits", recipe=FAST, teacher=tmp_path / "teacher",
-                out=tmp_path / "student", quiet=True)
+                out=tmp_path / "student", options=RunOptions(quiet=True))
     assert load_run(tmp_path / "student").config["teacher"] == str(tmp_path / "teacher")
     assert 0 <= res.final_acc <= 100
 
 
 @pytest.mark.slow
 def test_short_run_on_digits_reaches_high_accuracy(tmp_path: Path) -> None:
-    res = train("resnet18-m8", "digits", recipe=Recipe(epochs=8, batch_size=64, lr=0.05),
-                out=tmp_path / "r", quiet=True)
+    res = train("resnet18-m8", "digits", recipe=Recipe(epochs=8, batch_size=64, lr=0.05), out=tmp_path / "r",
+                options=RunOptions(quiet=True))
     assert res.final_acc > 90.0
 
 

@@ -18,24 +18,25 @@ from deepreshape.cli.main import main
 from deepreshape.data import BatchLoader, Dataset, load_dataset
 from deepreshape.errors import UsageError
 from deepreshape.optimize.snl import LambdaSchedule, LearnableMask, attach_masks, mask_l1, soft_relus
+from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
-from deepreshape.train import (
+from deepreshape.training import Recipe, train
+from deepreshape.training.checkpoints import rng_state, set_rng_state
+from deepreshape.training.distributed import (
     Dist,
     GlobalBatchNorm2d,
-    Precision,
-    Recipe,
-    _rng_state,
-    _set_rng_state,
-    _sync_batchnorm,
     ddp_device_ids,
     dist_backend,
-    evaluate,
     init_distributed,
     rank_device,
+    sync_batchnorm,
+)
+from deepreshape.training.evaluate import evaluate
+from deepreshape.training.precision import (
+    Precision,
     resolve_device,
     resolve_precision,
     synchronize,
-    train,
     use_fast_kernels,
 )
 from deepreshape.zoo import parse
@@ -80,7 +81,7 @@ def baseline(tmp_path_factory, digits) -> Path:
     """A short bf16 baseline run (the teacher of the KD and SNL tests)."""
     out = tmp_path_factory.mktemp("bf16") / "base"
     train(SPEC, digits, recipe=Recipe(epochs=3, batch_size=64, lr=0.05), out=out, amp="bf16",
-          quiet=True)
+          options=RunOptions(quiet=True))
     return out
 
 
@@ -123,11 +124,11 @@ def test_bf16_logits_are_close_to_fp32_for_the_same_weights(baseline: Path, digi
 def test_checkpoints_written_under_bf16_resume_exactly(tmp_path: Path, digits) -> None:
     data = _small(digits, 512)
     recipe = Recipe(epochs=3, batch_size=64, lr=0.05)
-    full = train(SPEC, data, recipe=recipe, out=tmp_path / "full", amp="bf16", quiet=True)
-    train(SPEC, data, recipe=recipe, out=tmp_path / "cut", amp="bf16", quiet=True,
-          on_epoch_end=lambda e, m: e == 1)
-    resumed = train(SPEC, data, recipe=recipe, out=tmp_path / "cut", amp="bf16", resume=True,
-                    quiet=True)
+    full = train(SPEC, data, recipe=recipe, out=tmp_path / "full", amp="bf16", options=RunOptions(quiet=True))
+    train(SPEC, data, recipe=recipe, out=tmp_path / "cut", amp="bf16", on_epoch_end=lambda e, m: e == 1,
+          options=RunOptions(quiet=True))
+    resumed = train(SPEC, data, recipe=recipe, out=tmp_path / "cut", amp="bf16",
+                    options=RunOptions(resume=True, quiet=True))
     a, b = full.model.state_dict(), resumed.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.final_acc == full.final_acc
@@ -136,8 +137,8 @@ def test_checkpoints_written_under_bf16_resume_exactly(tmp_path: Path, digits) -
 def test_kd_under_bf16_runs_the_teacher_in_bf16(tmp_path: Path, baseline: Path, digits) -> None:
     teacher = load_run(baseline).model()
     seen = _dtypes_of(teacher, nn.Conv2d)
-    res = train(SPEC, _small(digits, 512), recipe=Recipe(epochs=4, batch_size=64, lr=0.05),
-                teacher=teacher, out=tmp_path / "kd", amp="bf16", quiet=True)
+    res = train(SPEC, _small(digits, 512), recipe=Recipe(epochs=4, batch_size=64, lr=0.05), teacher=teacher,
+                out=tmp_path / "kd", amp="bf16", options=RunOptions(quiet=True))
     assert seen == {torch.bfloat16}
     losses = [m["loss"] for m in load_run(tmp_path / "kd").metrics]
     # it learns: the loss falls and accuracy is well above chance (10 classes); after 2
@@ -154,7 +155,8 @@ def test_snl_mask_phase_under_bf16_shrinks_the_masks(baseline: Path, digits) -> 
     sched = LambdaSchedule(total // 2, lambda: soft_relus(masks), lam=1e-3, after=0)
     train(base.spec, _small(digits, 512), model=model, teacher=str(baseline), amp="bf16",
           recipe=Recipe(epochs=3, batch_size=64, lr=0.05, optimizer="adam", weight_decay=0.0),
-          extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=sched, quiet=True)
+          extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=sched,
+          options=RunOptions(quiet=True))
     assert seen == {torch.bfloat16}
     assert all(m.alpha.dtype == torch.float32 for m in masks)  # the masks learn in fp32
     assert len(sched.history) == 3 and sched.history[-1]["relus"] <= total
@@ -186,8 +188,10 @@ def test_channels_last_training_equals_contiguous_training(tmp_path: Path, digit
     # order differently) grows about 10x per step (5e-5 after one, 5e-4 after two steps).
     data = _small(digits, 128)
     recipe = Recipe(epochs=1, batch_size=64, lr=0.05)
-    a = train(WIDE, data, recipe=recipe, out=tmp_path / "a", channels_last=False, quiet=True)
-    b = train(WIDE, data, recipe=recipe, out=tmp_path / "b", channels_last=True, quiet=True)
+    a = train(WIDE, data, recipe=recipe, out=tmp_path / "a", channels_last=False,
+              options=RunOptions(quiet=True))
+    b = train(WIDE, data, recipe=recipe, out=tmp_path / "b", channels_last=True,
+              options=RunOptions(quiet=True))
     assert load_run(tmp_path / "b").config["precision"]["channels_last"] is True
     conv = next(m for m in b.model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
@@ -197,12 +201,12 @@ def test_channels_last_training_equals_contiguous_training(tmp_path: Path, digit
 
 
 def test_cpu_layouts_that_crash_onednn_are_refused(tmp_path: Path, digits) -> None:
-    for kw in ({"channels_last": True}, {"compile": True}):
+    for kw in ({"channels_last": True, "options": RunOptions(quiet=True)},
+               {"options": RunOptions(quiet=True, compile=True)}):
         with pytest.raises(UsageError, match="stage2.block1.shortcut.conv .* oneDNN"):
-            train(SPEC, _small(digits, 64), recipe=Recipe(epochs=1, batch_size=64), quiet=True,
-                  **kw)
-    res = train(SPEC, _small(digits, 64), recipe=Recipe(epochs=1, batch_size=64), quiet=True,
-                amp="bf16", channels_last=True)  # bf16 takes another oneDNN kernel: fine
+            train(SPEC, _small(digits, 64), recipe=Recipe(epochs=1, batch_size=64), **kw)
+    res = train(SPEC, _small(digits, 64), recipe=Recipe(epochs=1, batch_size=64), amp="bf16",
+                channels_last=True, options=RunOptions(quiet=True))  # bf16 takes another oneDNN kernel: fine
     assert res.epochs_run == 1
 
 
@@ -280,12 +284,12 @@ def test_sync_batchnorm_conversion_keeps_every_weight() -> None:
     model = build(spec)
     state = {k: v.clone() for k, v in model.state_dict().items()}
     bns = sum(type(m) is nn.BatchNorm2d for m in model.modules())
-    synced = _sync_batchnorm(model, torch.device("cuda"))
+    synced = sync_batchnorm(model, torch.device("cuda"))
     assert sum(type(m) is nn.SyncBatchNorm for m in synced.modules()) == bns > 0
     assert not any(type(m) is nn.BatchNorm2d for m in synced.modules())
     after = synced.state_dict()
     assert after.keys() == state.keys() and all(torch.equal(after[k], state[k]) for k in state)
-    cpu = _sync_batchnorm(build(spec), CPU)
+    cpu = sync_batchnorm(build(spec), CPU)
     assert sum(type(m) is GlobalBatchNorm2d for m in cpu.modules()) == bns
 
 
@@ -312,9 +316,9 @@ def test_cuda_rng_state_is_saved_and_restored(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: fake)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", got.append)
-    state = _rng_state()
+    state = rng_state()
     assert state["cuda"] is fake
-    _set_rng_state(state)
+    set_rng_state(state)
     assert got == [fake]
 
 
@@ -360,8 +364,9 @@ def test_whole_split_lives_on_the_training_device(digits) -> None:
 def test_compiled_training_equals_eager_and_changed_slots_compile(tmp_path: Path, digits) -> None:
     data = _small(digits, 256)
     recipe = Recipe(epochs=1, batch_size=64, lr=0.05)
-    eager = train(WIDE, data, recipe=recipe, out=tmp_path / "eager", quiet=True)
-    comp = train(WIDE, data, recipe=recipe, out=tmp_path / "comp", compile=True, quiet=True)
+    eager = train(WIDE, data, recipe=recipe, out=tmp_path / "eager", options=RunOptions(quiet=True))
+    comp = train(WIDE, data, recipe=recipe, out=tmp_path / "comp",
+                 options=RunOptions(compile=True, quiet=True))
     assert load_run(tmp_path / "comp").config["precision"]["compile"] is True
     sa, sb = eager.model.state_dict(), comp.model.state_dict()
     for k in sa:

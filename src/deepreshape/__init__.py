@@ -31,7 +31,8 @@ __all__ = [
 # Heavier parts (torch) are imported on first use so `import deepreshape` (and with it
 # `deepreshape count`) stays fast.
 _LAZY = {"build": "deepreshape.build", "create_model": "deepreshape.build",
-         "design": "deepreshape.design.solver", "train": "deepreshape.train", "Recipe": "deepreshape.train",
+         "design": "deepreshape.design.solver", "train": "deepreshape.training",
+         "Recipe": "deepreshape.training",
          "load_run": "deepreshape.rundir.run"}
 
 

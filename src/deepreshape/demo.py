@@ -23,9 +23,10 @@ from typing import Any
 
 from deepreshape import fileio
 from deepreshape.count import count
+from deepreshape.options import RunOptions
 from deepreshape.rundir import schema
 from deepreshape.rundir.schema import read_json
-from deepreshape.train import Recipe, train
+from deepreshape.training import Recipe, train
 from deepreshape.zoo import parse
 
 DATASET = "digits"
@@ -141,14 +142,14 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
     runs = out / "runs"
     recipe = Recipe(epochs=plan.epochs, batch_size=64, lr=0.05)
     method = Recipe(epochs=plan.method_epochs, batch_size=64, lr=0.05)
-    mkw = {"quiet": quiet, "resume": True, "limit": plan.limit}
+    opts = RunOptions(quiet=quiet, resume=True, limit=plan.limit)
 
     steps.run("count", "count ReLUs/MACs (paper networks, CIFAR-100 shapes)", lambda: {
         n: count(parse(n, dataset="cifar100")).to_dict()
         for n in ("resnet18", "hrn-5x7x2x", "wrn22x8", "regnetx-400mf")})
 
     def _train(key: str, arch: str, tag: dict | None = None) -> dict:
-        r = train(arch, data, recipe=recipe, out=runs / key, quiet=quiet, resume=True,
+        r = train(arch, data, recipe=recipe, out=runs / key, options=opts,
                   label=f"demo: {key} {arch}", tag=tag)
         steps.say(f"      {arch}: {r.final_acc:.1f}% test accuracy (final epoch)")
         return {"run": str(runs / key), "arch": arch, "acc": r.final_acc}
@@ -160,7 +161,7 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
         from deepreshape.optimize.criticality import criticality
 
         c = criticality(base["run"], recipe=Recipe(epochs=plan.crit_epochs, batch_size=64,
-                                                   lr=0.05), plain=False, **mkw)
+                                                   lr=0.05), plain=False, options=opts)
         match = "matches" if c.order_text == PAPER_ORDER else "differs from"
         resolved = c.info.get("order_resolved", True)
         steps.say(f"      measured criticality order {c.order_text} ({match} the paper's "
@@ -189,21 +190,21 @@ def _run_demo(out: Path, plan: DemoPlan, quiet: bool) -> dict:
         from deepreshape.optimize.deepreduce import deepreduce
 
         return deepreduce(hrn["run"], pipeline="hrn", order=order, reuse_factors=plan.reuse,
-                          recipe=method, **mkw).to_dict()
+                          recipe=method, options=opts).to_dict()
     steps.run("reduce", "DeepReDuce (Algorithm 2) with ReLU-reuse on the HRN", _reduce)
 
     def _snl() -> dict:
-        from deepreshape.optimize.snl import snl
+        from deepreshape.optimize.snl import SNLSettings, snl
 
         total = count(parse(plan.baseline, input_size=size, num_classes=classes)).relus
         res = {}
         for frac in plan.snl_fractions:
             budget = max(1, int(total * frac))
-            r = snl(base["run"], budget,  # the auto preset: SNL's defaults
-                    mask_recipe=Recipe(epochs=plan.snl_mask_epochs, batch_size=plan.snl_batch,
-                                       lr=1e-3, optimizer="adam", weight_decay=0.0),
-                    finetune=Recipe(epochs=plan.snl_finetune_epochs, batch_size=64, lr=1e-3),
-                    **mkw)
+            settings = SNLSettings(  # the auto preset: SNL's defaults
+                mask_recipe=Recipe(epochs=plan.snl_mask_epochs, batch_size=plan.snl_batch,
+                                   lr=1e-3, optimizer="adam", weight_decay=0.0),
+                finetune=Recipe(epochs=plan.snl_finetune_epochs, batch_size=64, lr=1e-3))
+            r = snl(base["run"], budget, settings=settings, options=opts)
             phase = r.info["mask_phase"]
             res[str(budget)] = {"run": str(r.run.path) if r.run else None, "relus": r.relus,
                                 "acc": r.final_acc, "budget_reached": r.budget_reached,

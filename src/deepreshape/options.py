@@ -1,9 +1,10 @@
 """`RunOptions`: how to run a method (seed, device, data, run control), given once.
 
 Every method entry point (`train`, `criticality`, `deepreduce`, `snl`, `evaluate_run`,
-`measure_run`) accepts ``options=RunOptions(...)`` in place of the keywords each of them
-would otherwise repeat, so a caller that runs many methods (the CLI, a sweep) builds one
-value and passes it everywhere. The individual keywords keep working.
+`measure_run`) takes these settings only as ``options=RunOptions(...)``, so a caller that
+runs many methods (the CLI, a sweep) builds one value and passes it everywhere, and no
+entry point repeats nine keywords. A method reads the fields that apply to it (evaluation
+has no seed) and ignores the others.
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class RunOptions:
     compile: bool = False
     quiet: bool = False
 
+    @staticmethod
+    def of(options: RunOptions | None) -> RunOptions:
+        """`options`, or the defaults for None; UsageError for anything else (a dict, say)."""
+        if options is None:
+            return RunOptions()
+        if not isinstance(options, RunOptions):
+            raise UsageError(f"options must be a RunOptions, got {type(options).__name__}")
+        return options
+
     def to_dict(self) -> dict[str, Any]:
         """The options as a plain dict (JSON-ready)."""
         return dataclasses.asdict(self)
@@ -53,38 +63,21 @@ class RunOptions:
 FIELDS = tuple(f.name for f in dataclasses.fields(RunOptions))
 
 
-def with_run_options(fn: F) -> F:
-    """Let `fn` take ``options=RunOptions(...)`` for the keywords of the same names it has.
-
-    Fields `fn` does not take are ignored (evaluation has no seed); a None field leaves
-    `fn`'s default. Giving a keyword explicitly that `options` sets otherwise is a
-    UsageError (two answers to one question).
-    """
-    sig = inspect.signature(fn)
-    taken = [f for f in FIELDS if f in sig.parameters]
+def takes_run_options(fn: F) -> F:
+    """Mark `fn` as taking run options only through ``options=``: a field of `RunOptions`
+    given as a loose keyword that `fn` does not take (``seed=3``, the older API) is a
+    TypeError that says how to pass it, instead of Python's bare "unexpected keyword".
+    The signature is `fn`'s own."""
+    params = inspect.signature(fn).parameters
+    loose = frozenset(f for f in FIELDS if f not in params)
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, options: RunOptions | None = None, **kwargs: Any) -> Any:
-        if options is None:
-            return fn(*args, **kwargs)
-        if not isinstance(options, RunOptions):
-            raise UsageError(f"options must be a RunOptions, got {type(options).__name__}")
-        given = sig.bind_partial(*args, **kwargs).arguments
-        default = RunOptions()
-        for name in taken:
-            value = getattr(options, name)
-            if name in given:
-                if given[name] != value and value != getattr(default, name):
-                    raise UsageError(f"{fn.__name__}: {name} given twice ({given[name]!r} as a "
-                                     f"keyword, {value!r} in options); give it once")
-                continue
-            if value is not None:
-                kwargs[name] = value
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bad = [k for k in kwargs if k in loose]
+        if bad:
+            given = ", ".join(f"{k}={kwargs[k]!r}" for k in bad)
+            raise TypeError(f"{fn.__name__}() takes run options only as "
+                            f"options=RunOptions({given}), not as keywords")
         return fn(*args, **kwargs)
 
-    params = list(sig.parameters.values())
-    extra = inspect.Parameter("options", inspect.Parameter.KEYWORD_ONLY, default=None,
-                              annotation="RunOptions | None")
-    at = next((i for i, p in enumerate(params) if p.kind is inspect.Parameter.VAR_KEYWORD), len(params))
-    wrapper.__signature__ = sig.replace(parameters=[*params[:at], extra, *params[at:]])  # type: ignore[attr-defined]
     return wrapper  # type: ignore[return-value]

@@ -12,7 +12,7 @@ from deepreshape.errors import UsageError
 
 if TYPE_CHECKING:
     from deepreshape.options import RunOptions
-    from deepreshape.train import Recipe
+    from deepreshape.training.recipe import Recipe
 
 
 def add_shape_args(p: argparse.ArgumentParser) -> None:
@@ -72,7 +72,7 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
 
 def add_recipe_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
     """Recipe options; every method that trains takes the same ones (default: `Recipe`'s)."""
-    from deepreshape.train import Recipe  # torch: only for the commands that train
+    from deepreshape.training.recipe import Recipe  # torch: only for the commands that train
 
     _R = Recipe()  # noqa: N806
     epochs = _R.epochs if epochs is None else epochs
@@ -99,7 +99,7 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int | None = None) -> No
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
     """--amp and --channels-last (default: bf16 + channels_last on a GPU, fp32 on CPU)."""
-    from deepreshape.train import AMP_MODES  # torch: only for the commands that train
+    from deepreshape.training.precision import AMP_MODES  # torch: only for the commands that train
 
     p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="autocast dtype (default auto: bf16 on a GPU with bf16, fp32 on CPU)")
@@ -109,7 +109,7 @@ def add_precision_args(p: argparse.ArgumentParser) -> None:
 
 def recipe_from(args: argparse.Namespace, **overrides) -> Recipe:
     """The training `Recipe` from the recipe options; `overrides` win."""
-    from deepreshape.train import Recipe
+    from deepreshape.training.recipe import Recipe
 
     kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
               weight_decay=args.weight_decay, momentum=args.momentum,
@@ -139,16 +139,9 @@ def add_method_args(p: argparse.ArgumentParser, epochs: int | None = None) -> No
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
-    """The `RunOptions` (seed, device, data, run control) of the parsed options."""
-    from deepreshape.options import RunOptions
+    """The `RunOptions` (seed, device, data, run control) of the parsed options: every
+    field the command has an option for (`eval` has no --seed, so its default stays)."""
+    from deepreshape.options import FIELDS, RunOptions
 
-    return RunOptions(**{f: getattr(args, f) for f in _RUN_OPTION_FIELDS if hasattr(args, f)})
+    return RunOptions(**{f: getattr(args, f) for f in FIELDS if hasattr(args, f)})
 
-
-_RUN_OPTION_FIELDS = ("seed", "device", "data_dir", "dataset", "limit", "resume", "force",
-                      "compile", "quiet")
-
-
-def common_kwargs(args: argparse.Namespace) -> dict:
-    """The keyword every method takes for how to run it: ``options=RunOptions(...)``."""
-    return {"options": run_options(args)}

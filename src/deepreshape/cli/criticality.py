@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepreshape.cli.common import add_method_args, common_kwargs, fmt_int, print_json, recipe_from, table
+from deepreshape.cli.common import add_method_args, fmt_int, print_json, recipe_from, run_options, table
 from deepreshape.errors import UsageError
 
 
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--jobs must be a positive integer, got {args.jobs!r}") from None
         result = criticality(args.run, recipe=recipe_from(args), out=args.out,
-                             plain=not args.no_plain, jobs=jobs, **common_kwargs(args))
+                             plain=not args.no_plain, jobs=jobs, options=run_options(args))
     if args.order_only:
         print(result.order_text)
     elif args.json:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from deepreshape.cli.common import fmt_int, print_json
+from deepreshape.cli.common import fmt_int, print_json, run_options
 from deepreshape.errors import CheckpointError
+from deepreshape.rundir import schema
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,19 +25,19 @@ def check_run_dir(path: str | Path) -> None:
     p = Path(path)
     if not p.is_dir():
         raise CheckpointError(f"{p}: no such run directory")
-    if not (p / "config.json").is_file():
-        raise CheckpointError(f"{p / 'config.json'}: no config.json here (is this a deepreshape "
-                              "run directory?)")
-    if not (p / "checkpoint.pt").is_file():
-        raise CheckpointError(f"{p / 'checkpoint.pt'}: no checkpoint (train the run first)")
+    if not schema.CONFIG.exists(p):
+        raise CheckpointError(f"{schema.CONFIG.path(p)}: no {schema.CONFIG.name} here (is this "
+                              "a deepreshape run directory?)")
+    if not schema.CHECKPOINT.exists(p):
+        raise CheckpointError(f"{schema.CHECKPOINT.path(p)}: no checkpoint (train the run first)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape eval`; returns the exit code."""
     check_run_dir(args.run)
-    from deepreshape.evaluate import evaluate_run  # torch: only once RUN looks like a run
+    from deepreshape.training.evaluate import evaluate_run  # torch: only once RUN looks like a run
 
-    r = evaluate_run(args.run, data_dir=args.data_dir, device=args.device)
+    r = evaluate_run(args.run, options=run_options(args))
     if args.json:
         print_json(r)
     else:

@@ -192,6 +192,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
+    from deepreshape.options import RunOptions
     from deepreshape.pi.linkprofile import LinkProfile
     from deepreshape.pi.measure import measure_run
 
@@ -199,7 +200,7 @@ def _measure(args: argparse.Namespace) -> int:
     link = LinkProfile.parse(args.link) if args.link else None
     _warn_insecure(protocol)
     rec = measure_run(args.run, protocol=protocol, samples=args.samples,
-                      repeats=args.repeats or 1, data_dir=args.data_dir,
+                      repeats=args.repeats or 1, options=RunOptions(data_dir=args.data_dir),
                       parties=_parties(args.parties), role=args.role, timeout_s=args.timeout,
                       fxp_fraction_bits=args.fxp_bits, cost_model=args.cost_model, link=link,
                       weights=args.weights)

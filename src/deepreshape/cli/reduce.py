@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepreshape.cli.common import add_method_args, common_kwargs, fmt_int, print_json, recipe_from, table
+from deepreshape.cli.common import add_method_args, fmt_int, print_json, recipe_from, run_options, table
 from deepreshape.errors import UsageError
 
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         reuse_factors=parse_ints(args.reuse, "--reuse"), scale=scale,
         reshape=_words(args.reshape), thinning=args.thin, recipe=recipe_from(args), out=args.out,
         depths=None if args.depths is None else parse_ints(args.depths, "--depths"),
-        dry_run=args.dry_run, **common_kwargs(args))
+        dry_run=args.dry_run, options=run_options(args))
     if args.json:
         print_json(result.to_dict())
         return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 import warnings
 
-from deepreshape.cli.common import add_method_args, common_kwargs, fmt_int, print_json, recipe_from
+from deepreshape.cli.common import add_method_args, fmt_int, print_json, recipe_from, run_options
 from deepreshape.errors import UsageError
 
 
@@ -98,7 +98,7 @@ def parse_budget(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape snl`; returns the exit code."""
-    from deepreshape.optimize.snl import get_preset, snl
+    from deepreshape.optimize.snl import SNLSettings, get_preset, snl
 
     finetune = recipe_from(args)
     preset = get_preset(args.preset)
@@ -107,11 +107,13 @@ def run(args: argparse.Namespace) -> int:
                        weight_decay=0.0, warmup_epochs=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the cap warning is printed below, once
-        res = snl(args.run, parse_budget(args.budget), granularity=args.granularity, out=args.out,
-                  preset=args.preset, mask_recipe=mask, finetune=finetune, lam=args.lam,
-                  lam_factor=args.lambda_factor, lam_after=args.lambda_after,
-                  rule=args.lambda_rule, alpha_lr=args.alpha_lr, threshold=args.threshold,
-                  include_stem=not args.keep_stem, **common_kwargs(args))
+        settings = SNLSettings(
+            granularity=args.granularity, preset=args.preset, mask_recipe=mask,
+            finetune=finetune, lam=args.lam, lam_factor=args.lambda_factor,
+            lam_after=args.lambda_after, rule=args.lambda_rule, alpha_lr=args.alpha_lr,
+            threshold=args.threshold, include_stem=not args.keep_stem)
+        res = snl(args.run, parse_budget(args.budget), settings=settings, out=args.out,
+                  options=run_options(args))
     phase = res.info["mask_phase"]
     if not res.budget_reached:
         print(f"deepreshape: warning: the mask phase stopped at its cap ({phase['epochs_run']} "

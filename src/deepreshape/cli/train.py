@@ -13,7 +13,7 @@ from deepreshape.cli.common import (
     run_options,
 )
 from deepreshape.datasets import DATASETS
-from deepreshape.train import train
+from deepreshape.training import train
 from deepreshape.zoo import parse
 
 

@@ -222,7 +222,7 @@ def network_row(root: Path, record: dict, base: dict) -> dict:
 
 def recipe_values(values: dict | None, **defaults: Any) -> Any:
     """A `Recipe` from a sweep table's recipe values over `defaults`."""
-    from deepreshape.train import Recipe
+    from deepreshape.training import Recipe
 
     return Recipe(**{**defaults, **(values or {})})
 

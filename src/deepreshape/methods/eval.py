@@ -11,7 +11,7 @@ from deepreshape.methods.base import ExpandContext, Method, check_of, of_targets
 class Eval(Method):
     name = "eval"
     display = "evaluation"
-    entry = "deepreshape.evaluate:evaluate_run"
+    entry = "deepreshape.training.evaluate:evaluate_run"
     cli = "deepreshape.cli.eval"
     measures = True
     keys = {"of": "which runs: train and run-making methods (default [train])"}

@@ -60,7 +60,10 @@ class Snl(Method):
                          ("include_stem", "include_stem")):
             if key in s:
                 kw[arg] = s.pop(key)
-        res = snl(root / point.deps[0], s.pop("budget"), out=root / point.run, options=options, **kw)
+        from deepreshape.optimize.snl import SNLSettings
+
+        res = snl(root / point.deps[0], s.pop("budget"), settings=SNLSettings(**kw),
+                  out=root / point.run, options=options)
         return {"final_acc": res.final_acc, "relus": res.relus, "budget": res.budget,
                 "budget_reached": res.budget_reached}
 

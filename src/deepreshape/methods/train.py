@@ -17,7 +17,7 @@ class Train(Method):
     name = "train"
     display = "baseline"
     colour, marker = "#1f77b4", "o"
-    entry = "deepreshape.train:train"
+    entry = "deepreshape.training.loop:train"
     cli = "deepreshape.cli.train"
     keys: Mapping[str, str] = {}
     tags = ("baseline", "deepreshape")

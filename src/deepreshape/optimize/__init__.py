@@ -1,14 +1,19 @@
 """ReLU optimization methods: stagewise criticality, DeepReDuce (+ ReLU-reuse), SNL.
 
 Each method takes a *trained baseline run directory*, changes slot kinds (or widths) of
-its spec, and trains every produced network through `deepreshape.train.train` (none owns
+its spec, and trains every produced network through `deepreshape.training.train` (none owns
 a training loop). Every produced network is a run directory of its own, whose
 results.json carries exact ReLUs/MACs from `count(spec)`.
 
-    from deepreshape.optimize import criticality, deepreduce, snl
+    from deepreshape.optimize.criticality import criticality
+    from deepreshape.optimize.deepreduce import deepreduce
+    from deepreshape.optimize.snl import SNLSettings, snl
+    from deepreshape.options import RunOptions
     crit = criticality("runs/hrn-5x7x2x", recipe=Recipe(epochs=200))
-    red = deepreduce("runs/hrn-5x7x2x", pipeline="hrn")
-    res = snl("runs/hrn-5x7x2x", budget=50_000, granularity="pixel")
+    red = deepreduce("runs/hrn-5x7x2x", pipeline="hrn", options=RunOptions(seed=1))
+    res = snl("runs/hrn-5x7x2x", budget=50_000, settings=SNLSettings(granularity="pixel"))
+
+How to run (seed, device, data, resume, ...) is one `RunOptions` value, ``options=``.
 
 The helpers below are shared by the three modules (submodules are loaded lazily, so
 `import deepreshape.optimize` stays light and the modules can import these helpers).

@@ -36,11 +36,11 @@ from typing import Any
 
 from deepreshape.count import count
 from deepreshape.errors import UsageError
-from deepreshape.options import with_run_options
+from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run
 from deepreshape.spec import NetSpec, relu_slots
-from deepreshape.train import Recipe
+from deepreshape.training.recipe import Recipe
 
 EXPONENT = -0.07
 METRIC = "C_k = (A_k - min_j A_j) * (R_k/1000)^-0.07, A_k = KD accuracy (%), R_k = stage ReLUs"
@@ -222,7 +222,7 @@ def stage_relus(spec: NetSpec) -> list[int]:
 # --------------------------------------------------------------------------- running
 
 
-@with_run_options
+@takes_run_options
 def criticality(
     run: str | Path | Run,
     *,
@@ -230,38 +230,32 @@ def criticality(
     out: str | Path | None = None,
     plain: bool = True,
     jobs: int = 1,
-    seed: int = 0,
-    device: str | None = None,
-    data_dir: str | None = None,
-    dataset: str | None = None,
-    limit: int | None = None,
-    resume: bool = False,
-    force: bool = False,
-    compile: bool = False,
-    quiet: bool = False,
+    options: RunOptions | None = None,
 ) -> Criticality:
     """Train the stage-only networks of a baseline run and score them.
 
     Runs go to OUT/stageK and OUT/stageK-kd (OUT defaults to RUN/criticality); stages are
     independent, so `jobs` > 1 trains them in that many processes (one GPU each when
     several are visible). Writes RUN/criticality.json (and OUT/criticality.json).
+    `options` (`RunOptions`) says how every stage network is trained.
     """
     from deepreshape.optimize import baseline_data, load_baseline
 
+    opts = RunOptions.of(options)
     base = load_baseline(run)
     recipe = recipe or Recipe()
     recipe.validate()
     if not isinstance(jobs, int) or jobs < 1:
         raise UsageError(f"--jobs must be a positive integer, got {jobs!r}")
-    data = baseline_data(base, data_dir, dataset, limit)  # validates the data set up front
+    data = baseline_data(base, opts.data_dir, opts.dataset, opts.limit)  # validates the data set up front
     root = Path(out) if out is not None else base.path / "criticality"
     relus = stage_relus(base.spec)
     empty = [k for k, r in enumerate(relus, 1) if r == 0]
     if empty:
         raise UsageError(f"{base.spec.describe()}: stage{empty[0]} has no ReLUs; criticality "
                          "needs ReLUs in every stage (score a network before culling it)")
-    common = {"recipe": recipe, "seed": seed, "data": (data.name, data_dir, data.input_size, limit),
-              "resume": resume, "force": force, "compile": compile, "quiet": quiet,
+    common = {"recipe": recipe, "options": opts,
+              "data": (data.name, opts.data_dir, data.input_size, opts.limit),
               "baseline": str(base.path)}
     job_list = []
     for k in range(1, len(base.spec.stages) + 1):
@@ -274,13 +268,13 @@ def criticality(
         j["label"] = (f"criticality {i}/{len(job_list)}: stage{j['stage']} only "
                       f"({relus[j['stage'] - 1]:,} ReLUs), {'KD' if j['kd'] else 'no KD'}")
     accs = dict(zip([(j["stage"], j["kd"]) for j in job_list],
-                    _run_jobs(job_list, jobs, device, data), strict=True))
+                    _run_jobs(job_list, jobs, opts.device, data), strict=True))
     stages = [{"name": f"stage{k}", "relus": r, "acc": accs.get((k, False)),
                "kd_acc": accs[(k, True)],
                "run": str(root / f"stage{k}") if plain else None, "kd_run": str(root / f"stage{k}-kd")}
               for k, r in enumerate(relus, 1)]
     info = {"baseline": str(base.path), "arch": base.spec.describe(), "dataset": data.name,
-            "test_size": len(data.test_y), "recipe": vars(recipe).copy(), "seed": seed,
+            "test_size": len(data.test_y), "recipe": vars(recipe).copy(), "seed": opts.seed,
             "runs": str(root)}
     result = score(stages, info, where=str(base.path))
     warn_if_noisy(result)
@@ -309,14 +303,14 @@ def _devices(device: str | None, jobs: int) -> list[str | None]:
 def _run_jobs(jobs: list[dict], n: int, device: str | None, data: Any) -> list[float]:
     devices = _devices(device, max(n, 1))
     if n <= 1 or len(jobs) <= 1:
-        return [_train_job({**j, "device": device}, data) for j in jobs]
+        return [_train_job(j, data) for j in jobs]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // n)
     with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as ex:
-        futures = [ex.submit(_train_job, {**j, "device": devices[i % n]})
+        futures = [ex.submit(_train_job, {**j, "options": j["options"].replace(device=devices[i % n])})
                    for i, j in enumerate(jobs)]
         return [f.result() for f in futures]
 
@@ -336,13 +330,11 @@ def _load(name: str, data_dir: str | None, input_size: int, limit: int | None) -
 
 def _train_job(job: dict, data: Any = None) -> float:
     """Train one stage network (in this process or a worker); returns its final accuracy."""
-    from deepreshape.train import train
+    from deepreshape.training import train
 
     data = data if data is not None else _load(*job["data"])
     res = train(NetSpec.from_dict(job["spec"]), data, recipe=job["recipe"], out=job["out"],
-                teacher=job["teacher"], seed=job["seed"], device=job["device"],
-                data_dir=job["data"][1], resume=job["resume"], force=job["force"],
-                compile=job["compile"], quiet=job["quiet"], label=job.get("label", ""),
+                teacher=job["teacher"], options=job["options"], label=job.get("label", ""),
                 tag={"name": "criticality", "stage": job["stage"], "kd": job["kd"],
                      "baseline": job["baseline"]})
     return float(res.final_acc)

@@ -49,11 +49,11 @@ from pathlib import Path
 
 from deepreshape.count import count
 from deepreshape.errors import UsageError
-from deepreshape.options import with_run_options
+from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, load_run
 from deepreshape.spec import DEFAULT_DATASET, NetSpec, relu_slots
-from deepreshape.train import Recipe
+from deepreshape.training.recipe import Recipe
 from deepreshape.zoo import parse
 
 PIPELINES = ("deepreduce", "hrn")
@@ -392,7 +392,7 @@ def _row(p: Planned, acc: float | None, run_dir: str | None) -> dict:
             "accuracy": acc, "run": run_dir, "baseline": p.baseline}
 
 
-@with_run_options
+@takes_run_options
 def deepreduce(
     run: str | Path | Run,
     *,
@@ -407,23 +407,18 @@ def deepreduce(
     recipe: Recipe | None = None,
     out: str | Path | None = None,
     dry_run: bool = False,
-    seed: int = 0,
-    device: str | None = None,
-    data_dir: str | None = None,
-    dataset: str | None = None,
-    limit: int | None = None,
-    resume: bool = False,
-    force: bool = False,
-    compile: bool = False,
-    quiet: bool = False,
+    options: RunOptions | None = None,
 ) -> Reduced:
     """Run a pipeline on a trained baseline: one run directory per produced network under
     OUT (default RUN/reduce), and OUT/reduce.json with the summary. `dry_run` only plans
     (exact counts, nothing trained or written, no checkpoint read); it takes a network
-    name (with `dataset` and `order`) as well as a run directory."""
+    name (with `options.dataset` and `order`) as well as a run directory. `options`
+    (`RunOptions`) says how every produced network is trained."""
     from deepreshape.optimize import baseline_data, load_baseline
-    from deepreshape.train import train
+    from deepreshape.training import train
 
+    opts = RunOptions.of(options)
+    dataset = opts.dataset
     if dry_run:
         base, spec = _plan_source(run, dataset)
     else:
@@ -439,12 +434,12 @@ def deepreduce(
             "dataset": (base.config.get("data", {}).get("dataset") if base
                         else (dataset or DEFAULT_DATASET).strip().lower()),
             "pipeline": pipeline, "thinning": thinning, "order": list(order),
-            "order_source": source, "recipe": vars(recipe).copy(), "seed": seed,
+            "order_source": source, "recipe": vars(recipe).copy(), "seed": opts.seed,
             "runs": None if root is None else str(root)}
     if dry_run:
         return Reduced([_row(p, None, None) for p in nets], {**info, "dry_run": True})
     assert base is not None and root is not None
-    data = baseline_data(base, data_dir, dataset, limit)
+    data = baseline_data(base, opts.data_dir, dataset, opts.limit)
     init = base.load_checkpoint()["model"]
     rows = []
     for p in nets:
@@ -452,8 +447,7 @@ def deepreduce(
             rows.append(_row(p, base.results.get("final_acc"), str(base.path)))
             continue
         res = train(p.spec, data, recipe=recipe, out=root / p.label, teacher=str(base.path),
-                    init_from=init, seed=seed, device=device, data_dir=data_dir, resume=resume,
-                    force=force, compile=compile, quiet=quiet,
+                    init_from=init, options=opts,
                     label=f"DeepReDuce {p.label} ({count(p.spec).relus:,} ReLUs)",
                     tag={"name": "deepreduce", "pipeline": pipeline, "steps": list(p.steps),
                          "order": list(order), "baseline": str(base.path)})

@@ -33,6 +33,7 @@ result), the budget counts every ReLU the network runs, and channel-wise SNL exi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -42,18 +43,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepreshape import fileio
 from deepreshape.count import count, count_module
 from deepreshape.errors import CheckpointError, UnsafeFileError, UsageError
-from deepreshape.options import with_run_options
+from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, writer_lock
 from deepreshape.spec import NetSpec, SlotInfo, relu_slots
-from deepreshape.train import Recipe
+from deepreshape.training.recipe import Recipe
 
 GRANULARITIES = ("pixel", "channel")
-SNL_JSON = "snl.json"
-MASK_PHASE = "mask_phase.pt"
 
 
 class LearnableMask(nn.Module):
@@ -307,107 +305,121 @@ def check_budget(spec: NetSpec, budget: object, granularity: str = "pixel",
     return budget, fixed
 
 
-@with_run_options
+@dataclass(frozen=True)
+class SNLSettings:
+    """How SNL runs its mask phase and fine-tune (everything but the budget).
+
+    granularity: "pixel" (a mask per C,H,W entry) or "channel" (per channel). preset
+    ("auto" or "paper", see PRESETS) fills in whatever of the mask phase is None:
+    `mask_recipe` (Adam lr 1e-3, no weight decay, the preset's epoch cap), `lam` (the
+    initial L1 weight per ReLU), `lam_factor` (its growth), `lam_after` (epochs before it
+    may grow), `rule` (RULES) and `alpha_lr` (the masks' own Adam lr). `finetune` defaults
+    to SGD lr 1e-3 cosine for 100 epochs. `threshold`: a mask above it needs its ReLU.
+    `include_stem` False keeps the stem ReLU unmasked (it still counts against the budget).
+    """
+
+    granularity: str = "pixel"
+    preset: str = "auto"
+    mask_recipe: Recipe | None = None
+    finetune: Recipe | None = None
+    lam: float | None = None
+    lam_factor: float | None = None
+    lam_after: int | None = None
+    rule: str | None = None
+    alpha_lr: float | None = None
+    threshold: float = 1e-2
+    include_stem: bool = True
+
+    def replace(self, **changes: object) -> SNLSettings:
+        """A copy with `changes` applied."""
+        return dataclasses.replace(self, **changes)
+
+
+@takes_run_options
 def snl(
     run: str | Path | Run,
     budget: int,
     *,
-    granularity: str = "pixel",
+    settings: SNLSettings | None = None,
     out: str | Path | None = None,
-    preset: str = "auto",
-    mask_recipe: Recipe | None = None,
-    finetune: Recipe | None = None,
-    lam: float | None = None,
-    lam_factor: float | None = None,
-    lam_after: int | None = None,
-    rule: str | None = None,
-    alpha_lr: float | None = None,
-    threshold: float = 1e-2,
-    include_stem: bool = True,
-    seed: int = 0,
-    device: str | None = None,
-    data_dir: str | None = None,
-    dataset: str | None = None,
-    limit: int | None = None,
-    resume: bool = False,
-    force: bool = False,
-    compile: bool = False,
-    quiet: bool = False,
+    options: RunOptions | None = None,
 ) -> SNLResult:
     """SNL on a trained baseline run; the final network is a run directory under OUT
     (default RUN/snl/<granularity>-<budget>) with snl.json (lambda history, counts).
 
-    `preset` ("auto" or "paper", see PRESETS) fills in whatever of the mask phase is not
-    given: `mask_recipe` (Adam lr 1e-3, no weight decay, the preset's epoch cap), `lam`,
-    `lam_factor`, `lam_after`, `rule` and `alpha_lr` (the masks' own Adam lr). `finetune`
-    defaults to SGD lr 1e-3 cosine for 100 epochs. `resume` continues the fine-tune after a
-    completed mask phase (its result is kept in OUT/mask_phase.pt).
+    `settings` (`SNLSettings`, default: pixel-wise, preset "auto") says how the mask phase
+    and the fine-tune run. `options.resume` continues the fine-tune after a completed mask
+    phase (its result is kept in OUT/mask_phase.pt).
     """
     from deepreshape.optimize import baseline_data, load_baseline
-    from deepreshape.train import train
+    from deepreshape.training import train
 
-    p = get_preset(preset)
+    s = settings if settings is not None else SNLSettings()
+    if not isinstance(s, SNLSettings):
+        raise UsageError(f"settings must be an SNLSettings, got {type(s).__name__}")
+    opts = RunOptions.of(options)
+    granularity, threshold, include_stem = s.granularity, s.threshold, s.include_stem
+    p = get_preset(s.preset)
     base = load_baseline(run)
     budget, fixed = check_budget(base.spec, budget, granularity, include_stem)
     free = count(base.spec).relus - fixed
-    lam = (p.lam if p.lam is not None else auto_lambda(free)) if lam is None else lam
-    lam_factor = p.lam_factor if lam_factor is None else lam_factor
-    lam_after = p.lam_after if lam_after is None else lam_after
-    rule = p.rule if rule is None else rule
+    lam = (p.lam if p.lam is not None else auto_lambda(free)) if s.lam is None else s.lam
+    lam_factor = p.lam_factor if s.lam_factor is None else s.lam_factor
+    lam_after = p.lam_after if s.lam_after is None else s.lam_after
+    rule = p.rule if s.rule is None else s.rule
     if rule not in RULES:
         raise UsageError(f"lambda rule must be one of {', '.join(RULES)}, got {rule!r}")
     if not (lam > 0 and lam_factor >= 1 and lam_after >= 0 and threshold >= 0):
         raise UsageError("lambda must be > 0, its factor >= 1, --lambda-after >= 0, threshold >= 0")
-    mask_recipe = mask_recipe or Recipe(epochs=p.mask_epochs, lr=1e-3, optimizer="adam",
-                                        weight_decay=0.0)
-    finetune = finetune or Recipe(epochs=100, lr=1e-3)
+    mask_recipe = s.mask_recipe or Recipe(epochs=p.mask_epochs, lr=1e-3, optimizer="adam",
+                                          weight_decay=0.0)
+    finetune = s.finetune or Recipe(epochs=100, lr=1e-3)
     mask_recipe.validate()
     finetune.validate()
     root = Path(out) if out is not None else base.path / "snl" / f"{granularity}-{budget}"
-    data = baseline_data(base, data_dir, dataset, limit)
+    data = baseline_data(base, opts.data_dir, opts.dataset, opts.limit)
     plan = max(1, mask_recipe.epochs // 2)
     steps = max(1, len(data.train_y) // mask_recipe.batch_size)
+    alpha_lr = s.alpha_lr
     if alpha_lr is None:
         alpha_lr = p.mask_lr if p.mask_lr is not None else auto_mask_lr(
             mask_recipe.lr, plan, steps)
     if not (alpha_lr > 0 and math.isfinite(alpha_lr)):
         raise UsageError(f"the masks' lr must be a positive number, got {alpha_lr}")
     gain = alpha_lr / mask_recipe.lr
-    settings = {"budget": budget, "granularity": granularity, "include_stem": include_stem,
-                "threshold": threshold, "preset": p.name, "rule": rule, "lambda": lam,
-                "lambda_factor": lam_factor, "lambda_after": lam_after, "alpha_lr": alpha_lr,
-                "plan_epochs": plan, "mask_recipe": vars(mask_recipe).copy()}
+    record = {"budget": budget, "granularity": granularity, "include_stem": include_stem,
+              "threshold": threshold, "preset": p.name, "rule": rule, "lambda": lam,
+              "lambda_factor": lam_factor, "lambda_after": lam_after, "alpha_lr": alpha_lr,
+              "plan_epochs": plan, "mask_recipe": vars(mask_recipe).copy()}
     with writer_lock(root):  # one writer for the mask phase and the fine-tuning
-        if schema.CONFIG.exists(root) and not (resume or force):
+        if schema.CONFIG.exists(root) and not (opts.resume or opts.force):
             raise UsageError(f"{root} already holds an SNL run; use --resume to continue it, "
                              "--force to start it over, or another --out")
-        saved = _load_phase(root / MASK_PHASE, settings) if resume else None
+        saved = _load_phase(root, record) if opts.resume else None
         if saved is None:
-            saved = _mask_phase(base, data, settings, fixed, gain, mask_recipe, seed=seed,
-                                device=device, data_dir=data_dir, compile=compile, quiet=quiet)
-            fileio.save_torch(root / MASK_PHASE, saved)
+            saved = _mask_phase(base, data, record, fixed, gain, mask_recipe, opts)
+            schema.MASK_PHASE.save(root, saved)
         spec = NetSpec.from_dict(saved["spec"])
         out_res = train(spec, data, recipe=finetune, out=root, teacher=str(base.path),
-                        init_from=saved["state"], seed=seed, device=device, data_dir=data_dir,
-                        resume=resume, force=force, compile=compile, quiet=quiet,
-                        tag={"name": "snl", "baseline": str(base.path), **settings},
+                        init_from=saved["state"], options=opts,
+                        tag={"name": "snl", "baseline": str(base.path), **record},
                         label=f"SNL fine-tune ({granularity}, {budget:,} ReLUs)")
         relus = count_module(out_res.model, spec).relus
         if relus > budget or (granularity == "pixel" and relus != budget):
             raise AssertionError(f"SNL produced {relus} ReLUs for a budget of {budget}")  # a bug
-        info = {"baseline": str(base.path), "arch": spec.describe(), **settings,
+        info = {"baseline": str(base.path), "arch": spec.describe(), **record,
                 "fixed_relus": fixed, "relus": relus, "relus_analytic": count(spec).relus,
                 "final_acc": out_res.final_acc, "mask_phase": saved["phase"]}
-        fileio.write_json(root / SNL_JSON, info)
+        schema.SNL.write(root, info)
         return SNLResult(out_res.run, out_res.model, spec, out_res.final_acc, relus, budget,
                          saved["phase"]["budget_reached"], info)
 
 
 def _mask_phase(base: Run, data: object, settings: dict, fixed: int, gain: float,
-                mask_recipe: Recipe, **train_kw: object) -> dict:
+                mask_recipe: Recipe, options: RunOptions) -> dict:
     """Train the masks until the count is under the budget (or the cap), binarize them to
     the budget; returns what OUT/mask_phase.pt keeps (settings, spec, weights, history)."""
-    from deepreshape.train import train
+    from deepreshape.training import train
 
     budget, granularity, threshold = (settings["budget"], settings["granularity"],
                                       settings["threshold"])
@@ -430,7 +442,7 @@ def _mask_phase(base: Run, data: object, settings: dict, fixed: int, gain: float
 
     res = train(base.spec, data, recipe=mask_recipe, model=model, teacher=str(base.path),
                 extra_loss=lambda _m: sched.lam * mask_l1(masks), on_epoch_end=on_epoch_end,
-                label=f"SNL mask phase ({granularity}, budget {budget:,})", **train_kw)
+                label=f"SNL mask phase ({granularity}, budget {budget:,})", options=options)
     reached = bool(sched.history) and sched.history[-1]["relus"] <= budget - fixed
     if not reached:
         warnings.warn(f"SNL: the mask phase ended after {res.epochs_run} epochs with "
@@ -448,12 +460,12 @@ def _mask_phase(base: Run, data: object, settings: dict, fixed: int, gain: float
     return {"settings": settings, "spec": spec.to_dict(), "state": state, "phase": phase}
 
 
-def _load_phase(path: Path, settings: dict) -> dict | None:
+def _load_phase(root: Path, settings: dict) -> dict | None:
     """A finished mask phase with the same settings, or None (then it is redone)."""
-    if not path.exists():
+    if not schema.MASK_PHASE.path(root).exists():
         return None
     try:
-        saved = fileio.load_torch(path, "SNL mask phase")
+        saved = schema.MASK_PHASE.load(root)
     except UnsafeFileError:
         raise
     except CheckpointError:  # a truncated or foreign file: redo the phase

@@ -34,7 +34,7 @@ import numpy as np
 
 from deepreshape.count import count
 from deepreshape.errors import UsageError
-from deepreshape.options import with_run_options
+from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.pi import engine
 from deepreshape.pi.costs import costmodel, linkcost
 from deepreshape.pi.linkprofile import LinkProfile
@@ -221,14 +221,13 @@ def _check_args(protocol: str, samples: int, repeats: int, parties: Any, role: A
         raise UsageError(f"role must be 'server' or 'client', got {role!r}")
 
 
-@with_run_options
+@takes_run_options
 def measure_run(
     path: str | Path,
     *,
     protocol: str = "cheetah",
     samples: int = 2,
     repeats: int = 1,
-    data_dir: str | None = None,
     parties: list[str] | None = None,
     role: str | None = None,
     timeout_s: float = 900,
@@ -237,6 +236,7 @@ def measure_run(
     write: bool = True,
     link: LinkProfile | None = None,
     weights: str | None = None,
+    options: RunOptions | None = None,
 ) -> dict[str, Any] | None:
     """Measure secure inference of the run at `path`; returns (and writes) the result,
     ``RUN/pi-<protocol>-<link>.json`` (results over other links stay).
@@ -282,7 +282,7 @@ def measure_run(
                                    settings=agreed, **cfg)
         return None
 
-    x, y = load_test_images(run, samples, data_dir)
+    x, y = load_test_images(run, samples, RunOptions.of(options).data_dir)
     import torch
 
     with torch.no_grad():

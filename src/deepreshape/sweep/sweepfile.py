@@ -237,7 +237,7 @@ def _recipe_axes(recipe: dict) -> list[dict]:
 
 def check_recipe(recipe: dict, where: str, exp: str | None, key: str) -> None:
     """A UsageError naming the key if the trainer would refuse this recipe."""
-    from deepreshape.train import Recipe
+    from deepreshape.training import Recipe
 
     try:
         Recipe(**recipe).validate()
