@@ -55,14 +55,16 @@ def test_a_runs_label_comes_from_its_tag_through_the_registry() -> None:
 def test_the_deepreshape_design_shows_as_deepreshape(tmp_path: Path, capsys, one_thread) -> None:
     """The demo's vocabulary bug: its HRN, designed by DeepReShape, was drawn as a baseline."""
     from deepreshape.demo import DEEPRESHAPE_TAG, method_of
+    from deepreshape.options import RunOptions
     from deepreshape.reports.readers import method_kind
     from deepreshape.rundir.run import load_run
     from deepreshape.training import Recipe, train
 
     recipe = Recipe(epochs=1, batch_size=50)
-    train("resnet18-m2-d1,1,1,1", "digits", recipe=recipe, out=tmp_path / "base", limit=100, quiet=True)
-    train("hrn-2x2x2x-m2-d1,1,1,1", "digits", recipe=recipe, out=tmp_path / "hrn", limit=100,
-          quiet=True, tag=DEEPRESHAPE_TAG | {"order": "3,2,4,1"})
+    opts = RunOptions(limit=100, quiet=True)
+    train("resnet18-m2-d1,1,1,1", "digits", recipe=recipe, out=tmp_path / "base", options=opts)
+    train("hrn-2x2x2x-m2-d1,1,1,1", "digits", recipe=recipe, out=tmp_path / "hrn", options=opts,
+          tag=DEEPRESHAPE_TAG | {"order": "3,2,4,1"})
     assert method_of(load_run(tmp_path / "hrn").config) == "DeepReShape HRN (order 3,2,4,1)"
     assert main(["pareto", str(tmp_path), "--out", str(tmp_path / "p.png"), "--json"]) == 0
     rows = {Path(r["run"]).name: r["method"] for r in json.loads(capsys.readouterr().out)["runs"]}

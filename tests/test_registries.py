@@ -127,10 +127,12 @@ def registered():
 @pytest.fixture(scope="module")
 def blobs_run(registered, tmp_path_factory, one_thread):
     """A tiny network trained one epoch on the registered data set, with `limit`."""
+    from deepreshape.options import RunOptions
     from deepreshape.training import Recipe, train
 
     out = tmp_path_factory.mktemp("blobs") / "run"
-    train(ARCH, "blobs", recipe=Recipe(epochs=1, batch_size=16), out=out, limit=32, quiet=True)
+    train(ARCH, "blobs", recipe=Recipe(epochs=1, batch_size=16), out=out,
+          options=RunOptions(limit=32, quiet=True))
     return out
 
 

@@ -46,7 +46,6 @@ def spelled_names(path: Path) -> list[str]:
     return [h for _, h in sorted(hits)]
 
 
-@pytest.mark.xfail(strict=True, reason="TEMP: lifted once every module goes through the schema")
 def test_no_module_but_the_schema_spells_a_run_file_name() -> None:
     hits = [h for p in sorted(SRC.rglob("*.py")) if p != SCHEMA for h in spelled_names(p)]
     assert hits == [], "run-file names spelled outside rundir/schema.py:\n" + "\n".join(hits)

@@ -12,12 +12,9 @@ Python API (the CLI is a thin layer over these)::
 
 from __future__ import annotations
 
-import sys
-import types
-from typing import Any
-
 from deepreshape.count import Counts, count, count_module
 from deepreshape.errors import DeepReshapeError, UsageError
+from deepreshape.lazy import lazy_exports
 from deepreshape.spec import NetSpec
 from deepreshape.zoo import list_models, parse
 
@@ -36,24 +33,4 @@ _LAZY = {"build": "deepreshape.build", "create_model": "deepreshape.build",
          "load_run": "deepreshape.rundir.run"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'deepreshape' has no attribute {name!r}")
-
-
-class _Package(types.ModuleType):
-    """Keeps `deepreshape.build` the function: importing the submodule of the same name
-    would otherwise set the package attribute to the module."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
+lazy_exports(__name__, _LAZY)

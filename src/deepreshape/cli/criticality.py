@@ -6,6 +6,7 @@ import argparse
 
 from deepreshape.cli.common import add_method_args, fmt_int, print_json, recipe_from, run_options, table
 from deepreshape.errors import UsageError
+from deepreshape.rundir import schema
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "criticality", help="stagewise ReLU criticality (C_k) and the criticality order",
         description="For each stage, train the baseline with only that stage's ReLUs (the stem "
         "is in stage1), from scratch, with and without KD from the baseline; score C_k = "
-        "(A_k - min A) * (R_k/1000)^-0.07 with A the KD accuracy. Writes RUN/criticality.json. "
+        f"(A_k - min A) * (R_k/1000)^-0.07 with A the KD accuracy. Writes RUN/{schema.CRITICALITY.name}. "
         "With --accuracies, score given results without training.")
     p.add_argument("run", nargs="?", help="trained baseline run directory")
     p.add_argument("--accuracies", metavar="FILE",

@@ -35,9 +35,12 @@ def check_run_dir(path: str | Path) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape eval`; returns the exit code."""
     check_run_dir(args.run)
+    from deepreshape.reports.readers import run_name
+    from deepreshape.rundir.run import load_run
     from deepreshape.training.evaluate import evaluate_run  # torch: only once RUN looks like a run
 
     r = evaluate_run(args.run, options=run_options(args))
+    r["name"] = run_name(load_run(args.run))  # the display name people read (a probe says so)
     if args.json:
         print_json(r)
     else:

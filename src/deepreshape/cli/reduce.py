@@ -6,6 +6,7 @@ import argparse
 
 from deepreshape.cli.common import add_method_args, fmt_int, print_json, recipe_from, run_options, table
 from deepreshape.errors import UsageError
+from deepreshape.rundir import schema
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "networks of a ReLU-reduction pipeline. deepreduce: D-1 iterations culling the least "
         "critical stages, each thinned and reshaped (channels x0.5, feature maps /2); hrn "
         "(the paper's Algorithm 2): cull the least critical stage only if it holds most ReLUs, "
-        "thin, channels x0.5 and ReLU-reuse 4, 8, 16. The order comes from RUN/criticality.json "
-        "or --order. Writes OUT/reduce.json (default OUT = RUN/reduce). --dry-run only plans, "
+        "thin, channels x0.5 and ReLU-reuse 4, 8, 16. The order comes from "
+        f"RUN/{schema.CRITICALITY.name} or --order. Writes OUT/{schema.REDUCE.name} (default "
+        "OUT = RUN/reduce). --dry-run only plans, "
         "with exact counts, and takes a network name (with --dataset and --order) as well.")
     p.add_argument("run", help="trained baseline run directory (with --dry-run also a network "
                    "name, e.g. resnet18)")
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "convolutions (same counts, another network)")
     p.add_argument("--order", default=None,
                    help="stages from most to least critical, e.g. 3,2,4,1 (default: "
-                   "RUN/criticality.json)")
+                   f"RUN/{schema.CRITICALITY.name})")
     p.add_argument("--out", default=None, help="where the runs go (default RUN/reduce)")
     p.add_argument("--dry-run", action="store_true",
                    help="only list the networks with their exact counts")
@@ -84,5 +86,5 @@ def run(args: argparse.Namespace) -> int:
           "MACs = multiply-accumulates")
     print(table(["network", "steps", "ReLUs", "MACs", "acc %"], rows, "<<>>>"))
     if not info.get("dry_run"):
-        print(f"summary: {info['runs']}/reduce.json")
+        print(f"summary: {schema.REDUCE.path(info['runs'])}")
     return 0

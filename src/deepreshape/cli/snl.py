@@ -8,6 +8,7 @@ import warnings
 
 from deepreshape.cli.common import add_method_args, fmt_int, print_json, recipe_from, run_options
 from deepreshape.errors import UsageError
+from deepreshape.rundir import schema
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-stem", action="store_true",
                    help="do not mask the stem ReLU (it still counts against the budget)")
     p.add_argument("--out", default=None, help="run directory (default: RUN/snl/GRANULARITY-B)")
-    p.add_argument("--json", action="store_true", help="print snl.json")
+    p.add_argument("--json", action="store_true", help=f"print {schema.SNL.name}")
     add_method_args(p, epochs=100)
     p.set_defaults(func=run, lr=1e-3)
     for action in p._actions:

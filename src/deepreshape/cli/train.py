@@ -13,6 +13,7 @@ from deepreshape.cli.common import (
     run_options,
 )
 from deepreshape.datasets import DATASETS
+from deepreshape.rundir import schema
 from deepreshape.training import train
 from deepreshape.zoo import parse
 
@@ -20,8 +21,9 @@ from deepreshape.zoo import parse
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `train` sub-command."""
     p = sub.add_parser("train", help="train a network (SGD + cosine, optional KD)",
-                       description="Train a zoo network; writes config.json, checkpoint.pt, "
-                       "metrics.jsonl and results.json under --out. Works under torchrun.")
+                       description="Train a zoo network; writes "
+                       f"{', '.join(f.name for f in schema.TRAINING_FILES)} under --out. Works "
+                       "under torchrun.")
     p.add_argument("name", help="architecture name (see `deepreshape list`)")
     add_recipe_args(p)
     add_override_args(p)

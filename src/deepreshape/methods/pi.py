@@ -51,7 +51,7 @@ class Pi(Method):
         valid = protocol_names()
         for protocol in _axis(table.get("protocol", "cheetah")):
             if protocol not in valid:
-                raise ctx.fail("pi.protocol", f"must be {' or '.join(valid)} (or a list of them)")
+                raise ctx.fail("pi.protocol", f"must be one of {', '.join(valid)} (or a list of them)")
         for link in _axis(table.get("link")):
             from deepreshape.errors import UsageError
 

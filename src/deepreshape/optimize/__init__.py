@@ -22,10 +22,10 @@ The helpers below are shared by the three modules (submodules are loaded lazily,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from deepreshape.data import Dataset, load_dataset
 from deepreshape.errors import CheckpointError, UsageError
+from deepreshape.lazy import lazy_exports
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, load_run
 
@@ -51,12 +51,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deepreshape.optimize' has no attribute {name!r}")
+lazy_exports(__name__, _LAZY)
 
 
 def load_baseline(run: str | Path | Run) -> Run:
@@ -66,7 +61,7 @@ def load_baseline(run: str | Path | Run) -> Run:
     """
     r = run if isinstance(run, Run) else load_run(run)
     if not schema.CHECKPOINT.exists(r.path):
-        raise CheckpointError(f"{r.path}: no checkpoint.pt; train the baseline first "
+        raise CheckpointError(f"{r.path}: no {schema.CHECKPOINT.name}; train the baseline first "
                               "(deepreshape train NAME --out DIR)")
     r.load_checkpoint()
     return r
@@ -85,7 +80,7 @@ def check_dataset(run: Run, dataset: str | None = None) -> str:
     """The baseline's data set; UsageError if `dataset` names another one."""
     name = run.config.get("data", {}).get("dataset")
     if not name:
-        raise CheckpointError(f"{run.path}: config.json names no data set")
+        raise CheckpointError(f"{run.path}: {schema.CONFIG.name} names no data set")
     if dataset is not None and dataset.strip().lower() != name:
         raise UsageError(f"the baseline {run.path} was trained on {name}, not {dataset}; "
                          "methods train on the baseline's data set (leave out --dataset)")

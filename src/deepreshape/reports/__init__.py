@@ -10,8 +10,7 @@ Names are imported on first use, so `import deepreshape.reports` does not load m
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from deepreshape.lazy import lazy_exports
 
 _LAZY = {
     "report": "deepreshape.reports.runreport", "ReportResult": "deepreshape.reports.runreport",
@@ -26,7 +25,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'deepreshape.reports' has no attribute {name!r}")
+lazy_exports(__name__, _LAZY)

@@ -21,12 +21,7 @@ from deepreshape.pi.records import (
     record_link,
     result_key,
 )
-from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run
-
-# the file names runreport still joins by hand (until it reads through rundir.schema)
-CRITICALITY_JSON, SNL_JSON, REDUCE_JSON = schema.CRITICALITY.name, schema.SNL.name, schema.REDUCE.name
-
 
 
 def method_labels() -> list[str]:

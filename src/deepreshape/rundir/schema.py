@@ -186,6 +186,8 @@ REDUCE = JsonFile("reduce.json", "DeepReDuce summary", "deepreshape reduce")
 SNL = JsonFile("snl.json", "SNL summary", "deepreshape snl")
 MASK_PHASE = TorchFile("mask_phase.pt", "SNL mask phase", "deepreshape snl")
 LOCK = RunFile(".lock", "writer lock", "every writer")
+TRAINING_FILES: tuple[RunFile, ...] = (CONFIG, CHECKPOINT, METRICS, RESULTS)
+"""What `deepreshape train` writes."""
 
 
 class PiResults:

@@ -81,7 +81,7 @@ def _csv(rows: list[dict]) -> str:
 
 def sweep_report(root: str | Path, plots: bool = True) -> SweepReport:
     """Write ROOT/results.csv, ROOT/results.json and the Pareto plots of a sweep root."""
-    from deepreshape.reports.runreport import pareto
+    from deepreshape.reports import pareto
 
     state = SweepState.read(root)
     root = state.root

@@ -44,7 +44,6 @@ def evaluate_run(path: str | Path, *, options: RunOptions | None = None) -> dict
     """Test accuracy (%) and exact counts of a trained run. Of `options`, evaluation reads
     device, data_dir and limit (the first N test images, as a run trained with that limit
     saw); the rest does not apply."""
-    from deepreshape.reports.readers import run_name
     from deepreshape.rundir.run import load_run
 
     opts = RunOptions.of(options)
@@ -56,7 +55,7 @@ def evaluate_run(path: str | Path, *, options: RunOptions | None = None) -> dict
     loader = BatchLoader(data.test_x, data.test_y, 256, mean=data.mean, std=data.std, train=False,
                          device=dev)
     c = count(run.spec)
-    return {"run": str(run.path), "name": run_name(run), "arch": run.spec.describe(),
+    return {"run": str(run.path), "name": run.spec.short_name(), "arch": run.spec.describe(),
             "dataset": data.name,
             "test_acc": evaluate(model, loader, dev), "relus": c.relus, "macs": c.macs,
             "params": c.params, "stem_relus": c.stem_relus,
