@@ -346,7 +346,7 @@ def test_pareto_names_methods_and_a_table_in_100_columns(methods: Path, tmp_path
 
 
 def test_pareto_title_says_when_peers_are_on_another_data_set(methods: Path, tmp_path: Path) -> None:
-    from deepreshape.reports.paretoplot import title
+    from deepreshape.reports.paretofigure import title
 
     res = pareto([methods], peers="cifar100", out=tmp_path / "p.png")
     assert "against published points on cifar100: a different data set" in title(res)
@@ -396,7 +396,7 @@ def test_report_of_an_snl_run_shows_the_mask_phase(methods: Path, tmp_path: Path
 
 def test_point_numbers_do_not_overlap_each_other_or_markers() -> None:
     from deepreshape.reports.figures import figure
-    from deepreshape.reports.paretoplot import ParetoRow, _number_points
+    from deepreshape.reports.paretofigure import ParetoRow, _number_points
 
     fig = figure(figsize=(6, 4))
     ax = fig.subplots()

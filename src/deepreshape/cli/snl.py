@@ -9,6 +9,7 @@ import warnings
 from deepreshape.cli.common import add_method_args, fmt_int, print_json, recipe_from, run_options
 from deepreshape.errors import UsageError
 from deepreshape.rundir import schema
+from deepreshape.slotkinds.mask import GRANULARITIES
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"every mask-phase option left out -- {presets}.")
     p.add_argument("run", help="trained baseline run directory")
     p.add_argument("--budget", required=True, help="ReLU budget, e.g. 50000 or 50k (required)")
-    p.add_argument("--granularity", choices=("pixel", "channel"), default="pixel",
+    p.add_argument("--granularity", choices=GRANULARITIES, default="pixel",
                    help="a mask per pixel (C,H,W) or per channel (C)")
     p.add_argument("--preset", choices=tuple(PRESETS), default="auto",
                    help="mask-phase recipe for every option below whose default is 'preset'")

@@ -8,6 +8,7 @@ from typing import Any
 
 from deepreshape.methods.base import ExpandContext, Method, recipe_values
 from deepreshape.rundir import schema
+from deepreshape.slotkinds.mask import GRANULARITIES
 
 SNL_MASK_OVERHEAD = 1.9  # a mask-phase epoch vs a plain one (benchmarks/snl.py measured 1.86x)
 SNL_DEFAULT_EPOCHS = (300, 100)  # mask phase, fine-tune (snl()'s defaults)
@@ -32,8 +33,8 @@ class Snl(Method):
         b = table.get("budgets")
         if not isinstance(b, list) or not b or not all(isinstance(v, int) and v > 0 for v in b):
             raise ctx.fail("snl.budgets", f"must be a list of positive integers, got {b!r}")
-        if table.get("granularity", "pixel") not in ("pixel", "channel"):
-            raise ctx.fail("snl.granularity", "must be pixel or channel")
+        if table.get("granularity", "pixel") not in GRANULARITIES:
+            raise ctx.fail("snl.granularity", f"must be {' or '.join(GRANULARITIES)}")
 
     def expand(self, table: dict, ctx: ExpandContext) -> None:
         base = {k: v for k, v in table.items() if k != "budgets"}

@@ -48,10 +48,9 @@ from deepreshape.errors import CheckpointError, UnsafeFileError, UsageError
 from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, writer_lock
+from deepreshape.slotkinds.mask import GRANULARITIES
 from deepreshape.spec import NetSpec, SlotInfo, relu_slots
 from deepreshape.training.recipe import Recipe
-
-GRANULARITIES = ("pixel", "channel")
 
 
 class LearnableMask(nn.Module):

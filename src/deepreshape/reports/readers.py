@@ -9,7 +9,6 @@ its JSON.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -46,16 +45,6 @@ def nan(v: Any) -> float:
     """A number for plotting: missing values become gaps (NaN)."""
     n = num(v)
     return math.nan if n is None else float(n)
-
-
-def read_optional(path: Path) -> tuple[Any, str | None]:
-    """(parsed JSON, None), or (None, why) for a missing or broken file."""
-    if not path.exists():
-        return None, None
-    try:
-        return json.loads(path.read_text()), None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        return None, f"{path}: unreadable ({e.__class__.__name__}); left out"
 
 
 def pi_summary(data: Any) -> dict | None:
@@ -167,4 +156,4 @@ def protocol_of(key: str) -> str:
 
 
 __all__ = ["criticality_summary", "link_label", "method_kind", "method_labels", "nan", "num",
-           "pi_results", "pi_summary", "protocol_of", "read_optional", "run_dataset", "run_name"]
+           "pi_results", "pi_summary", "protocol_of", "run_dataset", "run_name"]
