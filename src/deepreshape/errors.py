@@ -31,3 +31,12 @@ class RunFailure(DeepReshapeError, RuntimeError):
     """Something that failed while running (NaN loss, a dead peer, a timeout)."""
 
     exit_code = 1
+
+
+class Preempted(RunFailure):
+    """The run was asked to stop (SIGTERM, or SIGUSR1 that Slurm sends before the time
+    limit) and stopped cleanly: its checkpoint is written, so running it again with resume
+    on continues where it stopped. Exit code 143 (128 + SIGTERM), what schedulers expect of
+    a process that ended on SIGTERM; a sweep resumes the point instead of failing it."""
+
+    exit_code = 143

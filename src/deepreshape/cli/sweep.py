@@ -30,13 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="sweep root (default: sweeps/<name>)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the points with exact counts and predicted latency; run nothing")
-    from deepreshape.sweep.backends import BACKENDS
+    from deepreshape.sweep.backends import BACKENDS, CONNECT_TIMEOUT_S
 
     p.add_argument("--backend", choices=BACKENDS.names(), default=None,
                    help="default: ray when the `cluster` extra is installed, else local "
                    "(slurm-local: submitit's local executor, for testing)")
     p.add_argument("--address", default=None, help="Ray cluster HOST:PORT (default: $RAY_ADDRESS "
                    "or a local Ray)")
+    p.add_argument("--connect-timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up joining the Ray cluster at --address after this long "
+                   f"(default: {CONNECT_TIMEOUT_S:g})")
     p.add_argument("--gpus-per-run", type=float, default=None,
                    help="GPUs per point (default: 1 when the cluster has GPUs, else 0)")
     p.add_argument("--cpus-per-run", type=int, default=1, help="CPUs (torch threads) per point")
@@ -97,8 +100,12 @@ def _run(args: argparse.Namespace, target: str) -> int:
             raise UsageError(f"--{opt.replace('_', '-')} must be a positive integer, got {v}")
     if args.gpus_per_run is not None and args.gpus_per_run < 0:
         raise UsageError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
+    if args.connect_timeout is not None and not args.connect_timeout > 0:
+        raise UsageError("--connect-timeout must be a positive number of seconds, "
+                         f"got {args.connect_timeout:g}")
     state = run_sweep(sw, root, backend, retry_failed=args.retry_failed, quiet=args.quiet,
-                      address=args.address, gpus_per_run=args.gpus_per_run,
+                      address=args.address, connect_timeout=args.connect_timeout,
+                      gpus_per_run=args.gpus_per_run,
                       cpus_per_run=args.cpus_per_run, procs_per_run=args.procs_per_run,
                       max_parallel=args.max_parallel,
                       partition=args.partition, time_min=args.time, device=args.device)

@@ -256,8 +256,10 @@ SWEEP_STATE = JsonFile("sweep.json", "sweep state", "deepreshape sweep")
 SWEEP_TABLE = JsonFile("results.json", "sweep results", "deepreshape sweep report")
 SWEEP_CSV = RunFile("results.csv", "sweep results (CSV)", "deepreshape sweep report")
 SWEEP_LOCK = RunFile(".sweep.lock", "sweep driver lock", "deepreshape sweep")
+SWEEP_RAY_LOG = RunFile(".ray-driver.log", "Ray driver log", "deepreshape sweep --backend ray")
 
-SWEEP_FILES: tuple[RunFile, ...] = (SWEEP_STATE, SWEEP_TABLE, SWEEP_CSV, SWEEP_LOCK)
+SWEEP_FILES: tuple[RunFile, ...] = (SWEEP_STATE, SWEEP_TABLE, SWEEP_CSV, SWEEP_LOCK,
+                                    SWEEP_RAY_LOG)
 
 
 # --------------------------------------------------------------------------- temporary files

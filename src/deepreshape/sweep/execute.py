@@ -4,7 +4,10 @@ It calls the point's method (`deepreshape.methods.METHODS`: `Method.run`, which 
 the method's Python entry point) with one `RunOptions` (resume on, so an
 interrupted point continues from its checkpoint and a finished one is reused), and
 returns an outcome dict instead of raising, so a failing point (NaN loss, bad data,
-out of memory) is one line in sweep.json and never stops the others.
+out of memory) is one line in sweep.json and never stops the others. A point that was
+preempted (`deepreshape.errors.Preempted`: it caught SIGTERM or SIGUSR1 and wrote its
+checkpoint) comes back ``{"ok": False, "preempted": True, "lost": True, ...}``: lost, not
+failed, so the driver resumes it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def run_point(point: Point, root: str, sweep: dict[str, Any], threads: int = 1,
     runs a training method as that many DDP processes (one per GPU; gloo on CPU), started
     the way `torchrun` starts them.
     """
-    from deepreshape.errors import UsageError
+    from deepreshape.errors import Preempted, UsageError
     from deepreshape.methods import METHODS
 
     try:
@@ -59,6 +62,9 @@ def run_point(point: Point, root: str, sweep: dict[str, Any], threads: int = 1,
                           limit=sweep.get("limit"), resume=True, quiet=True)
         result = method.run(point, Path(root), opts)
         return {"ok": True, "result": result, "seconds": time.time() - t0, "where": where}
+    except Preempted as e:  # stopped cleanly with its checkpoint written: not the point's fault
+        return {"ok": False, "preempted": True, "lost": True, "error": f"preempted: {one_line(e)}",
+                "seconds": time.time() - t0, "where": where}
     except Exception as e:  # isolated: reported as this point's failure
         return {"ok": False, "error": one_line(e), "seconds": time.time() - t0, "where": where}
     finally:
