@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import logging
 import os
 import socket
@@ -258,9 +259,10 @@ class SubmititBackend:
 
     def submit(self, point: Point) -> dict:
         """Submit `point` as one job."""
-        try:
-            job = self.executor.submit(PointJob(), point, str(self.root), self.settings,
-                                       self.threads, self.device, self.procs)
+        try:  # submitit prints sbatch's complaint before raising it: keep it to the one line
+            with contextlib.redirect_stderr(io.StringIO()):
+                job = self.executor.submit(PointJob(), point, str(self.root), self.settings,
+                                           self.threads, self.device, self.procs)
         except Exception as e:  # sbatch refused it (bad partition, limits) or is missing
             raise RunFailure(f"could not submit point {point.id} to {self.where}: {one_line(e)}; "
                              "check the partition (`sinfo`), --time and --gpus-per-run against its "
