@@ -29,7 +29,7 @@ name = "long"
 dataset = "digits"
 limit = 200
 [recipe]
-epochs = 30
+epochs = 8
 batch_size = 64
 [[experiment]]
 name = "one"
@@ -204,8 +204,10 @@ def test_a_preempted_submitit_job_is_requeued_and_finishes(tmp_path: Path) -> No
     assert sent, "the point finished before it could be preempted"
     (rec,) = SweepState.read(root).records.values()
     assert rec["state"] == "done" and rec["attempts"] == 1 and rec["where"]["pid"] != sent[0]
-    logs = "".join(p.read_text() for p in (root / ".submitit").glob("*_log.err"))
-    assert "Calling checkpoint method" in logs and "Requeued job" in logs
+    logs = "".join(p.read_text() for p in (root / ".submitit").glob("*_log.*"))
+    assert "this job is preempted" in logs and "Calling checkpoint method" in logs
+    assert "Requeued job" in logs
+    assert len(list((root / ".submitit").glob("*_submitted.pkl"))) == 1  # the same job, requeued
     assert schema.RESULTS.exists(root / rec["run"])
 
 
