@@ -181,6 +181,8 @@ CHECKS = {
     "deepreshape sweep --list": "parse",
     "deepreshape sweep paper:fig6 --dataset cifar100 --backend ray --address HEAD_HOST:6379 "
     "--out /shared/sweeps/fig6": "parse",
+    "deepreshape sweep paper:fig6 --dataset cifar100 --backend ray --address HEAD_HOST:6379 "
+    "--connect-timeout 120 --out /shared/sweeps/fig6": "parse",
     "deepreshape sweep paper:fig6 --dataset cifar100 --backend slurm --partition gpu --time 720 "
     "--gpus-per-run 1 --out /shared/sweeps/fig6": "parse",
     "deepreshape sweep paper:fig6 --dataset cifar100 --dry-run": "parse",

@@ -20,8 +20,9 @@ file                      what                                                  
 ``.lock``                 the one-writer lock (flock)                           every writer
 ========================  ====================================================  ===========
 
-and a sweep root ``sweep.json`` (the driver's state) and ``results.json`` /
-``results.csv`` (its table). Writes are atomic (temporary file, then rename); readers
+and a sweep root ``sweep.json`` (the driver's state), ``results.json`` /
+``results.csv`` (its table) and, under the Ray backend, ``.ray-driver.log`` (Ray's own
+log lines, kept off the terminal). Writes are atomic (temporary file, then rename); readers
 give one-line errors (`CheckpointError`) for a missing or broken file, or, for the
 optional readers used by reports, a note instead of an error.
 """
