@@ -74,6 +74,7 @@ def test_dead_ray_address_fails_within_the_bound_in_one_line(tmp_path: Path) -> 
     assert took < 60  # the bound plus starting Python under load
 
 
+@pytest.mark.slow
 def test_a_port_that_accepts_but_is_not_ray_fails_within_the_bound(tmp_path: Path) -> None:
     pytest.importorskip("ray")
     with socket.socket() as srv:  # accepts connections, never says a word
