@@ -31,3 +31,11 @@ class RunFailure(DeepReshapeError, RuntimeError):
     """Something that failed while running (NaN loss, a dead peer, a timeout)."""
 
     exit_code = 1
+
+
+class Preempted(RunFailure):
+    """Stopped by SIGTERM or SIGUSR1 (a scheduler's preemption or time limit) after
+    saving what a resume needs; exit 143 (128 + SIGTERM), as a killed process would, so
+    schedulers and shells read it as a termination."""
+
+    exit_code = 143
