@@ -94,6 +94,17 @@ def test_preempted_run_resumes_to_the_same_weights(tmp_path, reference, signum, 
     assert _metrics(out) == metrics  # the interrupted epoch's loss and accuracy too
 
 
+def test_signal_in_the_last_step_stops_after_the_results(tmp_path, reference):
+    """Caught after the last check: the run finishes (results written), then stops; a
+    resume only evaluates."""
+    out = tmp_path / "run"
+    with pytest.raises(Preempted, match=r"preempted \(SIGTERM\) after the training finished"):
+        _train(out, _signal_at(36, signal.SIGTERM))  # 3 epochs x 12 steps: the very last
+    assert schema.RESULTS.exists(out)
+    res = _train(out, _zero, resume=True)
+    _same_weights(res.model.state_dict(), reference[0])
+
+
 def test_signal_outside_a_training_step_stops_at_once():
     """Under `watch()` but outside the loop (a method between two trainings) the signal
     raises `Preempted` where the process is; outside `watch()` nothing is installed."""

@@ -316,9 +316,11 @@ def _run_jobs(jobs: list[dict], n: int, device: str | None, data: Any) -> list[f
     with preemption.watch(), ProcessPoolExecutor(
             n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
             initargs=(threads,)) as ex:
-        futures = [ex.submit(_train_job, {**j, "options": j["options"].replace(device=devices[i % n])})
-                   for i, j in enumerate(jobs)]
+        futures: list = []
         try:
+            for i, j in enumerate(jobs):
+                opts = j["options"].replace(device=devices[i % n])
+                futures.append(ex.submit(_train_job, {**j, "options": opts}))
             return [f.result() for f in futures]
         except Preempted:  # this process or a worker was signalled: stop them all
             raise _stop_workers(ex, futures) from None

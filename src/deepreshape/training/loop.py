@@ -255,19 +255,19 @@ def _train_locked(ctx: TrainContext) -> TrainResult:
 
     progress = _Progress(opts.quiet, dist.main)
     t_start = time.perf_counter() - wall0
-    with preemption.deferred():
+    with preemption.deferred():  # a signal after the last check stops us once results are written
         acc, best, epoch, stopped = _epochs(ctx, runner, net, optimizer, scheduler, start_epoch,
                                             best, partial, progress, t_start)
-    epochs_run = epoch + 1 if recipe.epochs > start_epoch else start_epoch
-    if start_epoch >= recipe.epochs:  # resumed a finished run: just evaluate
-        acc = evaluate(runner, ctx.test_loader, dev, dist, ctx.precision)
-    run = None
-    if run_dir is not None:
-        if dist.main:
-            checkpoints.write_results(run_dir, ctx.spec, ctx.data.name, acc, best, epochs_run,
-                                      stopped, time.perf_counter() - t_start)
-        run = Run(run_dir, ctx.config, ctx.spec) if dist.main else None
-    dist.barrier()
+        epochs_run = epoch + 1 if recipe.epochs > start_epoch else start_epoch
+        if start_epoch >= recipe.epochs:  # resumed a finished run: just evaluate
+            acc = evaluate(runner, ctx.test_loader, dev, dist, ctx.precision)
+        run = None
+        if run_dir is not None:
+            if dist.main:
+                checkpoints.write_results(run_dir, ctx.spec, ctx.data.name, acc, best,
+                                          epochs_run, stopped, time.perf_counter() - t_start)
+            run = Run(run_dir, ctx.config, ctx.spec) if dist.main else None
+        dist.barrier()
     return TrainResult(run, net.eval(), acc, best, epochs_run, stopped)
 
 
