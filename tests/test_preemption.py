@@ -20,6 +20,9 @@ from deepreshape.options import RunOptions
 from deepreshape.rundir import schema
 from deepreshape.training import Recipe, preemption, train
 
+pytestmark = [pytest.mark.filterwarnings("ignore:criticality order"),  # tiny runs: noisy,
+              pytest.mark.filterwarnings("ignore:SNL. the mask phase ended")]  # and short
+
 ARCH = "resnet18-m2-d1,1,1,1"
 LIMIT = 200  # digits: 200 train images, batch 16 -> 12 steps an epoch
 RECIPE = Recipe(epochs=3, batch_size=16)
@@ -64,7 +67,7 @@ def reference(tmp_path_factory, one_thread):
     """The uninterrupted run every preempted one must end equal to."""
     out = tmp_path_factory.mktemp("ref") / "run"
     res = _train(out, _zero)
-    return res.model.state_dict(), _metrics(out)
+    return res.model.state_dict(), _metrics(out), out
 
 
 @pytest.mark.parametrize(("signum", "call", "where"), [
@@ -89,7 +92,7 @@ def test_preempted_run_resumes_to_the_same_weights(tmp_path, reference, signum, 
     assert not schema.RESULTS.exists(out)
 
     res = _train(out, _zero, resume=True)
-    weights, metrics = reference
+    weights, metrics, _ = reference
     _same_weights(res.model.state_dict(), weights)
     assert _metrics(out) == metrics  # the interrupted epoch's loss and accuracy too
 
@@ -198,3 +201,44 @@ def test_criticality_preempted_and_resumed(tmp_path, monkeypatch, one_thread):
     for k in range(1, 5):
         _same_weights(schema.CHECKPOINT.load(tmp_path / "crit" / f"stage{k}-kd")["model"],
                       schema.CHECKPOINT.load(tmp_path / "ref" / f"stage{k}-kd")["model"])
+
+
+def test_snl_preempted_in_both_phases_ends_as_an_uninterrupted_one(tmp_path, monkeypatch,
+                                                                    reference, one_thread):
+    """SNL stopped in its mask phase (no checkpoint: redone on resume), then in its
+    fine-tune (mid-epoch checkpoint), then resumed: the uninterrupted network, exactly."""
+    from deepreshape.optimize.snl import SNLSettings, snl
+    from deepreshape.training import loop
+
+    base = reference[2]
+    settings = SNLSettings(mask_recipe=Recipe(epochs=2, batch_size=16, lr=1e-3,
+                                              optimizer="adam", weight_decay=0.0),
+                           finetune=Recipe(epochs=2, batch_size=16, lr=1e-3))
+    opts = RunOptions(limit=LIMIT, quiet=True)
+    ref = snl(base, 1_200, settings=settings, out=tmp_path / "ref", options=opts)
+    kd_loss = loop.kd_loss
+
+    def signal_at(call: int):
+        calls = {"n": 0}
+
+        def signalling_kd_loss(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == call:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return kd_loss(*a, **k)
+
+        return signalling_kd_loss
+
+    out = tmp_path / "snl"
+    monkeypatch.setattr(loop, "kd_loss", signal_at(5))
+    with pytest.raises(Preempted, match=r"SNL mask phase .*: preempted \(SIGTERM\) in epoch 1/2 "
+                                        r"after step 5 of 12; nothing saved"):
+        snl(base, 1_200, settings=settings, out=out, options=opts)
+    monkeypatch.setattr(loop, "kd_loss", signal_at(24 + 5))  # the mask phase again, then 5 steps
+    with pytest.raises(Preempted, match=r"SNL fine-tune .*: preempted \(SIGTERM\) in epoch 1/2 "
+                                        r"after step 5 of 12; checkpoint saved"):
+        snl(base, 1_200, settings=settings, out=out, options=opts.replace(resume=True))
+    monkeypatch.setattr(loop, "kd_loss", kd_loss)
+    res = snl(base, 1_200, settings=settings, out=out, options=opts.replace(resume=True))
+    assert res.relus == ref.relus == 1_200
+    _same_weights(res.model.state_dict(), ref.model.state_dict())
