@@ -242,3 +242,42 @@ def test_snl_preempted_in_both_phases_ends_as_an_uninterrupted_one(tmp_path, mon
     res = snl(base, 1_200, settings=settings, out=out, options=opts.replace(resume=True))
     assert res.relus == ref.relus == 1_200
     _same_weights(res.model.state_dict(), ref.model.state_dict())
+
+
+@pytest.mark.slow  # two worker processes start (~10 s each idle)
+def test_criticality_jobs_passes_the_signal_to_its_workers(tmp_path, reference, one_thread):
+    """criticality --jobs 2 signalled while its workers train: each worker saves its
+    checkpoint, one line for the whole run, and a resume ends with the sequential run's
+    accuracies and weights."""
+    from deepreshape.optimize.criticality import criticality
+
+    base = reference[2]
+    recipe = Recipe(epochs=4, batch_size=16)
+    opts = RunOptions(limit=LIMIT, quiet=True)
+    ref = criticality(base, recipe=recipe, plain=False, out=tmp_path / "ref", options=opts)
+    out = tmp_path / "crit"
+
+    def signal_once_training() -> None:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if any(schema.METRICS.exists(d) and schema.METRICS.read(d)
+                   for d in out.glob("stage*")):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    t = threading.Thread(target=signal_once_training, daemon=True)
+    t.start()
+    with pytest.raises(Preempted, match=r"^criticality: preempted \(SIGTERM\); \d of 4 stage "
+                                        r"trainings finished"):
+        criticality(base, recipe=recipe, plain=False, out=out, jobs=2, options=opts)
+    t.join(5)
+    stopped = [d for d in out.glob("stage*") if not schema.RESULTS.exists(d)]
+    assert any(schema.CHECKPOINT.exists(d) for d in stopped)  # a worker saved mid-run
+
+    res = criticality(base, recipe=recipe, plain=False, out=out, jobs=2,
+                      options=opts.replace(resume=True))
+    assert [s.kd_acc for s in res.stages] == [s.kd_acc for s in ref.stages]
+    for k in range(1, 5):
+        _same_weights(schema.CHECKPOINT.load(out / f"stage{k}-kd")["model"],
+                      schema.CHECKPOINT.load(tmp_path / "ref" / f"stage{k}-kd")["model"])
