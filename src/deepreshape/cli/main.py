@@ -20,7 +20,7 @@ import sys
 import warnings
 from typing import Any
 
-from deepreshape.errors import DeepReshapeError, UsageError
+from deepreshape.errors import DeepReshapeError, Preempted, UsageError
 
 # Order in `deepreshape --help`; modules not listed come after, alphabetically.
 _ORDER = ["list", "count", "design", "train", "eval", "criticality", "reduce", "snl", "pi",
@@ -129,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         code = args.func(args)
+    except Preempted as e:  # not an error: the run stopped as asked and can be resumed
+        print(f"deepreshape: {e}", file=sys.stderr)
+        return e.exit_code
     except DeepReshapeError as e:
         if debug:
             raise

@@ -23,6 +23,7 @@ so score with exact counts. No printed C_k disagrees with the formula.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -35,11 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from deepreshape.count import count
-from deepreshape.errors import UsageError
+from deepreshape.errors import Preempted, UsageError
 from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run
 from deepreshape.spec import NetSpec, relu_slots
+from deepreshape.training.preemption import preemptible
 from deepreshape.training.recipe import Recipe
 
 EXPONENT = -0.07
@@ -223,6 +225,7 @@ def stage_relus(spec: NetSpec) -> list[int]:
 
 
 @takes_run_options
+@preemptible
 def criticality(
     run: str | Path | Run,
     *,
@@ -307,18 +310,57 @@ def _run_jobs(jobs: list[dict], n: int, device: str | None, data: Any) -> list[f
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
+    from deepreshape.training import preemption
+
     threads = max(1, (os.cpu_count() or 1) // n)
-    with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                             initargs=(threads,)) as ex:
-        futures = [ex.submit(_train_job, {**j, "options": j["options"].replace(device=devices[i % n])})
-                   for i, j in enumerate(jobs)]
-        return [f.result() for f in futures]
+    with preemption.watch(), ProcessPoolExecutor(
+            n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+            initargs=(threads,)) as ex:
+        futures: list = []
+        try:
+            for i, j in enumerate(jobs):
+                opts = j["options"].replace(device=devices[i % n])
+                futures.append(ex.submit(_train_job, {**j, "options": opts}))
+            return [f.result() for f in futures]
+        except Preempted:  # this process or a worker was signalled: stop them all
+            raise _stop_workers(ex, futures) from None
+
+
+def _stop_workers(ex: Any, futures: list) -> Preempted:
+    """Pass the stop on to every worker (each saves its training's checkpoint), wait for
+    them (bounded: the scheduler's SIGKILL follows its grace period anyway) and return
+    one `Preempted` line for the whole criticality run."""
+    import signal
+    from concurrent.futures import wait
+
+    from deepreshape.training import preemption
+
+    for f in futures:
+        f.cancel()
+    procs = list((getattr(ex, "_processes", None) or {}).values())  # the pool's workers
+    for proc in procs:
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, signal.SIGTERM)
+    wait(futures, timeout=STOP_WAIT_S)
+    for proc in procs:  # one that did not stop in time: the pool's shutdown must not hang
+        if proc.is_alive():
+            proc.kill()
+    done = sum(1 for f in futures if f.done() and not f.cancelled() and f.exception() is None)
+    return Preempted(f"criticality: preempted ({preemption.pending() or 'SIGTERM'}); "
+                     f"{done} of {len(futures)} stage trainings finished, the running ones "
+                     "saved checkpoints; run the same command with --resume to continue")
+
+
+STOP_WAIT_S = 120  # how long a preempted criticality run waits for its workers' checkpoints
 
 
 def _init_worker(threads: int) -> None:
     import torch
 
+    from deepreshape.training import preemption
+
     torch.set_num_threads(threads)
+    preemption.hold_for_process()
 
 
 @lru_cache(maxsize=2)

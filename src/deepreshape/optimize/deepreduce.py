@@ -53,6 +53,7 @@ from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, load_run
 from deepreshape.spec import DEFAULT_DATASET, NetSpec, relu_slots
+from deepreshape.training.preemption import preemptible
 from deepreshape.training.recipe import Recipe
 from deepreshape.zoo import parse
 
@@ -393,6 +394,7 @@ def _row(p: Planned, acc: float | None, run_dir: str | None) -> dict:
 
 
 @takes_run_options
+@preemptible
 def deepreduce(
     run: str | Path | Run,
     *,

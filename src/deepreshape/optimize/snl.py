@@ -50,6 +50,7 @@ from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, writer_lock
 from deepreshape.slotkinds.mask import GRANULARITIES
 from deepreshape.spec import NetSpec, SlotInfo, relu_slots
+from deepreshape.training.preemption import preemptible
 from deepreshape.training.recipe import Recipe
 
 
@@ -335,6 +336,7 @@ class SNLSettings:
 
 
 @takes_run_options
+@preemptible
 def snl(
     run: str | Path | Run,
     budget: int,

@@ -1,7 +1,8 @@
 """The one trainer, in parts: `recipe` (hyper-parameters, KD loss, optimizer and
 schedule), `loop` (`train`, the epoch loop, `TrainContext`), `precision` (device, bf16,
 channels_last), `distributed` (torchrun / DDP, BatchNorm over the global batch),
-`checkpoints` (RNG state, checkpoint write and resume, the run directory's files) and
+`checkpoints` (RNG state, checkpoint write and resume, the run directory's files),
+`preemption` (SIGTERM / SIGUSR1: stop after the step, checkpoint, exit 143) and
 `evaluate` (test accuracy of a model or a run directory).
 
     from deepreshape.training import Recipe, train

@@ -124,12 +124,22 @@ def write_config(run_dir: Path, config: dict, **facts: Any) -> None:
 
 
 def save_checkpoint(run_dir: Path, spec: NetSpec, net: nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, epoch: int, best: float, wall_time: float) -> None:
-    """checkpoint.pt after `epoch` epochs: everything a resume needs to continue exactly."""
+                    scheduler: Any, epoch: int, best: float, wall_time: float, *,
+                    step: int = 0, partial: dict | None = None) -> None:
+    """checkpoint.pt after `epoch` whole epochs: everything a resume needs to continue
+    exactly. A preempted run also saves `step`, the steps done of the next epoch, and
+    `partial`, that epoch's running sums (`loop._train_epoch`'s `resume_at`)."""
     schema.CHECKPOINT.save(run_dir, {
         "arch": spec.describe(), "model": net.state_dict(), "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(), "scaler": None, "epoch": epoch,
-        "best_acc": best, "rng": rng_state(), "wall_time": wall_time})
+        "best_acc": best, "rng": rng_state(), "wall_time": wall_time, "step": step,
+        "partial": partial if step else None})
+
+
+def partial_epoch(ckpt: dict) -> dict | None:
+    """The part of an epoch a preempted run had done (None at an epoch boundary)."""
+    partial = ckpt.get("partial")
+    return partial if ckpt.get("step") and isinstance(partial, dict) else None
 
 
 def restore(ckpt: dict, net: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,

@@ -4,14 +4,16 @@ Every method (baselines, criticality, DeepReDuce, ReLU-reuse, SNL) trains throug
 `train()`; methods that need more hook into it with `extra_loss` (a term added to the
 loss, e.g. SNL's L1 on masks) and `on_epoch_end` (may stop training early).
 `train()` resolves and checks everything first (`TrainContext`), then runs the loop under
-the run directory's writer lock. Precision and devices are in `precision`, torchrun (DDP)
-in `distributed`, the run directory's files in `checkpoints`.
+the run directory's writer lock. SIGTERM / SIGUSR1 stop it after the current step with an
+exact checkpoint and `Preempted` (exit 143; `preemption`). Precision and devices are in
+`precision`, torchrun (DDP) in `distributed`, the run directory's files in `checkpoints`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Callable
@@ -24,12 +26,12 @@ from torch import nn
 
 from deepreshape.build import build
 from deepreshape.data import BatchLoader, Dataset, load_dataset
-from deepreshape.errors import RunFailure, UsageError
+from deepreshape.errors import Preempted, RunFailure, UsageError
 from deepreshape.options import RunOptions, takes_run_options
 from deepreshape.rundir import schema
 from deepreshape.rundir.run import Run, load_matching, load_run, writer_lock
 from deepreshape.spec import NetSpec
-from deepreshape.training import checkpoints
+from deepreshape.training import checkpoints, preemption
 from deepreshape.training.distributed import Dist, ddp_device_ids, init_distributed, sync_batchnorm
 from deepreshape.training.evaluate import evaluate
 from deepreshape.training.precision import (
@@ -193,6 +195,7 @@ def train(
                        teacher_model, extra_loss, on_epoch_end, label)
     # Everything above only reads; from here on the run directory is written, by one writer.
     with contextlib.ExitStack() as held:
+        held.enter_context(preemption.watch())
         if ctx.writes:
             held.enter_context(writer_lock(ctx.run_dir))
         return _train_locked(ctx)
@@ -237,10 +240,11 @@ def _train_locked(ctx: TrainContext) -> TrainResult:
     optimizer = make_optimizer(net, recipe)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer,
                                                   lr_lambda(recipe, len(ctx.train_loader)))
-    start_epoch, best, wall0 = 0, 0.0, 0.0
+    start_epoch, best, wall0, partial = 0, 0.0, 0.0, None
     if ckpt is not None:
         start_epoch, best, wall0 = checkpoints.restore(ckpt, net, optimizer, scheduler,
                                                        schema.CHECKPOINT.path(run_dir))
+        partial = checkpoints.partial_epoch(ckpt)
     runner: nn.Module = net
     if dist.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -250,13 +254,51 @@ def _train_locked(ctx: TrainContext) -> TrainResult:
         runner = torch.compile(runner)
 
     progress = _Progress(opts.quiet, dist.main)
-    label = ctx.label
-    acc, epoch, stopped = 0.0, start_epoch, False
     t_start = time.perf_counter() - wall0
+    with preemption.deferred():  # a signal after the last check stops us once results are written
+        acc, best, epoch, stopped = _epochs(ctx, runner, net, optimizer, scheduler, start_epoch,
+                                            best, partial, progress, t_start)
+        epochs_run = epoch + 1 if recipe.epochs > start_epoch else start_epoch
+        if start_epoch >= recipe.epochs:  # resumed a finished run: just evaluate
+            acc = evaluate(runner, ctx.test_loader, dev, dist, ctx.precision)
+        run = None
+        if run_dir is not None:
+            if dist.main:
+                checkpoints.write_results(run_dir, ctx.spec, ctx.data.name, acc, best,
+                                          epochs_run, stopped, time.perf_counter() - t_start)
+            run = Run(run_dir, ctx.config, ctx.spec) if dist.main else None
+        dist.barrier()
+    return TrainResult(run, net.eval(), acc, best, epochs_run, stopped)
+
+
+def _epochs(ctx: TrainContext, runner: nn.Module, net: nn.Module,
+            optimizer: torch.optim.Optimizer, scheduler: Any, start_epoch: int, best: float,
+            partial: dict | None, progress: _Progress, t_start: float
+            ) -> tuple[float, float, int, bool]:
+    """The epochs from `start_epoch` (continuing a `partial` one); returns (last and best
+    test accuracy, last epoch index, stopped by the hook). On SIGTERM / SIGUSR1 it finishes the
+    current step, saves an exact mid-epoch checkpoint and raises `Preempted`.
+
+    Why mid-epoch and not a roll-back to the last epoch boundary: both resume exactly
+    (the data order and augmentation of a step depend only on seed, epoch and position,
+    and the checkpoint holds model, optimizer, scheduler, RNG states and the epoch's
+    running sums), but only this one keeps the work of a partial epoch, which on a large
+    data set is most of what a grace period could save."""
+    run_dir, dev, dist, recipe, label = (ctx.run_dir, ctx.device, ctx.dist, ctx.recipe,
+                                         ctx.label)
+    acc, epoch, stopped = 0.0, start_epoch, False
     for epoch in range(start_epoch, recipe.epochs):
         metrics = _train_epoch(runner, ctx.train_loader, optimizer, scheduler, recipe, dev,
                                ctx.teacher, ctx.extra_loss, progress, epoch, run_dir, dist,
-                               ctx.precision, label)
+                               ctx.precision, label, resume_at=partial, preemptible=True)
+        partial = None
+        if "preempted" in metrics:
+            where = (f"in epoch {epoch + 1}/{recipe.epochs} after step {metrics['step']} of "
+                     f"{len(ctx.train_loader)}")
+            _preempted(ctx, metrics, where, functools.partial(
+                checkpoints.save_checkpoint, run_dir, ctx.spec, net, optimizer, scheduler, epoch,
+                best, time.perf_counter() - t_start, step=metrics["step"],
+                partial=metrics["partial"]))
         acc = evaluate(runner, ctx.test_loader, dev, dist, ctx.precision)
         best = max(best, acc)
         metrics.update(epoch=epoch + 1, test_acc=acc)
@@ -273,35 +315,69 @@ def _train_locked(ctx: TrainContext) -> TrainResult:
         if stop:
             stopped = True
             break
-    epochs_run = epoch + 1 if recipe.epochs > start_epoch else start_epoch
-    if start_epoch >= recipe.epochs:  # resumed a finished run: just evaluate
-        acc = evaluate(runner, ctx.test_loader, dev, dist, ctx.precision)
-    run = None
-    if run_dir is not None:
-        if dist.main:
-            checkpoints.write_results(run_dir, ctx.spec, ctx.data.name, acc, best, epochs_run,
-                                      stopped, time.perf_counter() - t_start)
-        run = Run(run_dir, ctx.config, ctx.spec) if dist.main else None
-    dist.barrier()
-    return TrainResult(run, net.eval(), acc, best, epochs_run, stopped)
+        signame = _stop_requested(dist, dev)
+        if signame is not None and epoch + 1 < recipe.epochs:
+            _preempted(ctx, {"preempted": signame}, f"at the end of epoch {epoch + 1}/"
+                       f"{recipe.epochs}", None)
+    return acc, best, epoch, stopped
+
+
+def _stop_requested(dist: Dist, dev: torch.device) -> str | None:
+    """The signal that asks this run to stop, agreed by every rank under DDP (one rank may
+    catch it a step before another; all must stop at the same step)."""
+    name = preemption.pending()
+    if dist.world_size == 1:
+        return name
+    import torch.distributed as tdist
+
+    flag = torch.tensor([0.0 if name is None else 1.0], device=dev)
+    tdist.all_reduce(flag, op=tdist.ReduceOp.MAX)
+    return (name or "SIGTERM") if float(flag) > 0 else None
+
+
+def _preempted(ctx: TrainContext, info: dict, where: str, save: Callable[[], None] | None) -> None:
+    """Save (rank 0, when there is a run directory), wait for every rank, raise `Preempted`."""
+    if save is not None and ctx.writes:
+        save()
+    ctx.dist.barrier()  # no rank leaves (and lets torchrun stop the job) before the save
+    if ctx.run_dir is None:
+        saved = "nothing saved (no run directory)"
+    else:
+        saved = f"checkpoint saved to {schema.CHECKPOINT.path(ctx.run_dir)}"
+    raise Preempted(f"{ctx.label + ': ' if ctx.label else ''}preempted ({info['preempted']}) "
+                    f"{where}; {saved}; run the same command with --resume to continue")
 
 
 def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.Optimizer,
                  scheduler: Any, recipe: Recipe, dev: torch.device, teacher: nn.Module | None,
                  extra_loss: LossHook | None, progress: _Progress, epoch: int,
                  run_dir: Path | None, dist: Dist, precision: Precision | None = None,
-                 label: str = "") -> dict:
+                 label: str = "", *, resume_at: dict | None = None,
+                 preemptible: bool = False) -> dict:
     """One epoch over `loader`; returns its metrics (loss, train accuracy, lr, speed).
-    Kept free of `TrainContext` so benchmarks can time it on a bare loop."""
+    Kept free of `TrainContext` so benchmarks can time it on a bare loop.
+
+    `resume_at` (a checkpoint's `partial` epoch) skips the steps already done and carries
+    on their running sums. With `preemptible`, a SIGTERM / SIGUSR1 caught during a step
+    (not the last) ends the epoch after it: the result is then {"preempted": signal,
+    "step": steps done, "partial": what `resume_at` takes}."""
     precision = precision or resolve_precision(dev)
     model.train()
     loader.set_epoch(epoch)
-    loss_sum = torch.zeros((), device=dev)
-    correct = torch.zeros((), device=dev)
-    seen = 0
-    t0 = time.perf_counter()
-    bar = progress.bar(len(loader), f"{label + ': ' if label else ''}epoch {epoch + 1}/{recipe.epochs}")
+    start = int(resume_at["step"]) if resume_at else 0
+    loss_sum = resume_at["loss_sum"].to(dev) if resume_at else torch.zeros((), device=dev)
+    correct = resume_at["correct"].to(dev) if resume_at else torch.zeros((), device=dev)
+    seen = int(resume_at["seen"]) if resume_at else 0
+    t0 = time.perf_counter() - (float(resume_at["seconds"]) if resume_at else 0.0)
+    n = len(loader)
+    bar = progress.bar(n, f"{label + ': ' if label else ''}epoch {epoch + 1}/{recipe.epochs}")
+    if bar is not None and start:
+        bar.update(start)
+    # DDP ranks agree on stopping by a collective, so only every 10th step there.
+    every = 1 if dist.world_size == 1 else 10
     for step, (x, y) in enumerate(loader):
+        if step < start:  # done before the preemption: same order, nothing to compute
+            continue
         with precision.autocast(dev):
             out = model(x)
             t_out = None
@@ -325,6 +401,15 @@ def _train_epoch(model: nn.Module, loader: BatchLoader, optimizer: torch.optim.O
             bar.update(1)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{float(loss):.3f}")
+        if preemptible and step < n - 1 and (step + 1) % every == 0:
+            signame = _stop_requested(dist, dev)
+            if signame is not None:
+                if bar is not None:
+                    bar.close()
+                return {"preempted": signame, "step": step + 1, "partial": {
+                    "step": step + 1, "loss_sum": loss_sum.detach().cpu(),
+                    "correct": correct.detach().cpu(), "seen": seen,
+                    "seconds": time.perf_counter() - t0}}
     if bar is not None:
         bar.close()
     synchronize(dev)
