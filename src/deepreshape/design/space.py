@@ -21,6 +21,7 @@ called (pure numpy; no `pi` extra needed).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -457,3 +458,188 @@ def size(*axes: Sequence[int]) -> int:
     """Number of grid points."""
     return math.prod(len(a) for a in axes)
 
+
+
+# --------------------------------------------------------------------------- named networks
+
+_DIGIT_HASH = str.maketrans("0123456789", "#" * 10)
+_NOT_DIGIT = {c: " " for c in range(128) if not chr(c).isdigit()}
+_SKELETON = re.compile(r"(resnet#|hrn)((?:-(?:m#|(?:#x)+|d#(?:,#)*))*)")
+_BASES = {18: "resnet18", 34: "resnet34", 50: "resnet50"}
+_NAMED = re.compile(r"(resnet18|resnet34|resnet50|hrn)((?:-(?:m\d+|(?:\d+x)+|d\d+(?:,\d+)*))*)")
+_NAMED_BASE = {"hrn": "hrn-2x2x2x"}
+
+
+@lru_cache(maxsize=16)
+def _named_defaults(base: str) -> tuple[int, tuple[int, ...]]:
+    """The base width and depths a name of `base` has when it gives none."""
+    spec = parse(_NAMED_BASE.get(base, base))
+    return spec.stem.width, tuple(st.depth for st in spec.stages)
+
+
+def named_family(name: str, input_size: int, num_classes: int
+                 ) -> tuple[Family, int, tuple[int, ...]] | None:
+    """(family, m, multipliers) of a BaseCh / StageCh / HRN zoo name, read without building
+    its spec, or None for any other network (WRN, RegNet, ConvNeXt, widths, stem stride,
+    changed slots) and for a name not in the zoo's canonical form. The values are written
+    back into a name as `zoo.parse` writes it, and only a name that comes back unchanged
+    is read, so a name this reader could misread is left to `parse`."""
+    match = _NAMED.fullmatch(name)
+    if match is None:
+        return None
+    base = match.group(1)
+    m = mults = depths = None
+    for tok in match.group(2).split("-")[1:]:
+        if tok[0] == "m":
+            m = int(tok[1:])
+        elif tok[0] == "d":
+            depths = tuple(int(v) for v in tok[1:].split(","))
+        else:
+            mults = tuple(int(v) for v in tok[:-1].split("x"))
+    m0, depths0 = _named_defaults(base)
+    hrn = base == "hrn"
+    values = (m or 1, *(mults or ()), *(depths or ()))
+    if (hrn and mults is None) or min(values) < 1 or max(values) >= 1 << 62:
+        return None  # (the array reader's int64 holds no larger number)
+    depths = depths or depths0
+    n = len(depths)
+    plain = (2,) * (n - 1)
+    given = mults is not None
+    mults = mults or plain
+    m = m or m0
+    if len(mults) != n - 1:
+        return None
+    m_part = [f"m{m}"] if m != m0 else []
+    mult_part = ["".join(f"{a}x" for a in mults)] if hrn or (given and mults != plain) else []
+    parts = [base, *(mult_part + m_part if hrn else m_part + mult_part)]
+    if depths != depths0:
+        parts.append("d" + ",".join(map(str, depths)))
+    if "-".join(parts) != name:
+        return None
+    return Family(_NAMED_BASE.get(base, base), depths, input_size, num_classes), m, mults
+
+
+@dataclass
+class NamedCounts:
+    """Counts and predicted latency of named networks (arrays aligned with the names).
+
+    `covered[i]`: network i is a family member counted from its template (relus, macs,
+    params hold its exact counts); `priced[i]`: its latency was predicted (`latency_s`).
+    Entries not covered or not priced hold -1 / NaN: count them one by one."""
+
+    relus: np.ndarray
+    macs: np.ndarray
+    params: np.ndarray
+    latency_s: np.ndarray
+    covered: np.ndarray
+    priced: np.ndarray
+
+
+def counts_named(names: Sequence[str], input_size: int, num_classes: int,
+                 latency: Sequence[bool] | np.ndarray | None = None, protocol: str = "cheetah",
+                 model: Any = None) -> NamedCounts:
+    """Exact ReLUs / MACs / params of many zoo-named networks at array speed, and the cost
+    model's latency (`predict` without a link, as `CostModel.predict(spec, protocol)`) for
+    those where `latency[i]` is true (default: none).
+
+    The names are grouped by family (`named_family`) and each group is evaluated from its
+    template (`counts`); a name outside the families, or a family the template cannot
+    express, is left uncovered for the caller to count one by one."""
+    n = len(names)
+    want = np.zeros(n, dtype=bool) if latency is None else np.asarray(latency, dtype=bool)
+    out = NamedCounts(np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+                      np.full(n, -1, dtype=np.int64), np.full(n, np.nan),
+                      np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+    for family, (rows, m, mult) in named_groups(names, input_size, num_classes).items():
+        try:
+            space = counts(family, m, mult, he=False)
+        except (Unsupported, UsageError):
+            continue
+        out.relus[rows], out.macs[rows], out.params[rows] = space.relus, space.macs, space.params
+        out.covered[rows] = True
+        sel = want[rows]
+        if not sel.any():
+            continue
+        try:
+            priced = predict(counts(family, m[sel], mult[sel]), None, protocol, model)
+        except (Unsupported, UsageError):
+            continue
+        out.latency_s[rows[sel]] = priced["latency_s"]
+        out.priced[rows[sel]] = True
+    return out
+
+
+def named_groups(names: Sequence[str], input_size: int, num_classes: int
+                 ) -> dict[Family, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`named_family` for many names at array speed: family -> (rows of `names`, m,
+    multipliers). Names are grouped by their skeleton (the name with every number a
+    ``#``: ``hrn-#x#x#x``), each skeleton is read once, and its numbers are checked as
+    arrays (canonical form, positive values), so a name costs one regex pass."""
+    by_skeleton: dict[str, tuple[list[int], list[list[str]]]] = {}
+    for i, name in enumerate(names):  # the one loop over names: string methods only
+        rows, nums = by_skeleton.setdefault(name.translate(_DIGIT_HASH), ([], []))
+        rows.append(i)
+        nums.append(name.translate(_NOT_DIGIT).split())
+    out: dict[Family, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for digits, (rows, nums) in by_skeleton.items():
+        widths = [len(run) for run in re.findall(r"#+", digits)]  # digits of each number
+        match = _SKELETON.fullmatch(re.sub(r"#+", "#", digits))
+        if match is None:
+            continue
+        layout: list[tuple[str, int]] = []  # (kind, how many numbers), in name order
+        if match.group(1) == "resnet#":
+            layout.append(("base", 1))
+        for tok in match.group(2).split("-")[1:]:
+            kind = tok[0] if tok[0] in "md" else "x"
+            layout.append((kind, tok.count("#")))
+        kinds = [k for k, _ in layout if k != "base"]
+        hrn = match.group(1) == "hrn"
+        canonical = [k for k in (("x", "m", "d") if hrn else ("m", "x", "d")) if k in kinds]
+        if kinds != canonical or (hrn and "x" not in kinds):
+            continue
+        try:
+            a = np.asarray(nums, dtype=np.int64).reshape(len(rows), -1)
+        except (ValueError, OverflowError):  # a number too large for the arrays
+            continue
+        cols: dict[str, np.ndarray] = {}
+        at = 0
+        for kind, width in layout:
+            cols[kind] = a[:, at : at + width]
+            at += width
+        idx = np.asarray(rows, dtype=np.int64)
+        bases = cols["base"][:, 0] if "base" in cols else np.zeros(len(idx), dtype=np.int64)
+        # positive, and written without leading zeros (a w-digit number is >= 10^(w-1))
+        ok = ((a >= np.maximum(1, 10 ** (np.asarray(widths, dtype=np.int64) - 1)))
+              & (a < 1 << 62)).all(axis=1)
+        for b in np.unique(bases):
+            base = "hrn" if hrn else _BASES.get(int(b))
+            if base is None:
+                continue
+            m0, depths0 = _named_defaults(base)
+            sel = ok & (bases == b)
+            if "d" in cols:
+                sel &= (cols["d"] != np.asarray(depths0)).any(axis=1) if cols["d"].shape[1] == len(
+                    depths0) else True
+                depth_rows = [tuple(int(v) for v in r) for r in np.unique(cols["d"][sel], axis=0)]
+            else:
+                depth_rows = [depths0]
+            if "m" in cols:
+                sel &= cols["m"][:, 0] != m0
+            for depths in depth_rows:
+                dsel = sel & ((cols["d"] == np.asarray(depths)).all(axis=1) if "d" in cols else True)
+                n = len(depths)
+                if "x" in cols:
+                    if cols["x"].shape[1] != n - 1:
+                        continue
+                    mult = cols["x"]
+                    if not hrn:
+                        dsel = dsel & (mult != 2).any(axis=1)
+                else:
+                    mult = np.full((len(idx), n - 1), 2, dtype=np.int64)
+                m = cols["m"][:, 0] if "m" in cols else np.full(len(idx), m0, dtype=np.int64)
+                if not dsel.any():
+                    continue
+                fam = Family(_NAMED_BASE.get(base, base), depths, input_size, num_classes)
+                out.setdefault(fam, []).append((idx[dsel], m[dsel], mult[dsel]))
+    return {f: tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))  # type: ignore[misc]
+            for f, chunks in out.items()}
