@@ -189,11 +189,17 @@ def test_name_reader_takes_only_canonical_family_names() -> None:
              "hrn-5x7x2x-m16", "resnet18-2x2x2x", "resnet18-m64", "resnet18-d2,2,2,2",
              "hrn-05x7x2x", "hrn-0x1x1x", "resnet18-4x4x4x-m16", "hrn-m16-5x7x2x", "hrn",
              "resnet19", "wrn22x8", "regnetx-200mf", "resnet34-convnext", "resnet18-s2",
-             "hrn-5x7x2x[stage1=identity]", "resnet18-m16-2x2x", "hrn-1" + "0" * 30 + "x2x2x"]
-    got = {}
-    for fam, (rows, m, mult) in space.named_groups(names, 32, 100).items():
-        for r, mm, mu in zip(rows, m, mult, strict=True):
-            got[names[r]] = (fam, int(mm), tuple(int(v) for v in mu))
+             "hrn-5x7x2x[stage1=identity]", "resnet18-m16-2x2x", "hrn-1" + "0" * 30 + "x2x2x",
+             "hrn-2x2x2x-m\u0663", "resnet18-m16-\n2x2x2x"]
+    def read(some: list[str]) -> dict:
+        out = {}
+        for fam, (rows, m, mult) in space.named_groups(some, 32, 100).items():
+            for r, mm, mu in zip(rows, m, mult, strict=True):
+                out[some[r]] = (fam, int(mm), tuple(int(v) for v in mu))
+        return out
+
+    got = read(names)  # a non-ASCII digit and a line break: the one-by-one reader
+    assert got == read([n for n in names if n.isascii() and "\n" not in n])  # the array reader
     assert set(got) == set(names[:10])
     for name in names:
         assert space.named_family(name, 32, 100) == got.get(name), name

@@ -575,17 +575,36 @@ def named_groups(names: Sequence[str], input_size: int, num_classes: int
     multipliers). Names are grouped by their skeleton (the name with every number a
     ``#``: ``hrn-#x#x#x``), each skeleton is read once, and its numbers are checked as
     arrays (canonical form, positive values), so a name costs one regex pass."""
-    by_skeleton: dict[str, tuple[list[int], list[list[str]]]] = {}
-    for i, name in enumerate(names):  # the one loop over names: string methods only
-        rows, nums = by_skeleton.setdefault(name.translate(_DIGIT_HASH), ([], []))
-        rows.append(i)
-        nums.append(name.translate(_NOT_DIGIT).split())
+    n = len(names)
+    joined = "\n".join(names)  # one pass of C string code over all names, no loop per name
+    skeletons = joined.translate(_DIGIT_HASH).split("\n")
+    words = joined.translate(_NOT_DIGIT).split()
+    if len(skeletons) != n or not joined.isascii():  # a line break or a non-ASCII digit
+        return _named_groups_one_by_one(names, input_size, num_classes)
+    try:
+        flat = np.array(words, dtype=np.int64)
+    except (ValueError, OverflowError):  # a number beyond int64: 0, which no check passes
+        flat = np.array([int(w) if len(w) < 19 else 0 for w in words], dtype=np.int64)
+    if not n:
+        return {}
+    if len(set(skeletons)) == 1:
+        kinds_of, inverse = [skeletons[0]], np.zeros(n, dtype=np.int64)
+    else:
+        uniq, inverse = np.unique(np.asarray(skeletons), return_inverse=True)
+        kinds_of = [str(u) for u in uniq]
+    runs = [re.findall(r"#+", k) for k in kinds_of]
+    per_name = np.asarray([len(r) for r in runs], dtype=np.int64)[inverse.reshape(-1)]
+    offset = np.concatenate([[0], np.cumsum(per_name)[:-1]]).astype(np.int64)
+    if int(per_name.sum()) != len(flat):  # every number a '#' run, and no more
+        return _named_groups_one_by_one(names, input_size, num_classes)
     out: dict[Family, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for digits, (rows, nums) in by_skeleton.items():
-        widths = [len(run) for run in re.findall(r"#+", digits)]  # digits of each number
+    for g, digits in enumerate(kinds_of):
+        widths = [len(run) for run in runs[g]]  # digits of each number
         match = _SKELETON.fullmatch(re.sub(r"#+", "#", digits))
         if match is None:
             continue
+        rows = np.flatnonzero(inverse.reshape(-1) == g) if len(kinds_of) > 1 else np.arange(n)
+        a = flat[offset[rows][:, None] + np.arange(len(widths))[None, :]]
         layout: list[tuple[str, int]] = []  # (kind, how many numbers), in name order
         if match.group(1) == "resnet#":
             layout.append(("base", 1))
@@ -597,16 +616,12 @@ def named_groups(names: Sequence[str], input_size: int, num_classes: int
         canonical = [k for k in (("x", "m", "d") if hrn else ("m", "x", "d")) if k in kinds]
         if kinds != canonical or (hrn and "x" not in kinds):
             continue
-        try:
-            a = np.asarray(nums, dtype=np.int64).reshape(len(rows), -1)
-        except (ValueError, OverflowError):  # a number too large for the arrays
-            continue
         cols: dict[str, np.ndarray] = {}
         at = 0
         for kind, width in layout:
             cols[kind] = a[:, at : at + width]
             at += width
-        idx = np.asarray(rows, dtype=np.int64)
+        idx = rows
         bases = cols["base"][:, 0] if "base" in cols else np.zeros(len(idx), dtype=np.int64)
         # positive, and written without leading zeros (a w-digit number is >= 10^(w-1))
         ok = ((a >= np.maximum(1, 10 ** (np.asarray(widths, dtype=np.int64) - 1)))
@@ -627,15 +642,15 @@ def named_groups(names: Sequence[str], input_size: int, num_classes: int
                 sel &= cols["m"][:, 0] != m0
             for depths in depth_rows:
                 dsel = sel & ((cols["d"] == np.asarray(depths)).all(axis=1) if "d" in cols else True)
-                n = len(depths)
+                stages = len(depths)
                 if "x" in cols:
-                    if cols["x"].shape[1] != n - 1:
+                    if cols["x"].shape[1] != stages - 1:
                         continue
                     mult = cols["x"]
                     if not hrn:
                         dsel = dsel & (mult != 2).any(axis=1)
                 else:
-                    mult = np.full((len(idx), n - 1), 2, dtype=np.int64)
+                    mult = np.full((len(idx), stages - 1), 2, dtype=np.int64)
                 m = cols["m"][:, 0] if "m" in cols else np.full(len(idx), m0, dtype=np.int64)
                 if not dsel.any():
                     continue
@@ -643,3 +658,19 @@ def named_groups(names: Sequence[str], input_size: int, num_classes: int
                 out.setdefault(fam, []).append((idx[dsel], m[dsel], mult[dsel]))
     return {f: tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))  # type: ignore[misc]
             for f, chunks in out.items()}
+
+
+def _named_groups_one_by_one(names: Sequence[str], input_size: int, num_classes: int
+                             ) -> dict[Family, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`named_groups` by one `named_family` per name (names the array reader cannot split)."""
+    groups: dict[Family, tuple[list[int], list[int], list[tuple[int, ...]]]] = {}
+    for i, name in enumerate(names):
+        fm = named_family(name, input_size, num_classes)
+        if fm is not None:
+            rows, ms, mults = groups.setdefault(fm[0], ([], [], []))
+            rows.append(i)
+            ms.append(fm[1])
+            mults.append(fm[2])
+    return {f: (np.asarray(r, dtype=np.int64), np.asarray(m, dtype=np.int64),
+                np.asarray(x, dtype=np.int64).reshape(len(r), len(f.depths or ()) - 1))
+            for f, (r, m, x) in groups.items()}
