@@ -219,3 +219,19 @@ def test_a_27000_hrn_grid_is_priced_in_seconds_not_a_minute() -> None:
     assert seconds < 15, seconds  # the per-point path: about 65 s (2.4 ms a point)
     rels = np.array([r["relus"] for r in rows])
     assert (rels > 0).all()
+
+
+def test_arch_names_read_in_bulk_are_what_parse_gives(tmp_path: Path) -> None:
+    from deepreshape.sweep.sweepfile import _arch_names
+
+    patterns = ["hrn-{2,3}x{5..6}x2x-m{16,32}", "resnet18-m{16,64}-{2,4}x{2,4}x2x",
+                "resnet18-m{8,16}-d{1,2},1,1,1", "wrn{16,22}x2", "hrn-{2,2}x2x2x"]
+    want: dict[str, None] = {}
+    for p in patterns:
+        for a in expand_pattern(p):
+            want.setdefault(parse(a, dataset="digits").name)
+    assert _arch_names({"arch": patterns}, "e", "f.toml", "digits") == list(want)
+    # a family whose widest member breaks a limit: parse names the first one that does
+    with pytest.raises(Exception, match=r"multipliers .2000,2,2. in .hrn-2000x2x2x.") as e:
+        _arch_names({"arch": ["hrn-{1000,2000,3000}x2x2x"]}, "e", "f.toml", "digits")
+    assert "experiment 'e'" in str(e.value) and "'arch'" in str(e.value)

@@ -315,17 +315,46 @@ def _arch_patterns(exp: dict, name: str, where: str) -> list[str]:
 
 
 def _arch_names(exp: dict, name: str, where: str, dataset: str) -> list[str]:
+    """The experiment's distinct network names as `zoo.parse` names them, in order; a name
+    parse refuses is the one-line error naming it."""
     from deepreshape.zoo import parse
 
     out: dict[str, None] = {}  # ordered and O(1) membership: grids have many names
     for pattern in _arch_patterns(exp, name, where):
-        for a in iter_pattern(pattern):
+        names = list(iter_pattern(pattern))
+        valid = _valid_family_names(names, dataset) if len(names) > 1 else set()
+        for a in names:
+            if a in valid:
+                out.setdefault(a)
+                continue
             try:
                 spec = parse(a, dataset=dataset)
             except UsageError as e:
                 raise _fail(where, name, "arch", str(e)) from None
             out.setdefault(spec.name)
     return list(out)
+
+
+def _valid_family_names(names: list[str], dataset: str) -> set[str]:
+    """The names that are BaseCh / StageCh / HRN networks in `zoo.parse`'s own form
+    (`design.space.named_groups` reads them as arrays) and that parse would accept, found
+    without parsing each: every limit `zoo.parse` checks (widths, multipliers, weights,
+    activations) grows with the base width and each multiplier, so when the family's
+    network with the largest base width and the largest multiplier at every stage parses,
+    every member does. A family whose largest network does not is left to parse, name by
+    name, for the exact error."""
+    from deepreshape.design import space
+    from deepreshape.spec import input_shape
+
+    size, classes = input_shape(dataset, None, None)
+    valid: set[str] = set()
+    for fam, (rows, m, mult) in space.named_groups(names, size, classes).items():
+        try:
+            fam.spec(int(m.max()), [int(v) for v in mult.max(axis=0)])
+        except UsageError:
+            continue
+        valid.update(names[i] for i in rows.tolist())
+    return valid
 
 
 def _experiment_names(exps: list, where: str) -> list[tuple[dict, str]]:
