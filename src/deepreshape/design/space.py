@@ -562,7 +562,7 @@ def counts_named(names: Sequence[str], input_size: int, num_classes: int,
             continue
         try:
             priced = predict(counts(family, m[sel], mult[sel]), None, protocol, model)
-        except (Unsupported, UsageError):
+        except (Unsupported, UsageError, KeyError, ValueError):  # no coefficients: one by one
             continue
         out.latency_s[rows[sel]] = priced["latency_s"]
         out.priced[rows[sel]] = True

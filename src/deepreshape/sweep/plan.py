@@ -77,9 +77,6 @@ def network_stats(archs: list[str], dataset: str, latency: set[str] | None = Non
     from deepreshape.pi.costs import costmodel
 
     latency = latency or set()
-    key = (dataset, tuple(archs))
-    if bulk and _LAST.get("key") == key and latency <= _LAST["latency"]:
-        return _LAST["stats"]  # the dry run's, again for gpu_hours
     out: dict[str, NetStats] = {}
     if bulk and archs:
         from deepreshape.design import space
@@ -105,14 +102,7 @@ def network_stats(archs: list[str], dataset: str, latency: set[str] | None = Non
             except Exception:  # no coefficients for this shape: leave it out
                 pred = None
         out[a] = NetStats(spec.name, c.relus, c.macs, c.params, pred)
-    if bulk:
-        _LAST.update(key=key, latency=frozenset(latency), stats=out)
     return out
-
-
-_LAST: dict[str, Any] = {}
-"""The last bulk `network_stats` (one entry): `deepreshape sweep --dry-run` prices the
-grid for its rows and again for `gpu_hours`; names and data set fix every number."""
 
 
 def dry_run_rows(sweep: Sweep, predict: bool = True, bulk: bool = True) -> list[dict[str, Any]]:
