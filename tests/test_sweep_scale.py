@@ -26,7 +26,7 @@ from deepreshape.sweep import (
     load_sweep,
 )
 from deepreshape.sweep.plan import dry_run_rows, gpu_hours
-from deepreshape.sweep.sweepfile import Point, Sweep, iter_pattern, pattern_size
+from deepreshape.sweep.sweepfile import Point, Sweep, first_of_pattern, iter_pattern, pattern_size
 from deepreshape.zoo import parse
 
 HUGE = 'name = "typo"\n[[experiment]]\nname = "hrns"\narch = ["hrn-{1..400}x{1..400}x{1..388}x"]\n'
@@ -65,6 +65,7 @@ def test_pattern_size_is_computed_without_building_names() -> None:
     assert pattern_size("wrn{16,22}x{8..2}") == 2 * 7
     for p in ("hrn-{2..4}x{7,5}x2x", "m{3..1}-{a,b}", "plain"):
         assert list(iter_pattern(p)) == expand_pattern(p) and len(expand_pattern(p)) == pattern_size(p)
+        assert first_of_pattern(p) == expand_pattern(p)[0]
     with pytest.raises(ValueError, match="bad pattern"):
         pattern_size("hrn-{2-4}x")
 
@@ -85,6 +86,12 @@ def test_a_62_million_point_grid_is_refused_at_once_in_bounded_memory(tmp_path: 
     msg = str(e.value)
     assert "\n" not in msg and f"{HUGE_POINTS:,} points" in msg and "--max-points" in msg
     assert f"limit of {DEFAULT_MAX_POINTS:,}" in msg and "experiment 'hrns'" in msg
+    # one range of 10^9 values: sized, not walked
+    wide = _write(tmp_path, '[[experiment]]\narch = "resnet18-m{1..1000000000}"\n', "w.toml")
+    t0 = time.perf_counter()
+    with pytest.raises(SweepTooLarge, match="1,000,000,000 points"):
+        load_sweep(wide)
+    assert time.perf_counter() - t0 < 0.5
 
 
 def test_cli_refuses_over_max_points_with_one_line_exit_2(tmp_path: Path, capsys) -> None:

@@ -135,6 +135,11 @@ def iter_pattern(text: str) -> Iterator[str]:
         yield "".join(combo)
 
 
+def first_of_pattern(text: str) -> str:
+    """The first name `iter_pattern(text)` gives, without walking any range."""
+    return "".join(c if isinstance(c, str) else str(c[0]) for c in _pattern_choices(text))
+
+
 def expand_pattern(text: str) -> list[str]:
     """``hrn-{2..4}x5x2x`` -> hrn-2x5x2x, hrn-3x5x2x, hrn-4x5x2x; ``m{16,32}`` -> m16, m32.
 
@@ -417,7 +422,7 @@ def _experiment_size(exp: dict, name: str, where: str, sweep: Sweep, shared_reci
         return ExperimentSize(networks, len(seeds), recipes, 0)
     from deepreshape.zoo import parse
 
-    first = next(iter_pattern(patterns[0]))
+    first = first_of_pattern(patterns[0])
     try:
         arch = parse(first, dataset=sweep.dataset).name
     except UsageError as e:
