@@ -180,12 +180,14 @@ def gpu_hours(sweep: Sweep, bulk: bool = True) -> float:
         images = min(images, sweep.limit)
     methods = _methods()
     ds = sweep.dataset
-    passes = [(p, methods[p.method].trainings(p, LazySpec(p.arch, ds) if bulk else _spec(p, ds)))
-              for p in sweep.points]
-    archs = list(dict.fromkeys(p.arch for p, n in passes if n))
-    stats = network_stats(archs, ds, bulk=bulk)
-    total = 0.0
-    for p, n in passes:
+    specs: dict[str, Any] = {}
+    passes: dict[str, float] = {}  # arch -> training passes over all its points
+    for p in sweep.points:
+        if p.arch not in specs:
+            specs[p.arch] = LazySpec(p.arch, ds) if bulk else _spec(p, ds)
+        n = methods[p.method].trainings(p, specs[p.arch])
         if n:
-            total += n * images * 3 * stats[p.arch].macs
+            passes[p.arch] = passes.get(p.arch, 0.0) + n
+    stats = network_stats(list(passes), ds, bulk=bulk)
+    total = sum(n * images * 3 * stats[a].macs for a, n in passes.items())
     return total / MACS_PER_GPU_S / 3600
