@@ -551,17 +551,19 @@ def counts_named(names: Sequence[str], input_size: int, num_classes: int,
                       np.full(n, -1, dtype=np.int64), np.full(n, np.nan),
                       np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
     for family, (rows, m, mult) in named_groups(names, input_size, num_classes).items():
+        sel = want[rows]
+        every = bool(sel.all())  # the usual grid: one pass with the HE counts
         try:
-            space = counts(family, m, mult, he=False)
+            space = counts(family, m, mult, he=every)
         except (Unsupported, UsageError):
             continue
         out.relus[rows], out.macs[rows], out.params[rows] = space.relus, space.macs, space.params
         out.covered[rows] = True
-        sel = want[rows]
         if not sel.any():
             continue
         try:
-            priced = predict(counts(family, m[sel], mult[sel]), None, protocol, model)
+            priced = predict(space if every else counts(family, m[sel], mult[sel]), None,
+                             protocol, model)
         except (Unsupported, UsageError, KeyError, ValueError):  # no coefficients: one by one
             continue
         out.latency_s[rows[sel]] = priced["latency_s"]
