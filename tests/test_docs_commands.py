@@ -193,6 +193,8 @@ CHECKS = {
     "deepreshape sweep study.toml --backend slurm-local --max-parallel 2 --out sweeps/study-slurm":
         "parse",
     "deepreshape sweep study.toml --dry-run": "parse",
+    # tests/test_sweep_scale.py refuses and allows grids by --max-points
+    "deepreshape sweep grid.toml --dry-run --max-points 30000": "parse",
     # a GPU benchmark (tests/test_gpu_check.py runs it on CPU): its options must exist
     "python benchmarks/gpu_check.py": "benchmark",
     "python benchmarks/gpu_check.py --device cpu --out /tmp/gpu_check.json": "benchmark",

@@ -28,6 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(`tiny`: the same grid on digits, minutes on a laptop)")
     p.add_argument("--data-dir", default=None, help="data root (default: $DEEPRESHAPE_DATA)")
     p.add_argument("--out", default=None, help="sweep root (default: sweeps/<name>)")
+    p.add_argument("--max-points", type=int, default=None, metavar="N",
+                   help="refuse a sweep of more than N points before building it (default 10,000)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the points with exact counts and predicted latency; run nothing")
     from deepreshape.sweep.backends import BACKENDS, CONNECT_TIMEOUT_S
@@ -74,9 +76,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace, target: str):
-    from deepreshape.sweep import load
+    from deepreshape.sweep import DEFAULT_MAX_POINTS, load
 
-    return load(target, dataset=args.dataset, scale=args.scale, data_dir=args.data_dir)
+    if args.max_points is not None and args.max_points < 1:
+        raise UsageError(f"--max-points must be a positive integer, got {args.max_points}")
+    return load(target, dataset=args.dataset, scale=args.scale, data_dir=args.data_dir,
+                max_points=args.max_points or DEFAULT_MAX_POINTS)
 
 
 def _default_root(args: argparse.Namespace, target: str, name: str, dataset: str) -> Path:

@@ -21,6 +21,7 @@ called (pure numpy; no `pi` extra needed).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -457,3 +458,221 @@ def size(*axes: Sequence[int]) -> int:
     """Number of grid points."""
     return math.prod(len(a) for a in axes)
 
+
+
+# --------------------------------------------------------------------------- named networks
+
+_DIGIT_HASH = str.maketrans("0123456789", "#" * 10)
+_NOT_DIGIT = {c: " " for c in range(128) if not chr(c).isdigit()}
+_SKELETON = re.compile(r"(resnet#|hrn)((?:-(?:m#|(?:#x)+|d#(?:,#)*))*)")
+_BASES = {18: "resnet18", 34: "resnet34", 50: "resnet50"}
+_NAMED = re.compile(r"(resnet18|resnet34|resnet50|hrn)((?:-(?:m\d+|(?:\d+x)+|d\d+(?:,\d+)*))*)")
+_NAMED_BASE = {"hrn": "hrn-2x2x2x"}
+
+
+@lru_cache(maxsize=16)
+def _named_defaults(base: str) -> tuple[int, tuple[int, ...]]:
+    """The base width and depths a name of `base` has when it gives none."""
+    spec = parse(_NAMED_BASE.get(base, base))
+    return spec.stem.width, tuple(st.depth for st in spec.stages)
+
+
+def named_family(name: str, input_size: int, num_classes: int
+                 ) -> tuple[Family, int, tuple[int, ...]] | None:
+    """(family, m, multipliers) of a BaseCh / StageCh / HRN zoo name, read without building
+    its spec, or None for any other network (WRN, RegNet, ConvNeXt, widths, stem stride,
+    changed slots) and for a name not in the zoo's canonical form. The values are written
+    back into a name as `zoo.parse` writes it, and only a name that comes back unchanged
+    is read, so a name this reader could misread is left to `parse`."""
+    match = _NAMED.fullmatch(name)
+    if match is None:
+        return None
+    base = match.group(1)
+    m = mults = depths = None
+    for tok in match.group(2).split("-")[1:]:
+        if tok[0] == "m":
+            m = int(tok[1:])
+        elif tok[0] == "d":
+            depths = tuple(int(v) for v in tok[1:].split(","))
+        else:
+            mults = tuple(int(v) for v in tok[:-1].split("x"))
+    m0, depths0 = _named_defaults(base)
+    hrn = base == "hrn"
+    values = (m or 1, *(mults or ()), *(depths or ()))
+    if (hrn and mults is None) or min(values) < 1 or max(values) >= 1 << 62:
+        return None  # (the array reader's int64 holds no larger number)
+    depths = depths or depths0
+    n = len(depths)
+    plain = (2,) * (n - 1)
+    given = mults is not None
+    mults = mults or plain
+    m = m or m0
+    if len(mults) != n - 1:
+        return None
+    m_part = [f"m{m}"] if m != m0 else []
+    mult_part = ["".join(f"{a}x" for a in mults)] if hrn or (given and mults != plain) else []
+    parts = [base, *(mult_part + m_part if hrn else m_part + mult_part)]
+    if depths != depths0:
+        parts.append("d" + ",".join(map(str, depths)))
+    if "-".join(parts) != name:
+        return None
+    return Family(_NAMED_BASE.get(base, base), depths, input_size, num_classes), m, mults
+
+
+@dataclass
+class NamedCounts:
+    """Counts and predicted latency of named networks (arrays aligned with the names).
+
+    `covered[i]`: network i is a family member counted from its template (relus, macs,
+    params hold its exact counts); `priced[i]`: its latency was predicted (`latency_s`).
+    Entries not covered or not priced hold -1 / NaN: count them one by one."""
+
+    relus: np.ndarray
+    macs: np.ndarray
+    params: np.ndarray
+    latency_s: np.ndarray
+    covered: np.ndarray
+    priced: np.ndarray
+
+
+def counts_named(names: Sequence[str], input_size: int, num_classes: int,
+                 latency: Sequence[bool] | np.ndarray | None = None, protocol: str = "cheetah",
+                 model: Any = None) -> NamedCounts:
+    """Exact ReLUs / MACs / params of many zoo-named networks at array speed, and the cost
+    model's latency (`predict` without a link, as `CostModel.predict(spec, protocol)`) for
+    those where `latency[i]` is true (default: none).
+
+    The names are grouped by family (`named_family`) and each group is evaluated from its
+    template (`counts`); a name outside the families, or a family the template cannot
+    express, is left uncovered for the caller to count one by one."""
+    n = len(names)
+    want = np.zeros(n, dtype=bool) if latency is None else np.asarray(latency, dtype=bool)
+    out = NamedCounts(np.full(n, -1, dtype=np.int64), np.full(n, -1, dtype=np.int64),
+                      np.full(n, -1, dtype=np.int64), np.full(n, np.nan),
+                      np.zeros(n, dtype=bool), np.zeros(n, dtype=bool))
+    for family, (rows, m, mult) in named_groups(names, input_size, num_classes).items():
+        sel = want[rows]
+        every = bool(sel.all())  # the usual grid: one pass with the HE counts
+        try:
+            space = counts(family, m, mult, he=every)
+        except (Unsupported, UsageError):
+            continue
+        out.relus[rows], out.macs[rows], out.params[rows] = space.relus, space.macs, space.params
+        out.covered[rows] = True
+        if not sel.any():
+            continue
+        try:
+            priced = predict(space if every else counts(family, m[sel], mult[sel]), None,
+                             protocol, model)
+        except (Unsupported, UsageError, KeyError, ValueError):  # no coefficients: one by one
+            continue
+        out.latency_s[rows[sel]] = priced["latency_s"]
+        out.priced[rows[sel]] = True
+    return out
+
+
+def named_groups(names: Sequence[str], input_size: int, num_classes: int
+                 ) -> dict[Family, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`named_family` for many names at array speed: family -> (rows of `names`, m,
+    multipliers). Names are grouped by their skeleton (the name with every number a
+    ``#``: ``hrn-#x#x#x``), each skeleton is read once, and its numbers are checked as
+    arrays (canonical form, positive values), so a name costs one regex pass."""
+    n = len(names)
+    joined = "\n".join(names)  # one pass of C string code over all names, no loop per name
+    skeletons = joined.translate(_DIGIT_HASH).split("\n")
+    words = joined.translate(_NOT_DIGIT).split()
+    if len(skeletons) != n or not joined.isascii():  # a line break or a non-ASCII digit
+        return _named_groups_one_by_one(names, input_size, num_classes)
+    try:
+        flat = np.array(words, dtype=np.int64)
+    except (ValueError, OverflowError):  # a number beyond int64: 0, which no check passes
+        flat = np.array([int(w) if len(w) < 19 else 0 for w in words], dtype=np.int64)
+    if not n:
+        return {}
+    if len(set(skeletons)) == 1:
+        kinds_of, inverse = [skeletons[0]], np.zeros(n, dtype=np.int64)
+    else:
+        uniq, inverse = np.unique(np.asarray(skeletons), return_inverse=True)
+        kinds_of = [str(u) for u in uniq]
+    runs = [re.findall(r"#+", k) for k in kinds_of]
+    per_name = np.asarray([len(r) for r in runs], dtype=np.int64)[inverse.reshape(-1)]
+    offset = np.concatenate([[0], np.cumsum(per_name)[:-1]]).astype(np.int64)
+    if int(per_name.sum()) != len(flat):  # every number a '#' run, and no more
+        return _named_groups_one_by_one(names, input_size, num_classes)
+    out: dict[Family, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for g, digits in enumerate(kinds_of):
+        widths = [len(run) for run in runs[g]]  # digits of each number
+        match = _SKELETON.fullmatch(re.sub(r"#+", "#", digits))
+        if match is None:
+            continue
+        rows = np.flatnonzero(inverse.reshape(-1) == g) if len(kinds_of) > 1 else np.arange(n)
+        a = flat[offset[rows][:, None] + np.arange(len(widths))[None, :]]
+        layout: list[tuple[str, int]] = []  # (kind, how many numbers), in name order
+        if match.group(1) == "resnet#":
+            layout.append(("base", 1))
+        for tok in match.group(2).split("-")[1:]:
+            kind = tok[0] if tok[0] in "md" else "x"
+            layout.append((kind, tok.count("#")))
+        kinds = [k for k, _ in layout if k != "base"]
+        hrn = match.group(1) == "hrn"
+        canonical = [k for k in (("x", "m", "d") if hrn else ("m", "x", "d")) if k in kinds]
+        if kinds != canonical or (hrn and "x" not in kinds):
+            continue
+        cols: dict[str, np.ndarray] = {}
+        at = 0
+        for kind, width in layout:
+            cols[kind] = a[:, at : at + width]
+            at += width
+        idx = rows
+        bases = cols["base"][:, 0] if "base" in cols else np.zeros(len(idx), dtype=np.int64)
+        # positive, and written without leading zeros (a w-digit number is >= 10^(w-1))
+        ok = ((a >= np.maximum(1, 10 ** (np.asarray(widths, dtype=np.int64) - 1)))
+              & (a < 1 << 62)).all(axis=1)
+        for b in np.unique(bases):
+            base = "hrn" if hrn else _BASES.get(int(b))
+            if base is None:
+                continue
+            m0, depths0 = _named_defaults(base)
+            sel = ok & (bases == b)
+            if "d" in cols:
+                sel &= (cols["d"] != np.asarray(depths0)).any(axis=1) if cols["d"].shape[1] == len(
+                    depths0) else True
+                depth_rows = [tuple(int(v) for v in r) for r in np.unique(cols["d"][sel], axis=0)]
+            else:
+                depth_rows = [depths0]
+            if "m" in cols:
+                sel &= cols["m"][:, 0] != m0
+            for depths in depth_rows:
+                dsel = sel & ((cols["d"] == np.asarray(depths)).all(axis=1) if "d" in cols else True)
+                stages = len(depths)
+                if "x" in cols:
+                    if cols["x"].shape[1] != stages - 1:
+                        continue
+                    mult = cols["x"]
+                    if not hrn:
+                        dsel = dsel & (mult != 2).any(axis=1)
+                else:
+                    mult = np.full((len(idx), stages - 1), 2, dtype=np.int64)
+                m = cols["m"][:, 0] if "m" in cols else np.full(len(idx), m0, dtype=np.int64)
+                if not dsel.any():
+                    continue
+                fam = Family(_NAMED_BASE.get(base, base), depths, input_size, num_classes)
+                out.setdefault(fam, []).append((idx[dsel], m[dsel], mult[dsel]))
+    return {f: tuple(np.concatenate(parts) for parts in zip(*chunks, strict=True))  # type: ignore[misc]
+            for f, chunks in out.items()}
+
+
+def _named_groups_one_by_one(names: Sequence[str], input_size: int, num_classes: int
+                             ) -> dict[Family, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """`named_groups` by one `named_family` per name (names the array reader cannot split)."""
+    groups: dict[Family, tuple[list[int], list[int], list[tuple[int, ...]]]] = {}
+    for i, name in enumerate(names):
+        fm = named_family(name, input_size, num_classes)
+        if fm is not None:
+            rows, ms, mults = groups.setdefault(fm[0], ([], [], []))
+            rows.append(i)
+            ms.append(fm[1])
+            mults.append(fm[2])
+    return {f: (np.asarray(r, dtype=np.int64), np.asarray(m, dtype=np.int64),
+                np.asarray(x, dtype=np.int64).reshape(len(r), len(f.depths or ()) - 1))
+            for f, (r, m, x) in groups.items()}

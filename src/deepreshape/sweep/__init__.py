@@ -20,10 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from deepreshape.errors import UsageError
-from deepreshape.sweep.sweepfile import Point, Sweep, SweepError, expand_pattern, load_sweep
+from deepreshape.sweep.sweepfile import (
+    DEFAULT_MAX_POINTS,
+    Point,
+    Sweep,
+    SweepError,
+    SweepTooLarge,
+    expand_pattern,
+    load_sweep,
+)
 
-__all__ = ["Point", "Sweep", "SweepError", "expand_pattern", "load", "load_sweep", "paper_names",
-           "run_sweep", "sweep_report"]
+__all__ = ["DEFAULT_MAX_POINTS", "Point", "Sweep", "SweepError", "SweepTooLarge", "expand_pattern",
+           "load", "load_sweep", "paper_names", "run_sweep", "sweep_report"]
 
 PAPER_PREFIX = "paper:"
 
@@ -36,17 +44,20 @@ def paper_names() -> list[str]:
 
 
 def load(target: str | Path, *, dataset: str | None = None, scale: str | None = None,
-         data_dir: str | None = None) -> Sweep:
-    """A sweep from a file path or a shipped ``paper:NAME``."""
+         data_dir: str | None = None, max_points: int | None = DEFAULT_MAX_POINTS) -> Sweep:
+    """A sweep from a file path or a shipped ``paper:NAME``; one of more than `max_points`
+    points (None: no limit) is refused at once (`SweepTooLarge`, before any point is made)."""
     text = str(target)
     if text.startswith(PAPER_PREFIX):
         if text not in paper_names():
             raise UsageError(f"unknown paper sweep {text!r}; valid: {', '.join(paper_names())}")
         res = resources.files("deepreshape.resources") / "sweeps" / f"{text[len(PAPER_PREFIX):]}.toml"
         with resources.as_file(res) as path:
-            sw = load_sweep(path, dataset=dataset, scale=scale, data_dir=data_dir, source=text)
+            sw = load_sweep(path, dataset=dataset, scale=scale, data_dir=data_dir, source=text,
+                            max_points=max_points)
         return sw
-    return load_sweep(Path(text), dataset=dataset, scale=scale, data_dir=data_dir)
+    return load_sweep(Path(text), dataset=dataset, scale=scale, data_dir=data_dir,
+                      max_points=max_points)
 
 
 def __getattr__(name: str) -> Any:

@@ -15,8 +15,10 @@ import difflib
 import hashlib
 import itertools
 import json
+import math
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,19 @@ def experiment_keys() -> list[str]:
 
 class SweepError(UsageError):
     """A malformed sweep file: the message names the file, the experiment and the key."""
+
+
+class SweepTooLarge(SweepError):
+    """A sweep of more points than `max_points` allows; `size` is its point count."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
+
+
+DEFAULT_MAX_POINTS = 10_000
+"""Sweeps larger than this are refused unless the limit is raised (``--max-points``): a
+typo in a pattern (``{1..400}`` for ``{1..40}``) must not start building millions of points."""
 
 
 @dataclass(frozen=True)
@@ -87,34 +102,61 @@ class Sweep:
 _BRACE = re.compile(r"\{([^{}]*)\}")
 
 
+def _pattern_choices(text: str) -> list[Any]:
+    """The pattern's parts, in order: literal text (a str) or a brace's choices (a `range`
+    of integers or a list of strings). Ranges stay ranges, so a pattern of any size is
+    sized (`pattern_size`) and walked (`iter_pattern`) without building its names."""
+    parts = _BRACE.split(text)
+    out: list[Any] = []
+    for i, part in enumerate(parts):
+        if i % 2 == 0:
+            out.append(part)
+        elif m := re.fullmatch(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*", part):
+            lo, hi = int(m.group(1)), int(m.group(2))
+            step = 1 if hi >= lo else -1
+            out.append(range(lo, hi + step, step))
+        elif "," in part:
+            out.append([v.strip() for v in part.split(",")])
+        else:
+            raise ValueError(f"bad pattern {{{part}}} in {text!r}: use {{A..B}} or {{a,b,c}}")
+    return out
+
+
+def pattern_size(text: str) -> int:
+    """How many names `expand_pattern(text)` gives, computed without building them."""
+    return math.prod(len(c) for c in _pattern_choices(text) if not isinstance(c, str))
+
+
+def iter_pattern(text: str) -> Iterator[str]:
+    """`expand_pattern`'s names one at a time (the same order)."""
+    choices = [[c] if isinstance(c, str) else [str(v) for v in c] if isinstance(c, range) else c
+               for c in _pattern_choices(text)]
+    for combo in itertools.product(*choices):
+        yield "".join(combo)
+
+
+def first_of_pattern(text: str) -> str:
+    """The first name `iter_pattern(text)` gives, without walking any range."""
+    return "".join(c if isinstance(c, str) else str(c[0]) for c in _pattern_choices(text))
+
+
 def expand_pattern(text: str) -> list[str]:
     """``hrn-{2..4}x5x2x`` -> hrn-2x5x2x, hrn-3x5x2x, hrn-4x5x2x; ``m{16,32}`` -> m16, m32.
 
     Several braces expand as a product, in order; text without braces is itself.
     """
-    parts = _BRACE.split(text)
-    choices: list[list[str]] = []
-    for i, part in enumerate(parts):
-        if i % 2 == 0:
-            choices.append([part])
-            continue
-        if m := re.fullmatch(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*", part):
-            lo, hi = int(m.group(1)), int(m.group(2))
-            step = 1 if hi >= lo else -1
-            choices.append([str(v) for v in range(lo, hi + step, step)])
-        elif "," in part:
-            choices.append([v.strip() for v in part.split(",")])
-        else:
-            raise ValueError(f"bad pattern {{{part}}} in {text!r}: use {{A..B}} or {{a,b,c}}")
-    return ["".join(c) for c in itertools.product(*choices)]
+    return list(iter_pattern(text))
 
 
 # --------------------------------------------------------------------------- loading
 
 
 def load_sweep(path: str | Path, *, dataset: str | None = None, scale: str | None = None,
-               data_dir: str | None = None, source: str | None = None) -> Sweep:
-    """Read and expand a sweep file; `dataset`, `scale` and `data_dir` override the file's."""
+               data_dir: str | None = None, source: str | None = None,
+               max_points: int | None = DEFAULT_MAX_POINTS) -> Sweep:
+    """Read and expand a sweep file; `dataset`, `scale` and `data_dir` override the file's.
+    A file of more than `max_points` points (None: no limit) is refused before any point
+    is made (`SweepTooLarge`)."""
     path = Path(path)
     where = source or str(path)
     try:
@@ -124,7 +166,7 @@ def load_sweep(path: str | Path, *, dataset: str | None = None, scale: str | Non
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SweepError(f"{where}: not valid TOML ({e})") from None
     return expand(raw, where, dataset=dataset, scale=scale, data_dir=data_dir,
-                  default_name=path.stem)
+                  default_name=path.stem, max_points=max_points)
 
 
 def _fail(where: str, exp: str | None, key: str, why: str) -> SweepError:
@@ -161,8 +203,15 @@ def apply_scale(raw: dict, scale: str, where: str) -> dict:
 
 
 def expand(raw: dict, where: str, *, dataset: str | None = None, scale: str | None = None,
-           data_dir: str | None = None, default_name: str = "sweep") -> Sweep:
-    """Expand a parsed sweep file into its points (see the module docstring)."""
+           data_dir: str | None = None, default_name: str = "sweep",
+           max_points: int | None = DEFAULT_MAX_POINTS) -> Sweep:
+    """Expand a parsed sweep file into its points (see the module docstring).
+
+    The sweep's size is computed first, from the sizes of its axes (`_experiment_size`), and a
+    sweep over `max_points` (None: no limit) raises `SweepTooLarge` before any point or
+    network name is made, so a huge grid costs neither time nor memory."""
+    if max_points is not None and (not isinstance(max_points, int) or max_points < 1):
+        raise UsageError(f"max_points must be a positive integer or None, got {max_points!r}")
     if scale is not None:
         raw = apply_scale(raw, scale, where)
     for k in raw:
@@ -191,18 +240,18 @@ def expand(raw: dict, where: str, *, dataset: str | None = None, scale: str | No
     points: dict[str, Point] = {}
     trained: dict[tuple[str, int], str] = {}  # (arch, seed) -> first train point id
     pending_teachers: list[tuple[dict, str]] = []
-    names = set()
-    valid_keys = experiment_keys()
-    for i, exp in enumerate(exps):
-        if not isinstance(exp, dict):
-            raise _fail(where, None, f"experiment[{i}]", "must be a table")
-        name = str(exp.get("name") or f"experiment{i + 1}")
-        if name in names:
-            raise _fail(where, name, "name", "two experiments have this name")
-        names.add(name)
-        for k in exp:
-            if k not in valid_keys:
-                raise _fail(where, name, k, _unknown_key(k, valid_keys))
+    named = _experiment_names(exps, where)
+    if max_points is not None:
+        sizes = [(name, _experiment_size(exp, name, where, sweep, shared_recipe, shared_seeds))
+                 for exp, name in named]
+        total = sum(s.points for _, s in sizes)
+        if total > max_points:
+            name, big = max(sizes, key=lambda ns: ns[1].points)
+            raise SweepTooLarge(
+                f"{where}: {total:,} points, over the limit of {max_points:,} (the largest, "
+                f"experiment {name!r}: {big.describe()}); narrow the grid, or raise the limit "
+                f"with --max-points {total} (Python: max_points={total})", total)
+    for exp, name in named:
         _expand_experiment(exp, name, where, sweep, shared_recipe, shared_seeds, points, trained,
                            pending_teachers)
     sweep.points = list(points.values())
@@ -228,10 +277,13 @@ def _recipe_table(t: Any, where: str, exp: str | None, key: str) -> dict:
     return dict(t)
 
 
-def _recipe_axes(recipe: dict) -> list[dict]:
-    """Recipe values given as lists are axes: one recipe per combination."""
+def _recipe_axes(recipe: dict, first_only: bool = False) -> list[dict]:
+    """Recipe values given as lists are axes: one recipe per combination (`first_only`:
+    only the first)."""
     keys = [k for k, v in recipe.items() if isinstance(v, list)]
     combos = itertools.product(*(recipe[k] for k in keys))
+    if first_only:
+        combos = itertools.islice(combos, 1)
     return [{**recipe, **dict(zip(keys, c, strict=True))} for c in combos]
 
 
@@ -252,28 +304,147 @@ def digest(obj: Any, n: int = 6) -> str:
     return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
 
 
-def _arch_names(exp: dict, name: str, where: str, dataset: str) -> list[str]:
-    from deepreshape.zoo import parse
-
+def _arch_patterns(exp: dict, name: str, where: str) -> list[str]:
+    """The experiment's `arch` as a list of patterns (checked for shape, not expanded)."""
     arch = exp.get("arch")
     if isinstance(arch, str):
         arch = [arch]
     if not isinstance(arch, list) or not arch or not all(isinstance(a, str) for a in arch):
         raise _fail(where, name, "arch", "must be a name or a list of names (patterns allowed)")
-    out: list[str] = []
     for pattern in arch:
         try:
-            names = expand_pattern(pattern)
+            _pattern_choices(pattern)
         except ValueError as e:
             raise _fail(where, name, "arch", str(e)) from None
+    return arch
+
+
+def _arch_names(exp: dict, name: str, where: str, dataset: str) -> list[str]:
+    """The experiment's distinct network names as `zoo.parse` names them, in order; a name
+    parse refuses is the one-line error naming it."""
+    from deepreshape.zoo import parse
+
+    out: dict[str, None] = {}  # ordered and O(1) membership: grids have many names
+    for pattern in _arch_patterns(exp, name, where):
+        names = list(iter_pattern(pattern))
+        valid = _valid_family_names(names, dataset) if len(names) > 1 else set()
         for a in names:
+            if a in valid:
+                out.setdefault(a)
+                continue
             try:
                 spec = parse(a, dataset=dataset)
             except UsageError as e:
                 raise _fail(where, name, "arch", str(e)) from None
-            if spec.name not in out:
-                out.append(spec.name)
+            out.setdefault(spec.name)
+    return list(out)
+
+
+def _valid_family_names(names: list[str], dataset: str) -> set[str]:
+    """The names that are BaseCh / StageCh / HRN networks in `zoo.parse`'s own form
+    (`design.space.named_groups` reads them as arrays) and that parse would accept, found
+    without parsing each: every limit `zoo.parse` checks (widths, multipliers, weights,
+    activations) grows with the base width and each multiplier, so when the family's
+    network with the largest base width and the largest multiplier at every stage parses,
+    every member does. A family whose largest network does not is left to parse, name by
+    name, for the exact error."""
+    from deepreshape.design import space
+    from deepreshape.spec import input_shape
+
+    size, classes = input_shape(dataset, None, None)
+    valid: set[str] = set()
+    for fam, (rows, m, mult) in space.named_groups(names, size, classes).items():
+        try:
+            fam.spec(int(m.max()), [int(v) for v in mult.max(axis=0)])
+        except UsageError:
+            continue
+        valid.update(names[i] for i in rows.tolist())
+    return valid
+
+
+def _experiment_names(exps: list, where: str) -> list[tuple[dict, str]]:
+    """(table, name) of each experiment, after checking its keys and that names are unique."""
+    out = []
+    names = set()
+    valid_keys = experiment_keys()
+    for i, exp in enumerate(exps):
+        if not isinstance(exp, dict):
+            raise _fail(where, None, f"experiment[{i}]", "must be a table")
+        name = str(exp.get("name") or f"experiment{i + 1}")
+        if name in names:
+            raise _fail(where, name, "name", "two experiments have this name")
+        names.add(name)
+        for k in exp:
+            if k not in valid_keys:
+                raise _fail(where, name, k, _unknown_key(k, valid_keys))
+        out.append((exp, name))
     return out
+
+
+@dataclass(frozen=True)
+class ExperimentSize:
+    """An experiment's size from its axes: networks (names its patterns give, before
+    de-duplication) x seeds x recipes x points per network."""
+
+    networks: int
+    seeds: int
+    recipes: int
+    per_network: int
+
+    @property
+    def points(self) -> int:
+        """At most this many points (de-duplication can only lower it)."""
+        return self.networks * self.seeds * self.recipes * self.per_network
+
+    def describe(self) -> str:
+        """E.g. '27,000 networks x 2 seeds x 1 recipe x 3 points each'."""
+        def n(v: int, what: str) -> str:
+            return f"{v:,} {what}{'' if v == 1 else 's'}"
+
+        return (f"{n(self.networks, 'network')} x {n(self.seeds, 'seed')} x "
+                f"{n(self.recipes, 'recipe')} x {n(self.per_network, 'point')} each")
+
+
+def _experiment_size(exp: dict, name: str, where: str, sweep: Sweep, shared_recipe: dict,
+                     shared_seeds: list[int]) -> ExperimentSize:
+    """The experiment's size, computed without building its grid: the patterns' sizes
+    multiply, recipe axes multiply, and the points per network are counted by expanding
+    every method on the first network alone (recipes are not checked here, so no trainer
+    code is imported; the full expansion checks them)."""
+    from deepreshape.methods import METHODS, ExpandContext
+
+    patterns = _arch_patterns(exp, name, where)
+    networks = sum(pattern_size(p) for p in patterns)
+    seeds = _seeds(exp, where, name, shared_seeds)
+    recipe = {**shared_recipe, **_recipe_table(exp.get("recipe", {}), where, name, "recipe")}
+    recipes = math.prod(len(v) for v in recipe.values() if isinstance(v, list))
+    if not networks or not recipes:
+        return ExperimentSize(networks, len(seeds), recipes, 0)
+    from deepreshape.zoo import parse
+
+    first = first_of_pattern(patterns[0])
+    try:
+        arch = parse(first, dataset=sweep.dataset).name
+    except UsageError as e:
+        raise _fail(where, name, "arch", str(e)) from None
+    methods = sorted(METHODS, key=lambda m: m.measures)
+    tables = {m.name: _method_table(exp, m, name, where) for m in methods}
+    made: dict[str, None] = {}
+    ctx = ExpandContext(
+        where=where, experiment=name, arch=arch, seed=seeds[0], dataset=sweep.dataset,
+        limit=sweep.limit, recipe=_recipe_axes(recipe, first_only=True)[0],
+        teacher="teacher" if exp.get("teacher") is not None else None, tables=tables,
+        add_point=lambda p: made.setdefault(p.id) or p.id,
+        fail=lambda key, why: _fail(where, name, key, why),
+        recipe_table=lambda t, key: _recipe_table(t, where, name, key),
+        check_recipe=lambda r, key: None, digest=digest)
+    for m in methods:
+        if tables[m.name] is not None:
+            m.check(tables[m.name], ctx)
+    for m in methods:
+        if tables[m.name] is not None:
+            m.expand(tables[m.name], ctx)
+    return ExperimentSize(networks, len(seeds), recipes, len(made))
 
 
 def _unknown_key(key: str, valid: list[str]) -> str:
