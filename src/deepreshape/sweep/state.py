@@ -1,7 +1,10 @@
 """sweep.json: every point of a sweep, its settings, state, timings and where it ran.
 
-Only the driver writes it (atomically, after every change), so it is always a complete
-picture that `deepreshape sweep status` can read while the sweep runs. States:
+Only the driver writes it (atomically; the driver holds the root's lock, see
+`runner.run_sweep`), so it is always a complete picture that `deepreshape sweep status`
+can read while the sweep runs. The driver batches changes: one write per poll at most,
+spaced so that writing takes a small share of its time (`runner`), since each write is
+the whole file. States:
 pending, running, done, failed (with the one-line error) and skipped (with the reason).
 """
 
@@ -33,6 +36,18 @@ def output_exists(root: Path, p: Point) -> bool:
     return METHODS.get(p.method).finished(root, p)
 
 
+def output_complete(root: Path, p: Point) -> bool:
+    """Whether the point's output is on disk and complete, for a method that has output to
+    check (`Method.result_file`, or its own `finished`): a point that another process
+    finished is done whatever its own attempt said (refused by the run directory's lock,
+    say). A method with nothing on disk (`eval`) is never judged from disk."""
+    from deepreshape.methods import METHODS, Method
+
+    m = METHODS.get(p.method)
+    checks = m.result_file is not None or type(m).finished is not Method.finished
+    return checks and m.finished(root, p)
+
+
 class SweepState:
     """The records of sweep.json, keyed by point id, with the sweep's own info."""
 
@@ -40,6 +55,11 @@ class SweepState:
         self.root = root
         self.info = info
         self.records = records
+        self._counts = dict.fromkeys(STATES, 0)
+        self._done_s = [0.0, 0]  # seconds of the done points that have them, and how many
+        self.changes = 0  # how many `set` calls so far (the driver writes when it moved)
+        for r in records.values():
+            self._tally(r, +1)
 
     # ----------------------------------------------------------------- files
 
@@ -95,18 +115,34 @@ class SweepState:
 
     # ----------------------------------------------------------------- changes
 
+    def set(self, pid: str, state: str, **fields: Any) -> None:
+        """Set a point's state and other fields in memory (`write` saves them)."""
+        assert state in STATES
+        rec = self.records[pid]
+        self._tally(rec, -1)
+        rec.update(state=state, **fields)
+        self._tally(rec, +1)
+        self.changes += 1
+
     def mark(self, pid: str, state: str, **fields: Any) -> None:
         """Set a point's state and other fields, and write."""
-        assert state in STATES
-        self.records[pid].update(state=state, **fields)
+        self.set(pid, state, **fields)
         self.write()
 
+    def _tally(self, rec: dict, sign: int) -> None:
+        self._counts[rec["state"]] += sign
+        if rec["state"] == "done" and rec.get("seconds"):
+            self._done_s[0] += sign * rec["seconds"]
+            self._done_s[1] += sign
+
     def counts(self) -> dict[str, int]:
-        """Points per state."""
-        out = dict.fromkeys(STATES, 0)
-        for r in self.records.values():
-            out[r["state"]] += 1
-        return out
+        """Points per state (kept as states change: no pass over the records)."""
+        return dict(self._counts)
+
+    def mean_done_seconds(self) -> float | None:
+        """The mean seconds of the done points, or None before the first."""
+        total, n = self._done_s
+        return total / n if n else None
 
     def with_state(self, state: str) -> list[dict]:
         """The records in `state`, in file order."""

@@ -1,0 +1,159 @@
+"""One driver per sweep root: a second driver is refused at once with one line naming the
+holder and changes nothing; a point's state comes from what is on disk; the driver writes
+sweep.json in batches; the benchmark's core runs at a tiny size."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deepreshape.errors import RunFailure
+from deepreshape.methods import METHODS, Method
+from deepreshape.rundir import schema
+from deepreshape.rundir.lock import exclusive_lock
+from deepreshape.sweep import Point, Sweep, run_sweep
+from deepreshape.sweep.state import SweepState
+
+ROOT = Path(__file__).resolve().parents[1]
+
+TINY = """
+name = "two"
+dataset = "digits"
+limit = 200
+[recipe]
+epochs = 2
+batch_size = 64
+[[experiment]]
+name = "nets"
+arch = ["resnet18-m2-d1,1,1,1", "resnet18-m3-d1,1,1,1"]
+"""
+
+
+def _driver(sweep_file: Path, root: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "deepreshape.cli.main", "sweep", str(sweep_file), "--backend", "local",
+         "--out", str(root), "--quiet", "--no-report"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_second_driver_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """The issue's fault: two drivers a few seconds apart on one root both ran, and the
+    second recorded a point the first finished as failed."""
+    path = tmp_path / "two.toml"
+    path.write_text(TINY)
+    root = tmp_path / "root"
+    first = _driver(path, root)
+    try:
+        deadline = time.monotonic() + 120
+        while not schema.SWEEP_STATE.exists(root):  # the first holds the lock and has started
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first driver did not start in 120 s"
+            time.sleep(0.1)
+        started = SweepState.read(root).info["started"]
+        time.sleep(1.1)  # a second driver's own start time would differ
+        second = _driver(path, root)
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 1, (out, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and out == "", (out, err)
+        assert lines[0].startswith(f"deepreshape: error: sweep root {root} is driven by another "
+                                   f"deepreshape process (pid {first.pid} on host ")
+        assert "since 20" in lines[0] and f"deepreshape sweep status {root}" in lines[0]
+        assert first.wait(timeout=300) == 0, first.communicate()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait(timeout=30)
+    state = SweepState.read(root)
+    assert state.info["started"] == started  # the second never wrote sweep.json
+    assert state.counts()["done"] == 2
+    assert all(r["attempts"] == 1 for r in state.records.values())  # nothing ran twice
+
+
+class Slow(Method):
+    """A test method: its run writes a result file, then says whatever `outcome` holds."""
+
+    name = "slowtest"
+    result_file = schema.RESULTS
+    outcome: dict = {}
+
+    def run(self, point, root, options):
+        if self.outcome.get("finish_elsewhere"):  # another process finished it meanwhile
+            schema.RESULTS.write(root / point.run, {"final_acc": 1.0})
+        if self.outcome.get("raise"):
+            raise RunFailure(self.outcome["raise"])
+        return {"final_acc": 1.0}
+
+
+@pytest.fixture
+def slow():
+    m = METHODS.register(Slow(), replace=True)
+    m.outcome = {}
+    yield m
+    METHODS.unregister(m.name)
+
+
+def _sweep(n: int, method: str = "slowtest", chain: bool = False) -> Sweep:
+    pts = [Point(f"p{i:04d}", method, "e", "resnet18-m2-d1,1,1,1", 0, {"i": i},
+                 (f"p{i - 1:04d}",) if chain and i else (), f"p{i:04d}") for i in range(n)]
+    return Sweep("s", "test", "digits", None, None, pts)
+
+
+def test_a_held_root_refuses_before_touching_sweep_json(tmp_path: Path, slow) -> None:
+    run_sweep(_sweep(2), tmp_path, "local", quiet=True)
+    before = schema.SWEEP_STATE.path(tmp_path).read_bytes()
+    with exclusive_lock(schema.SWEEP_LOCK.path(tmp_path), "x"):
+        t0 = time.monotonic()
+        with pytest.raises(RunFailure, match=f"is driven by .*pid {os.getpid()} on host"):
+            run_sweep(_sweep(3), tmp_path, "local", quiet=True, retry_failed=True)
+        assert time.monotonic() - t0 < 5
+    assert schema.SWEEP_STATE.path(tmp_path).read_bytes() == before
+    assert run_sweep(_sweep(3), tmp_path, "local", quiet=True).counts()["done"] == 3  # released
+
+
+def test_a_failed_attempt_whose_output_is_complete_is_done(tmp_path: Path, slow) -> None:
+    slow.outcome = {"finish_elsewhere": True,
+                    "raise": f"{tmp_path} is being written by another deepreshape process (pid 1)"}
+    state = run_sweep(_sweep(3, chain=True), tmp_path, "local", quiet=True)
+    assert state.counts()["done"] == 3 and state.counts()["failed"] == 0
+    rec = state.records["p0000"]
+    assert "finished by another process" in rec["note"] and rec["error"] is None
+    slow.outcome = {"raise": "boom"}  # no output: failed, and its dependents skipped
+    state = run_sweep(_sweep(3, chain=True), tmp_path / "b", "local", quiet=True)
+    assert [r["state"] for r in state.records.values()] == ["failed", "skipped", "skipped"]
+    assert state.records["p0002"]["error"] == "needs p0001, which skipped"
+
+
+def test_eval_points_are_not_judged_from_disk(tmp_path: Path) -> None:
+    from deepreshape.sweep.state import output_complete
+
+    p = Point("a#eval", "eval", "e", "resnet18-m2-d1,1,1,1", 0, {}, ("a",), "a")
+    assert not output_complete(tmp_path, p)  # `eval` has no output of its own
+
+
+def test_sweep_json_is_written_in_batches(tmp_path: Path, slow, monkeypatch) -> None:
+    writes = []
+    real = SweepState.write
+    monkeypatch.setattr(SweepState, "write", lambda self: (writes.append(1), real(self)))
+    monkeypatch.setattr("deepreshape.sweep.runner.WRITE_SHARE", 1e-9)  # a write per ~forever
+    state = run_sweep(_sweep(50), tmp_path, "local", quiet=True)
+    assert state.counts()["done"] == 50
+    assert len(writes) <= 3  # start, one batch, the end (not one per change)
+    on_disk = SweepState.read(tmp_path)
+    assert on_disk.counts()["done"] == 50 and on_disk.info["finished"]
+
+
+def test_the_sweep_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sweep.py"), "--points", "50",
+                          "--backend", "local", "--json"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["points"] == 50 and res["done"] == 50
+    assert {"overhead_ms_per_point", "driver_peak_mb", "status_s"} <= set(res)
