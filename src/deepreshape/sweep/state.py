@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from deepreshape import fileio
 from deepreshape.errors import UsageError
 from deepreshape.rundir import schema
 from deepreshape.sweep.sweepfile import Point, Sweep
@@ -109,9 +110,14 @@ class SweepState:
         return state
 
     def write(self) -> None:
-        """Write sweep.json atomically."""
+        """Write sweep.json atomically, one point a line: compact JSON goes through the C
+        encoder (indented JSON does not, and is ~10x slower: seconds at 100,000 points),
+        and a line per point stays readable and greppable."""
         self.info["updated"] = now()
-        schema.SWEEP_STATE.write(self.root, {"sweep": self.info, "points": list(self.records.values())})
+        enc = json.JSONEncoder(separators=(",", ":")).encode
+        text = "".join(['{"sweep":', enc(self.info), ',"points":[\n',
+                        ",\n".join(map(enc, self.records.values())), "\n]}\n"])
+        fileio.write_text(schema.SWEEP_STATE.path(self.root), text)
 
     # ----------------------------------------------------------------- changes
 
