@@ -22,42 +22,77 @@ from deepreshape.sweep.state import SweepState
 
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = """
-name = "two"
-dataset = "digits"
-limit = 200
-[recipe]
-epochs = 2
-batch_size = 64
-[[experiment]]
-name = "nets"
-arch = ["resnet18-m2-d1,1,1,1", "resnet18-m3-d1,1,1,1"]
-"""
+GATE = '''"""A test method plugin: its point waits (at most 120 s) until a file appears."""
+import time
+from pathlib import Path
+
+from deepreshape.methods import Method
 
 
-def _driver(sweep_file: Path, root: Path) -> subprocess.Popen:
+class Gate(Method):
+    name = "gatetest"
+    keys = {"file": "the file to wait for"}
+
+    def run(self, point, root, options):
+        end = time.monotonic() + 120
+        while not Path(point.settings["file"]).exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        return {}
+
+
+METHOD = Gate()
+'''
+
+
+def _site(tmp_path: Path) -> Path:
+    """A site directory holding the `gatetest` plugin (module and entry point)."""
+    site = tmp_path / "site"
+    info = site / "deepreshape_gatetest-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "deepreshape_gatetest.py").write_text(GATE)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: deepreshape-gatetest\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[deepreshape.methods]\ngatetest = deepreshape_gatetest:METHOD\n")
+    return site
+
+
+def _driver(sweep_file: Path, root: Path, site: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT / "src")])}
     return subprocess.Popen(
         [sys.executable, "-m", "deepreshape.cli.main", "sweep", str(sweep_file), "--backend", "local",
          "--out", str(root), "--quiet", "--no-report"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow  # two drivers, each starting torch: ~10 s idle, ~30 s on a loaded machine
 def test_a_second_driver_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     """The issue's fault: two drivers a few seconds apart on one root both ran, and the
-    second recorded a point the first finished as failed."""
+    second recorded a point the first finished as failed. The first driver's second point
+    waits for a file, so the second driver surely starts while the first runs."""
+    gate = tmp_path / "go"
     path = tmp_path / "two.toml"
-    path.write_text(TINY)
-    root = tmp_path / "root"
-    first = _driver(path, root)
+    path.write_text(f'''name = "two"
+dataset = "digits"
+limit = 100
+[recipe]
+epochs = 1
+batch_size = 50
+[[experiment]]
+name = "nets"
+arch = "resnet18-m2-d1,1,1,1"
+gatetest = {{ file = "{gate}" }}
+''')
+    root, site = tmp_path / "root", _site(tmp_path)
+    first = _driver(path, root, site)
     try:
         deadline = time.monotonic() + 120
-        while not schema.SWEEP_STATE.exists(root):  # the first holds the lock and has started
+        while True:  # until the first driver's gate point runs
             assert first.poll() is None, first.communicate()
-            assert time.monotonic() < deadline, "the first driver did not start in 120 s"
+            assert time.monotonic() < deadline, "the first driver did not reach its gate in 120 s"
+            if schema.SWEEP_STATE.exists(root) and SweepState.read(root).counts()["running"]:
+                break
             time.sleep(0.1)
-        started = SweepState.read(root).info["started"]
-        time.sleep(1.1)  # a second driver's own start time would differ
-        second = _driver(path, root)
+        before = schema.SWEEP_STATE.path(root).read_bytes()
+        second = _driver(path, root, site)
         out, err = second.communicate(timeout=120)
         assert second.returncode == 1, (out, err)
         lines = err.strip().splitlines()
@@ -65,13 +100,14 @@ def test_a_second_driver_is_refused_and_changes_nothing(tmp_path: Path) -> None:
         assert lines[0].startswith(f"deepreshape: error: sweep root {root} is driven by another "
                                    f"deepreshape process (pid {first.pid} on host ")
         assert "since 20" in lines[0] and f"deepreshape sweep status {root}" in lines[0]
-        assert first.wait(timeout=300) == 0, first.communicate()
+        assert schema.SWEEP_STATE.path(root).read_bytes() == before  # untouched by the second
+        gate.touch()
+        assert first.wait(timeout=120) == 0, first.communicate()
     finally:
         if first.poll() is None:
             first.kill()
             first.wait(timeout=30)
     state = SweepState.read(root)
-    assert state.info["started"] == started  # the second never wrote sweep.json
     assert state.counts()["done"] == 2
     assert all(r["attempts"] == 1 for r in state.records.values())  # nothing ran twice
 
