@@ -26,9 +26,10 @@ def shared_settings(sweep: Sweep) -> dict[str, Any]:
 
 
 WRITE_SHARE = 0.1
-"""At most this share of the driver's time goes to rewriting sweep.json: after a write that
-took d seconds, the next waits at least d / WRITE_SHARE (a write is the whole file, so
-writing after every change would cost O(points) each, O(points^2) in all)."""
+"""At most this share of the driver's time goes to rewriting the sweep state
+(`schema.SWEEP_STATE`): after a write that took d seconds, the next waits at least
+d / WRITE_SHARE (a write is the whole file, so writing after every change would cost
+O(points) each, O(points^2) in all)."""
 
 
 def run_sweep(sweep: Sweep, root: str | Path, backend: str = "local", *, retry_failed: bool = False,
@@ -37,7 +38,7 @@ def run_sweep(sweep: Sweep, root: str | Path, backend: str = "local", *, retry_f
     """Run every point of `sweep` under `root` on `backend` (see `backends.make_backend`
     for its keywords); returns the final state (also in ROOT/sweep.json).
 
-    The driver holds the root's lock (ROOT/.sweep.lock) for its whole life: a second
+    The driver holds the root's lock (`schema.SWEEP_LOCK`) for its whole life: a second
     driver on the same root is refused at once (RunFailure naming the holder) before it
     reads or writes anything else, so only the driver that runs a point records it.
     `sweep status` and `sweep report` only read sweep.json and work while it runs.
