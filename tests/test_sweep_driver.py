@@ -193,3 +193,20 @@ def test_the_sweep_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
     res = json.loads(out.stdout)
     assert res["points"] == 50 and res["done"] == 50
     assert {"overhead_ms_per_point", "driver_peak_mb", "status_s"} <= set(res)
+
+
+def test_status_of_a_large_sweep_shows_what_needs_attention_first(tmp_path: Path, slow,
+                                                                   capsys) -> None:
+    from deepreshape.cli.main import main
+    from deepreshape.cli.sweep import STATUS_ROWS
+
+    slow.outcome = {"raise": "boom"}
+    state = run_sweep(_sweep(STATUS_ROWS + 20, chain=True), tmp_path, "local", quiet=True)
+    assert state.counts() == {"pending": 0, "running": 0, "done": 0, "failed": 1,
+                              "skipped": STATUS_ROWS + 19}
+    assert main(["sweep", "status", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 + STATUS_ROWS + 2 and " failed " in out[2]  # header, rule, rows, 2 lines
+    assert out[-2].startswith("... 20 more points not shown")
+    assert main(["sweep", "status", str(tmp_path), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["points"]) == STATUS_ROWS + 20
