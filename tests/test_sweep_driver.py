@@ -149,6 +149,12 @@ def test_a_held_root_refuses_before_touching_sweep_json(tmp_path: Path, slow) ->
         with pytest.raises(RunFailure, match=f"is driven by .*pid {os.getpid()} on host"):
             run_sweep(_sweep(3), tmp_path, "local", quiet=True, retry_failed=True)
         assert time.monotonic() - t0 < 5
+        from deepreshape.cli.main import main
+
+        # status and report only read sweep.json: they work while a driver holds the root
+        assert main(["sweep", "status", str(tmp_path)]) == 0
+        assert main(["sweep", "report", str(tmp_path)]) == 0
+        assert schema.SWEEP_TABLE.exists(tmp_path)
     assert schema.SWEEP_STATE.path(tmp_path).read_bytes() == before
     assert run_sweep(_sweep(3), tmp_path, "local", quiet=True).counts()["done"] == 3  # released
 
