@@ -56,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
 # Options that fix a run's identity: `--resume RUN` takes them from the run's config, and
 # one given with another value is refused (a resumed run may only extend --epochs).
-RECIPE_OPTIONS = {"batch_size": "batch_size", "lr": "lr", "weight_decay": "weight_decay",
-                  "momentum": "momentum", "warmup_epochs": "warmup_epochs",
-                  "kd_temperature": "kd_temperature", "kd_weight": "kd_weight"}
+RECIPE_OPTIONS = ("batch_size", "lr", "weight_decay", "momentum", "warmup_epochs", "kd_temperature",
+                  "kd_weight")
 
 
 def _resume_run(args: argparse.Namespace) -> int:
@@ -92,8 +91,7 @@ def _resume_run(args: argparse.Namespace) -> int:
     given = {"dataset": (args.dataset, data["dataset"]), "seed": (args.seed, cfg.get("seed", 0)),
              "limit": (args.limit, limit), "teacher": (args.teacher, cfg.get("teacher")),
              "no_augment": (args.no_augment, not recipe.augment),
-             **{opt: (getattr(args, opt), getattr(recipe, field))
-                for opt, field in RECIPE_OPTIONS.items()}}
+             **{opt: (getattr(args, opt), getattr(recipe, opt)) for opt in RECIPE_OPTIONS}}
     for opt, (value, stored) in given.items():
         if value != defaults.get(opt) and value != stored:
             flag = "--" + opt.replace("_", "-")
