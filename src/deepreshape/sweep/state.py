@@ -44,7 +44,10 @@ def output_complete(root: Path, p: Point) -> bool:
     say). A method with nothing on disk (`eval`) is never judged from disk."""
     from deepreshape.methods import METHODS, Method
 
-    m = METHODS.get(p.method)
+    try:
+        m = METHODS.get(p.method)
+    except UsageError:  # not registered in this process: nothing to judge from
+        return False
     checks = m.result_file is not None or type(m).finished is not Method.finished
     return checks and m.finished(root, p)
 
