@@ -199,6 +199,9 @@ CHECKS = {
     "python benchmarks/gpu_check.py": "benchmark",
     "python benchmarks/gpu_check.py --device cpu --out /tmp/gpu_check.json": "benchmark",
     "python benchmarks/gpu_check.py --estimate": "benchmark",
+    # the sweep driver at scale (tests/test_sweep_driver.py runs it at 50 points)
+    "python benchmarks/sweep.py": "benchmark",
+    "python benchmarks/sweep.py --points 100000 --backend local": "benchmark",
     "deepreshape pi RUN --link lan|wan|RATE:RTT": "synopsis",
     "deepreshape pi RUN --role server|client --parties HOST:PORT,HOST:PORT": "synopsis",
     "deepreshape pi --estimate NAME [--dataset D] [--protocol P] [--link L] [--json]":
@@ -228,6 +231,8 @@ CHECKS = {
     "deepreshape eval runs/hrn-kd --json": "needs-data",
     "deepreshape train hrn-2x5x2x-m8 --epochs 10 --batch-size 64 --lr 0.05": "shortened",
     "deepreshape train resnet18 --out runs/resnet18 --resume --epochs 200": "shortened",
+    # tests/test_train.py runs `train --resume RUN` on a digits run; here it must parse
+    "deepreshape train --resume runs/resnet18 --epochs 200": "parse",
     # docs/extending.md's plugin example: tests/test_plugins.py runs these, with the plugin
     # the doc shows installed in a temporary site directory
     "deepreshape train resnet18-m2-d1,1,1,1 --dataset digits --limit 200 --epochs 2 --out runs/base "

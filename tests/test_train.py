@@ -71,6 +71,24 @@ def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path: Path) -> None:
     assert len(load_run(tmp_path / "cut").metrics) == 3
 
 
+def test_train_resume_run_continues_that_run(tmp_path: Path, capsys) -> None:
+    """`train --resume RUN` reads the run's config (arch, data set and limit, recipe, seed):
+    it was "unknown architecture 'RUN'"; the result equals the uninterrupted run."""
+    recipe, opts = Recipe(epochs=2, batch_size=64, lr=0.05), RunOptions(quiet=True, limit=200, seed=3)
+    full = train(TINY, "digits", recipe=recipe, out=tmp_path / "full", options=opts)
+    cut = tmp_path / "cut"
+    train(TINY, "digits", recipe=recipe, out=cut, on_epoch_end=lambda e, m: e == 0, options=opts)
+    assert main(["train", str(cut)]) == 2  # a run directory is never read as an architecture
+    assert main(["train", "--resume", str(cut), "--lr", "0.2"]) == 2  # only --epochs may change
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "--resume" in err[0] and "--lr 0.05" in err[1], err
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    assert f"-> {cut}" in capsys.readouterr().out
+    a, b = full.model.state_dict(), load_run(cut).model().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(load_run(cut).metrics) == 2
+
+
 def test_existing_run_dir_is_protected(tmp_path: Path) -> None:
     train(TINY, "digits", recipe=FAST, out=tmp_path / "r", options=RunOptions(quiet=True))
     with pytest.raises(UsageError, match="--resume"):

@@ -147,6 +147,11 @@ def _dry_run(args: argparse.Namespace, sw) -> int:
     return 0
 
 
+STATUS_ROWS = 500
+"""`sweep status` shows at most this many points in its table (a 100,000-point table is
+no help on a terminal, and formatting it takes seconds); --json gives every one."""
+
+
 def _status(args: argparse.Namespace, root: Path) -> int:
     from deepreshape.sweep.runner import summary_line
     from deepreshape.sweep.state import SweepState
@@ -156,8 +161,12 @@ def _status(args: argparse.Namespace, root: Path) -> int:
         print_json({"sweep": state.info, "counts": state.counts(),
                     "points": list(state.records.values())})
         return 0
+    records = list(state.records.values())
+    if len(records) > STATUS_ROWS:  # a large sweep: what needs attention first, then the rest
+        rank = {"running": 0, "failed": 1, "skipped": 2, "pending": 3, "done": 4}
+        records = sorted(records, key=lambda r: rank[r["state"]])[:STATUS_ROWS]
     rows = []
-    for r in state.records.values():
+    for r in records:
         res = r.get("result") or {}
         acc = res.get("final_acc", res.get("test_acc"))
         what = (r.get("error") or "") if r["state"] in ("failed", "skipped") else (
@@ -166,6 +175,9 @@ def _status(args: argparse.Namespace, root: Path) -> int:
         rows.append([r["id"], r["method"], r["state"],
                      "-" if r.get("seconds") is None else f"{r['seconds']:.1f}", what])
     print(table(["point", "method", "state", "seconds", "accuracy / reason"], rows))
+    if len(state.records) > len(rows):
+        print(f"... {len(state.records) - len(rows)} more points not shown (running, failed, skipped "
+              f"and pending first); `deepreshape sweep status {root} --json` lists every one")
     print(summary_line(state))
     return 0
 

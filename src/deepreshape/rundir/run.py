@@ -8,9 +8,7 @@ the lock that makes one process the only writer of a directory.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
-import os
 import platform
 import warnings
 from collections.abc import Iterator
@@ -21,8 +19,9 @@ from typing import Any
 import torch
 
 from deepreshape import fileio
-from deepreshape.errors import CheckpointError, RunFailure, UsageError
+from deepreshape.errors import CheckpointError, UsageError
 from deepreshape.rundir import schema
+from deepreshape.rundir.lock import exclusive_lock
 from deepreshape.spec import NetSpec
 
 
@@ -162,7 +161,7 @@ def load_matching(model: torch.nn.Module, state: dict) -> list[str]:
     return [k for k in own if k not in fit]
 
 
-_held: dict[Path, list] = {}  # run directory -> [fd, depth] for the locks this process holds
+_held: dict[Path, int] = {}  # run directory -> depth, for the locks this process holds
 
 
 @contextlib.contextmanager
@@ -170,41 +169,32 @@ def writer_lock(run_dir: str | Path) -> Iterator[Path]:
     """Hold the run directory's exclusive writer lock (`flock` on RUN/.lock) for the block.
 
     A second writer, in another process, is refused at once with RunFailure naming the
-    holder. The lock is re-entrant within a process (a method that locks its run directory
-    may call `train()` on it) and is released on every exit path, a kill included (the
+    holder (`rundir.lock.exclusive_lock`, shared with the sweep driver's lock). The lock is
+    re-entrant within a process (a method that locks its run directory may call `train()`
+    on it) and is released on every exit path, a kill included (the
     kernel drops it with the process). A directory this call created is removed again if
     the block leaves nothing in it but the lock file.
     """
     run_dir = Path(run_dir).resolve()
     if run_dir in _held:
-        _held[run_dir][1] += 1
+        _held[run_dir] += 1
         try:
             yield run_dir
         finally:
-            _held[run_dir][1] -= 1
+            _held[run_dir] -= 1
         return
     created = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = schema.LOCK.path(run_dir)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        os.close(fd)
-        raise RunFailure(f"{run_dir} is being written by another deepreshape process"
-                         f"{f' (pid {holder})' if holder.isdigit() else ''}; wait for it to "
-                         "finish, or use another --out") from None
-    _held[run_dir] = [fd, 1]
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield run_dir
-    finally:
-        del _held[run_dir]
-        if created and list(run_dir.iterdir()) == [lock]:
-            lock.unlink()
-            for p in created:  # innermost first
-                with contextlib.suppress(OSError):
-                    p.rmdir()
-        os.close(fd)
+    with exclusive_lock(lock, str(run_dir), busy="is being written by",
+                        advice="wait for it to finish, or use another --out"):
+        _held[run_dir] = 1
+        try:
+            yield run_dir
+        finally:
+            del _held[run_dir]
+            if created and list(run_dir.iterdir()) == [lock]:  # removed while still held
+                lock.unlink()
+                for p in created:  # innermost first
+                    with contextlib.suppress(OSError):
+                        p.rmdir()

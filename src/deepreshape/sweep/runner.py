@@ -8,14 +8,16 @@ and a failure marks its dependents skipped instead of stopping the sweep.
 
 from __future__ import annotations
 
+import heapq
 import sys
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
 from deepreshape.rundir import schema
-from deepreshape.sweep.state import SweepState, now
-from deepreshape.sweep.sweepfile import Sweep
+from deepreshape.rundir.lock import exclusive_lock
+from deepreshape.sweep.state import SweepState, now, output_complete
+from deepreshape.sweep.sweepfile import Point, Sweep
 
 
 def shared_settings(sweep: Sweep) -> dict[str, Any]:
@@ -23,47 +25,65 @@ def shared_settings(sweep: Sweep) -> dict[str, Any]:
     return {"dataset": sweep.dataset, "data_dir": sweep.data_dir, "limit": sweep.limit}
 
 
+WRITE_SHARE = 0.1
+"""At most this share of the driver's time goes to rewriting the sweep state
+(`schema.SWEEP_STATE`): after a write that took d seconds, the next waits at least
+d / WRITE_SHARE (a write is the whole file, so writing after every change would cost
+O(points) each, O(points^2) in all)."""
+
+
 def run_sweep(sweep: Sweep, root: str | Path, backend: str = "local", *, retry_failed: bool = False,
               quiet: bool = False, stream: TextIO | None = None, poll_s: float = 0.5,
               **backend_kw: Any) -> SweepState:
     """Run every point of `sweep` under `root` on `backend` (see `backends.make_backend`
-    for its keywords); returns the final state (also in ROOT/sweep.json)."""
-    from deepreshape.sweep.backends import make_backend
+    for its keywords); returns the final state (also in ROOT/sweep.json).
 
+    The driver holds the root's lock (`schema.SWEEP_LOCK`) for its whole life: a second
+    driver on the same root is refused at once (RunFailure naming the holder) before it
+    reads or writes anything else, so only the driver that runs a point records it.
+    `sweep status` and `sweep report` only read sweep.json and work while it runs.
+    """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(schema.SWEEP_LOCK.path(root), f"sweep root {root}", busy="is driven by",
+                        advice=f"wait for it to finish (`deepreshape sweep status {root}` "
+                        "shows its progress)"):
+        return _drive(sweep, root, backend, retry_failed, quiet, stream, poll_s, backend_kw)
+
+
+def _drive(sweep: Sweep, root: Path, backend: str, retry_failed: bool, quiet: bool,
+           stream: TextIO | None, poll_s: float, backend_kw: dict[str, Any]) -> SweepState:
+    """The driver proper, under the root's lock."""
+    from deepreshape.sweep.backends import make_backend
+
     stale = []
     if schema.SWEEP_STATE.exists(root):
         stale = SweepState.read(root).with_state("running")
     state = SweepState.start(root, sweep, backend, retry_failed)
     points = sweep.by_id()
+    graph = Graph(state)
     engine = make_backend(backend, root, shared_settings(sweep), **backend_kw)
     engine.cancel_stale(stale)
     progress = Progress(state, quiet=quiet, stream=stream)
+    writer = Writer(state)
     running: set[str] = set()
     interrupted = True
     try:
         while True:
-            _skip_dependents(state)
-            ready = [r["id"] for r in state.with_state("pending")
-                     if all(state.records[d]["state"] == "done" for d in r["deps"])]
-            for pid in ready[:max(0, engine.slots - len(running))]:
+            graph.skip_dependents()
+            for pid in graph.take_ready(max(0, engine.slots - len(running))):
                 where = engine.submit(points[pid])
                 running.add(pid)
-                state.mark(pid, "running", started=now(), where=where, error=None,
-                           attempts=(state.records[pid].get("attempts") or 0) + 1)
+                state.set(pid, "running", started=now(), where=where, error=None,
+                          attempts=(state.records[pid].get("attempts") or 0) + 1)
+            writer.maybe()
             progress.show()
             if not running:
                 break
             for pid, outcome in engine.wait(poll_s):
                 running.discard(pid)
-                where = {**(state.records[pid].get("where") or {}), **(outcome.get("where") or {})}
-                fields = {"finished": now(), "seconds": outcome.get("seconds"), "where": where}
-                if outcome.get("ok"):
-                    state.mark(pid, "done", result=outcome.get("result"), **fields)
-                else:
-                    state.mark(pid, "failed", error=outcome.get("error") or "unknown failure",
-                               lost=bool(outcome.get("lost")), **fields)
+                _record(state, points[pid], outcome)
+                graph.finished(pid)
         interrupted = False
     finally:
         engine.close(interrupted=interrupted)
@@ -73,16 +93,93 @@ def run_sweep(sweep: Sweep, root: str | Path, backend: str = "local", *, retry_f
     return state
 
 
-def _skip_dependents(state: SweepState) -> None:
-    """Pending points that need a failed or skipped point are skipped, with the reason
-    (records are in dependency order, so one pass reaches every descendant)."""
-    for r in state.records.values():
-        if r["state"] != "pending":
-            continue
-        bad = [d for d in r["deps"] if state.records[d]["state"] in ("failed", "skipped")]
-        if bad:
-            state.mark(r["id"], "skipped",
-                       error=f"needs {bad[0]}, which {state.records[bad[0]]['state']}")
+def _record(state: SweepState, point: Point, outcome: dict) -> None:
+    """Record a point's outcome; a failed attempt whose output another process completed
+    (the run directory's lock refused it, say) is done: what is on disk decides."""
+    pid = point.id
+    where = {**(state.records[pid].get("where") or {}), **(outcome.get("where") or {})}
+    fields = {"finished": now(), "seconds": outcome.get("seconds"), "where": where}
+    if outcome.get("ok"):
+        state.set(pid, "done", result=outcome.get("result"), **fields)
+    elif output_complete(state.root, point):
+        state.set(pid, "done", result=None, note="finished by another process: "
+                  + (outcome.get("error") or "unknown failure"), **fields)
+    else:
+        state.set(pid, "failed", error=outcome.get("error") or "unknown failure",
+                  lost=bool(outcome.get("lost")), **fields)
+
+
+class Writer:
+    """Writes sweep.json when it changed, spaced by `WRITE_SHARE` (see there)."""
+
+    def __init__(self, state: SweepState) -> None:
+        self.state = state
+        self.next = 0.0
+        self.written = state.changes
+
+    def maybe(self) -> None:
+        """Write now if the state changed and the last write is far enough behind."""
+        t0 = time.monotonic()
+        if self.state.changes == self.written or t0 < self.next:
+            return
+        self.state.write()
+        self.written = self.state.changes
+        self.next = t0 + (time.monotonic() - t0) / WRITE_SHARE
+
+
+class Graph:
+    """The dependency graph as counts: each pending point's unmet dependencies, and who
+    waits on whom, so the driver finds ready points without a pass over all of them."""
+
+    def __init__(self, state: SweepState) -> None:
+        self.state = state
+        self.order = {pid: i for i, pid in enumerate(state.records)}
+        self.waiters: dict[str, list[str]] = {}
+        self.unmet: dict[str, int] = {}
+        self.ready: list[tuple[int, str]] = []  # a heap, in file order
+        self.bad: list[str] = []  # failed or skipped points whose waiters are still to skip
+        for pid, r in state.records.items():
+            for d in r["deps"]:
+                self.waiters.setdefault(d, []).append(pid)
+            if r["state"] in ("failed", "skipped"):
+                self.bad.append(pid)
+            if r["state"] != "pending":
+                continue
+            self.unmet[pid] = sum(state.records[d]["state"] != "done" for d in r["deps"])
+            if not self.unmet[pid]:
+                heapq.heappush(self.ready, (self.order[pid], pid))
+
+    def take_ready(self, n: int) -> list[str]:
+        """Up to `n` pending points whose dependencies are all done, in file order."""
+        out = []
+        while self.ready and len(out) < n:
+            _, pid = heapq.heappop(self.ready)
+            if self.state.records[pid]["state"] == "pending":
+                out.append(pid)
+        return out
+
+    def finished(self, pid: str) -> None:
+        """`pid` ended: its waiters lose an unmet dependency (done) or are to be skipped."""
+        if self.state.records[pid]["state"] != "done":
+            self.bad.append(pid)
+            return
+        for w in self.waiters.get(pid, ()):
+            if w in self.unmet:
+                self.unmet[w] -= 1
+                if not self.unmet[w]:
+                    heapq.heappush(self.ready, (self.order[w], w))
+
+    def skip_dependents(self) -> None:
+        """Pending points that need a failed or skipped point are skipped, with the reason,
+        and so on down the graph."""
+        while self.bad:
+            bad = self.bad.pop()
+            why = self.state.records[bad]["state"]
+            for w in self.waiters.get(bad, ()):
+                if self.state.records[w]["state"] == "pending":
+                    self.state.set(w, "skipped", error=f"needs {bad}, which {why}")
+                    self.unmet.pop(w, None)
+                    self.bad.append(w)
 
 
 # --------------------------------------------------------------------------- progress
@@ -99,12 +196,12 @@ def summary_line(state: SweepState, elapsed_s: float | None = None) -> str:
     """`name: 3/8 done, 2 running, 1 failed, 2 skipped, 0 pending | 1m20s elapsed, ~2m05s left`."""
     c = state.counts()
     total = len(state.records)
-    done_s = [r["seconds"] for r in state.records.values() if r["state"] == "done" and r["seconds"]]
+    mean = state.mean_done_seconds()
     left = c["pending"] + c["running"]
     eta = None
-    if done_s and left:
+    if mean is not None and left:
         par = max(1, c["running"])
-        eta = sum(done_s) / len(done_s) * left / par
+        eta = mean * left / par
     text = (f"{state.info.get('name')}: {c['done']}/{total} done, {c['running']} running, "
             f"{c['failed']} failed, {c['skipped']} skipped, {c['pending']} pending")
     if elapsed_s is not None:
