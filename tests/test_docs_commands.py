@@ -160,7 +160,7 @@ CHECKS = {
         "tour",
     "deepreshape snl runs/hrn --budget 99999999": "tour",
     "deepreshape pi runs/hrn": "tour",
-    "deepreshape pi runs/hrn --link wan": "tour",
+    "deepreshape pi runs/hrn --link wan --samples 1": "tour",
     "deepreshape pareto runs --x relus --out pareto.png": "tour",
     "deepreshape report runs/hrn": "tour",
     "deepreshape pi runs/r18 --link wan": "same",
@@ -408,7 +408,7 @@ CRIT = "deepreshape criticality runs/hrn --epochs 2 --batch-size 64 --lr 0.05"
 REDUCE = "deepreshape reduce runs/hrn --pipeline hrn --epochs 2 --batch-size 64 --lr 0.05"
 SNL = "deepreshape snl runs/hrn --budget 3000 --epochs 3 --batch-size 64"
 SNL_CHANNEL = "deepreshape snl runs/hrn --budget 3000 --granularity channel --epochs 3 --batch-size 64"
-PI, PI_WAN = "deepreshape pi runs/hrn", "deepreshape pi runs/hrn --link wan"
+PI, PI_WAN = "deepreshape pi runs/hrn", "deepreshape pi runs/hrn --link wan --samples 1"
 
 
 @pytest.fixture(scope="module")
