@@ -91,6 +91,16 @@ def cheap_sweep(n: int, name: str = "bench") -> Sweep:
     return Sweep(name, "benchmarks/sweep.py", "digits", None, None, points)
 
 
+def start_ray(workers: int) -> float:
+    """Start a local Ray of `workers` CPUs (the sweep backend reuses it); seconds it took."""
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    return time.perf_counter() - t0
+
+
 def peak_mb() -> float:
     """This process's peak resident memory so far (MB; Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -104,12 +114,7 @@ def scale(points: int, backend: str, workers: int, keep: Path | None = None) -> 
         kw: dict = {}
         init_s = 0.0
         if backend == "ray":
-            import ray
-
-            t0 = time.perf_counter()
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-            init_s = time.perf_counter() - t0
+            init_s = start_ray(workers)
             kw = {"max_parallel": workers}
         try:
             run_sweep(cheap_sweep(4 * workers, "warm-up"), tmp / "warm", backend, quiet=True, **kw)
@@ -130,6 +135,8 @@ def scale(points: int, backend: str, workers: int, keep: Path | None = None) -> 
             slots = workers if backend == "ray" else 1
         finally:
             if backend == "ray":
+                import ray
+
                 ray.shutdown()
         t0 = time.perf_counter()
         status = subprocess.run([sys.executable, "-m", "deepreshape.cli.main", "sweep", "status",
@@ -210,18 +217,15 @@ def measure(backend: str, path: Path, workers: int) -> dict:
     init_s = 0.0
     kw = {}
     if backend == "ray":
-        import ray
-
-        t0 = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
-        init_s = time.perf_counter() - t0
+        init_s = start_ray(workers)
         kw = {"max_parallel": workers}
     try:
         _run(backend, sweep, **kw)
         wall, recs = _run(backend, sweep, **kw)
     finally:
         if backend == "ray":
+            import ray
+
             ray.shutdown()
     work = sum(r["seconds"] for r in recs)
     n = len(recs)

@@ -17,6 +17,31 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+def _start_local_ray(num_cpus: int):
+    """A local Ray of `num_cpus` CPUs (the caller shuts it down). Ray gives its raylet 30 s
+    to start, which a loaded machine can miss: a second attempt follows a first failure."""
+    ray = pytest.importorskip("ray")
+    if ray.is_initialized():
+        ray.shutdown()
+    for attempt in range(2):
+        try:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt:
+                raise
+    return ray
+
+
+@pytest.fixture(scope="session")
+def start_local_ray():
+    """`start_local_ray(num_cpus)` -> ray, for a module's Ray fixture (starting one takes
+    seconds, so a module shares one)."""
+    return _start_local_ray
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny networks train fastest on one thread, and the CI machine is shared."""

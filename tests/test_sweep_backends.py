@@ -213,19 +213,8 @@ def test_a_preempted_submitit_job_is_requeued_and_finishes(tmp_path: Path) -> No
 
 
 @pytest.fixture(scope="module")
-def one_cpu_ray():
-    ray = pytest.importorskip("ray")
-    if ray.is_initialized():
-        ray.shutdown()
-    for attempt in range(2):  # Ray gives its raylet 30 s to start: a loaded machine may need two
-        try:
-            ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt:
-                raise
+def one_cpu_ray(start_local_ray):
+    ray = start_local_ray(1)
     yield ray
     ray.shutdown()
 

@@ -229,18 +229,9 @@ def test_submitit_local_executor_gives_the_same_results(reference: Path, sweep_f
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(start_local_ray):
     """One local Ray for the module (starting one takes seconds); the backend reuses it."""
-    ray = pytest.importorskip("ray")
-    for attempt in range(2):  # Ray gives its raylet 30 s to start: a loaded machine may need two
-        try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt:
-                raise
+    ray = start_local_ray(2)
     yield ray
     ray.shutdown()
 
