@@ -71,11 +71,11 @@ def append_jsonl(path: str | os.PathLike, record: dict) -> Path:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """`torch.save` to `path` atomically, so a killed run never leaves a torn checkpoint."""
-    import io as _io
+    import io
 
     import torch
 
-    buf = _io.BytesIO()  # serialize in memory, so a full disk is an OSError naming the file
+    buf = io.BytesIO()  # serialize in memory, so a full disk is an OSError naming the file
     torch.save(obj, buf)
     return write_bytes(path, buf.getbuffer())
 

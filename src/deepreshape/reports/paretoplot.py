@@ -12,7 +12,7 @@ stages, they are not designs. Writes the PNG and the same table as CSV and JSON,
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import json
 import math
 import os
@@ -437,7 +437,7 @@ def _mark_frontier(rows: list[ParetoRow]) -> None:
 def _pareto_csv(res: ParetoResult) -> str:
     """One row per run (with the protocol and link of latency and bytes), then one per peer
     point (kind = peer; their x is always ReLUs)."""
-    buf = _io.StringIO()
+    buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["kind", "number", "run", "label", "name", "arch", "dataset", "method", res.x,
                 "acc", "on_frontier", "protocol", "link", "convention", "source"])

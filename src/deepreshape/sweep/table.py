@@ -11,7 +11,7 @@ published.
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,7 +70,7 @@ def _flat(row: dict) -> dict:
 
 
 def _csv(rows: list[dict]) -> str:
-    buf = _io.StringIO()
+    buf = io.StringIO()
     cols = columns(rows)
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
