@@ -103,7 +103,7 @@ class SerialBackend:
         return [(p.id, run_point(p, str(self.root), self.settings, 1, "cpu", 1))]
 
     def cancel_stale(self, records: list[dict]) -> None:
-        pass
+        """Nothing of an earlier driver runs outside this process."""
 
     def close(self, interrupted: bool = False) -> None:
         self.closed = interrupted
