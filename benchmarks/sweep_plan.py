@@ -4,8 +4,8 @@ path (one parse, `count` and cost-model prediction per point), on the same grid,
 The grid is a sweep file of one experiment whose `arch` is `--pattern` (default the
 27,000 HRNs ``hrn-{1..30}x{1..30}x{1..30}x`` on CIFAR-100, one training point each). The
 file is expanded once (`load_sweep`, timed on its own: it parses every distinct name).
-Then `dry_run_rows` (every point with exact counts and predicted Cheetah latency) plus
-`gpu_hours` run in bulk over the whole grid (best of `--repeats`, after one warm-up on a
+Then `dry_run` (every point with exact counts and predicted Cheetah latency, and the
+sweep's GPU-hours) runs in bulk over the whole grid (best of `--repeats`, after one warm-up on a
 small grid so imports and family templates are not counted), and one by one
 (``bulk=False``) over the first `--sample` points of the same grid (the per-point path
 costs the same per point at any size). Points per second of each (by wall and by this
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from deepreshape.cli.common import table
 from deepreshape.sweep import load_sweep
-from deepreshape.sweep.plan import dry_run_rows, gpu_hours
+from deepreshape.sweep.plan import dry_run
 from deepreshape.sweep.sweepfile import Sweep
 
 TARGET = 100_000  # points a second (issue 21)
@@ -54,8 +54,7 @@ def _plan(sw: Sweep, bulk: bool) -> tuple[list[dict], float, float]:
     """Rows, wall seconds and CPU seconds of this process (on a shared machine the CPU
     seconds leave out the time other jobs held the cores)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    rows = dry_run_rows(sw, bulk=bulk)
-    gpu_hours(sw, bulk=bulk)
+    rows = dry_run(sw, bulk=bulk).rows
     return rows, time.perf_counter() - t0, time.process_time() - c0
 
 

@@ -114,6 +114,25 @@ def test_cli_malformed_file_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     assert "paper:fig4" in capsys.readouterr().err
 
 
+def test_dry_run_table_of_a_large_grid_shows_the_first_rows_and_json_all(tmp_path: Path,
+                                                                         capsys) -> None:
+    from deepreshape.cli.sweep import STATUS_ROWS
+
+    grid = 'name = "g"\ndataset = "digits"\n[[experiment]]\nname = "e"\n' \
+           'arch = "hrn-{1..9}x{1..9}x{1..8}x"\n'  # 648 networks, one training each
+    path = _write(tmp_path, grid)
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = [x for x in lines if x.startswith("hrn-")]
+    assert len(shown) == STATUS_ROWS == 500
+    assert "... 148 more points not shown; the same command with --json lists every one" in lines
+    assert lines[-1].startswith("648 points on digits, about ")
+    assert main(["sweep", str(path), "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["points"]) == 648 and out["gpu_hours"] > 0
+    assert [r["id"] for r in out["points"][:3]] == [x.split()[0] for x in shown[:3]]
+
+
 def test_dry_run_counts_equal_count(tmp_path: Path, capsys) -> None:
     path = _write(tmp_path, SWEEP)
     assert main(["sweep", str(path), "--dry-run", "--json"]) == 0

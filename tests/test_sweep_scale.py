@@ -25,7 +25,7 @@ from deepreshape.sweep import (
     load,
     load_sweep,
 )
-from deepreshape.sweep.plan import dry_run_rows, gpu_hours
+from deepreshape.sweep.plan import dry_run, gpu_hours
 from deepreshape.sweep.sweepfile import Point, Sweep, first_of_pattern, iter_pattern, pattern_size
 from deepreshape.zoo import parse
 
@@ -157,12 +157,15 @@ def _same_rows(bulk: list[dict], slow: list[dict]) -> None:
 def test_bulk_dry_run_equals_the_per_point_path(tmp_path: Path) -> None:
     sw = load_sweep(_write(tmp_path, MIXED))
     assert {p.method for p in sw.points} == {"train", "criticality", "snl", "eval", "pi"}
-    bulk, slow = dry_run_rows(sw), dry_run_rows(sw, bulk=False)
+    plan, slow_plan = dry_run(sw), dry_run(sw, bulk=False)
+    bulk, slow = plan.rows, slow_plan.rows
     assert [r["arch"] for r in bulk] == [r["arch"] for r in slow]
     assert any(r["predicted_latency_s"] for r in bulk)
     _same_rows(bulk, slow)
     assert math.isclose(gpu_hours(sw), gpu_hours(sw, bulk=False), rel_tol=1e-12)
-    assert dry_run_rows(sw, predict=False) == dry_run_rows(sw, predict=False, bulk=False)
+    # the dry run's hours come from its one pricing pass, and are the same figure
+    assert plan.gpu_hours == gpu_hours(sw) and slow_plan.gpu_hours == gpu_hours(sw, bulk=False)
+    assert dry_run(sw, predict=False).rows == dry_run(sw, predict=False, bulk=False).rows
 
 
 def _grid_sweep(names: list[str], dataset: str = "cifar100") -> Sweep:
@@ -185,7 +188,7 @@ def test_bulk_counts_equal_count_on_a_sample_of_a_27000_hrn_grid() -> None:
         assert math.isclose(float(nc.latency_s[i]), want, rel_tol=1e-9), a
         assert spec.name == a
     sw = _grid_sweep(sample)
-    _same_rows(dry_run_rows(sw), dry_run_rows(sw, bulk=False))
+    _same_rows(dry_run(sw).rows, dry_run(sw, bulk=False).rows)
 
 
 def test_name_reader_takes_only_canonical_family_names() -> None:
@@ -216,10 +219,9 @@ def test_name_reader_takes_only_canonical_family_names() -> None:
 
 def test_a_27000_hrn_grid_is_priced_in_seconds_not_a_minute() -> None:
     sw = _grid_sweep(list(iter_pattern("hrn-{1..30}x{1..30}x{1..30}x")))
-    dry_run_rows(_grid_sweep(["hrn-2x2x2x"]))  # imports and templates
+    dry_run(_grid_sweep(["hrn-2x2x2x"]))  # imports and templates
     t0 = time.perf_counter()
-    rows = dry_run_rows(sw)
-    hours = gpu_hours(sw)
+    rows, hours = dry_run(sw)
     seconds = time.perf_counter() - t0
     assert len(rows) == 27_000 and hours > 0
     assert all(r["predicted_latency_s"] is not None for r in rows)

@@ -130,26 +130,31 @@ def _run(args: argparse.Namespace, target: str) -> int:
     return 0
 
 
-def _dry_run(args: argparse.Namespace, sw) -> int:
-    from deepreshape.sweep.plan import dry_run_rows, gpu_hours
+STATUS_ROWS = 500
+"""`sweep status` and `sweep --dry-run` show at most this many points in their tables (a
+100,000-point table is no help on a terminal, and formatting it takes seconds); --json
+gives every one."""
 
-    rows = dry_run_rows(sw)
+
+def _dry_run(args: argparse.Namespace, sw) -> int:
+    from deepreshape.sweep.plan import dry_run
+
+    plan = dry_run(sw)
+    rows = plan.rows
     if args.json:
         print_json({"name": sw.name, "dataset": sw.dataset, "points": rows,
-                    "gpu_hours": gpu_hours(sw)})
+                    "gpu_hours": plan.gpu_hours})
         return 0
     lat = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     print(table(["point", "method", "needs", "ReLUs", "MACs", "trainings", "Cheetah s (pred.)"],
                 [[r["id"], r["method"], len(r["deps"]), fmt_int(r["relus"]), fmt_int(r["macs"]),
-                  r["trainings"], lat(r["predicted_latency_s"])] for r in rows]))
-    print(f"{len(rows)} points on {sw.dataset}, about {gpu_hours(sw):.2g} GPU-hours of training "
+                  r["trainings"], lat(r["predicted_latency_s"])] for r in rows[:STATUS_ROWS]]))
+    if len(rows) > STATUS_ROWS:
+        print(f"... {len(rows) - STATUS_ROWS:,} more points not shown; the same command with "
+              "--json lists every one")
+    print(f"{len(rows)} points on {sw.dataset}, about {plan.gpu_hours:.2g} GPU-hours of training "
           "(rough; docs/sweeps.md); nothing run (--dry-run)")
     return 0
-
-
-STATUS_ROWS = 500
-"""`sweep status` shows at most this many points in its table (a 100,000-point table is
-no help on a terminal, and formatting it takes seconds); --json gives every one."""
 
 
 def _status(args: argparse.Namespace, root: Path) -> int:

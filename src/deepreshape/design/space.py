@@ -160,6 +160,7 @@ def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
     big_n = POLY_DEGREE
     k = np.asarray(k, dtype=np.int64)
     n = np.asarray(n, dtype=np.int64)
+    nf = n.astype(np.float64)
     t = len(k)
     best_p = np.full(t, np.inf)
     best_d0 = np.ones(t, dtype=np.int64)
@@ -167,11 +168,9 @@ def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
     d0_all = np.arange(1, min(big_n, m) + 1, dtype=np.int64)
     autom = _cdiv(m * n, big_n)
     kmax = int(k.max()) if t else 0
-    d1 = 1
-    while d1 <= kmax:
+    d1s = [1 << i for i in range(kmax.bit_length()) if (1 << i) <= min(kmax, big_n)]
+    for d1 in reversed(d1s):  # the widest first: its price prunes most narrower ones
         a = d0_all[d0_all * d1 <= big_n]
-        if a.size == 0:
-            break
         b0_all = _cdiv(m, a)
         first = np.flatnonzero(np.r_[True, b0_all[1:] != b0_all[:-1]])
         a_lo, a_hi = a[first], a[np.r_[first[1:], a.size] - 1]
@@ -182,24 +181,28 @@ def blocking_counts(m: int, k: np.ndarray, n: np.ndarray) -> dict[str, np.ndarra
         b1_all = _cdiv(k, d1)
         floor_p = (b1_all + 1) * _PRICE_CT + autom * d1 * _PRICE_AUTOMORPHISM + b1_all * _PRICE_MUL
         live = np.flatnonzero((k >= d1) & (floor_p <= best_p * (1 + 1e-9)))
+        # The prices in float64: every count is an integer below 2**53 (stages are capped
+        # at 2**24 channels), so ceil(a / b) in floats is exact and each price is the same
+        # float as from int64 counts, and float division is several times faster.
+        b0f, qf = b0.astype(np.float64), q.astype(np.float64)
         step = max(1, _CELLS // a_lo.size)
         for s in range(0, len(live), step):
             idx = live[s : s + step]
-            nn = n[idx][:, None]
-            b1 = _cdiv(k[idx], d1)[:, None]
-            b2 = _cdiv(nn, q)
-            price = (np.minimum(b0, b2) * b1 + _cdiv(b0 * b2, d1)) * _PRICE_CT
+            b1 = b1_all[idx].astype(np.float64)[:, None]
+            b2 = np.ceil(nf[idx][:, None] / qf)
+            price = (np.minimum(b0f, b2) * b1 + np.ceil(b0f * b2 / d1)) * _PRICE_CT
             price += (autom[idx] * d1 * _PRICE_AUTOMORPHISM)[:, None]
-            price += (b0 * b1 * b2) * _PRICE_MUL
+            price += (b0f * b1 * b2) * _PRICE_MUL
             low = price.min(axis=1)
             g = a_lo.size - 1 - np.argmax((price == low[:, None])[:, ::-1], axis=1)
-            b2g = b2[np.arange(len(idx)), g]
+            b2g = b2[np.arange(len(idx)), g].astype(np.int64)
             last = np.minimum(a_hi[g], big_n // (d1 * _cdiv(n[idx], b2g)))
             bp, bd = best_p[idx], best_d0[idx]
-            upd = (low < bp) | ((low == bp) & (last >= bd))
+            # he.blocking's order is d0, then d1, the later of equal prices winning: a
+            # narrower d1 (seen later here) wins a tie only with a larger d0
+            upd = (low < bp) | ((low == bp) & (last > bd))
             hit = idx[upd]
             best_p[hit], best_d0[hit], best_d1[hit] = low[upd], last[upd], d1
-        d1 *= 2
     bd2 = np.minimum(n, big_n // best_d0 // best_d1)
     b0, b1, b2 = _cdiv(m, best_d0), _cdiv(k, best_d1), _cdiv(n, bd2)
     return {"sent": np.minimum(b0, b2) * b1, "outputs": b0 * b2, "response": _cdiv(b0 * b2, best_d1),
@@ -211,22 +214,31 @@ _HE = (("he_sent", "sent"), ("he_outputs", "outputs"), ("he_response", "response
 
 
 def _he_features(layers: Sequence[_Layer], u: np.ndarray) -> dict[str, np.ndarray]:
-    """HE counts summed over the conv/linear layers, both product directions (as cheetah's)."""
+    """HE counts summed over the conv/linear layers, both product directions (as cheetah's).
+
+    Layers are grouped into classes of the same shape; the classes' matrix products with
+    the same row count share one `blocking_counts` search over their distinct (k, n)."""
     out = {f: np.zeros(len(u), dtype=np.int64) for f, _ in _HE}
     classes: dict[tuple, int] = {}
     for layer in layers:
         if layer.kind in ("conv", "linear"):
             key = (layer.kind, layer.area, layer.kernel, layer.groups, layer.cin, layer.cout)
             classes[key] = classes.get(key, 0) + 1
+    by_rows: dict[int, list[tuple[int, np.ndarray, np.ndarray]]] = {}  # rows -> (weight, k, n)
     for (kind, area, kernel, groups, cin, cout), times in classes.items():
         rows = 1 if kind == "linear" else area
         kdim = cin.of(u) // groups * (kernel * kernel if kind == "conv" else 1)
-        ndim = cout.of(u) // groups
-        key = kdim * (int(ndim.max()) + 1) + ndim
-        keys, inverse = np.unique(key, return_inverse=True)
-        counts = blocking_counts(rows, keys // (int(ndim.max()) + 1), keys % (int(ndim.max()) + 1))
+        by_rows.setdefault(rows, []).append((2 * groups * times, kdim, cout.of(u) // groups))
+    for rows, products in by_rows.items():
+        k = np.concatenate([kd for _, kd, _ in products])
+        n = np.concatenate([nd for _, _, nd in products])
+        base = int(n.max()) + 1
+        keys, inverse = np.unique(k * base + n, return_inverse=True)
+        counts = blocking_counts(rows, keys // base, keys % base)
+        inverse = inverse.reshape(len(products), len(u))
+        weight = np.array([w for w, _, _ in products], dtype=np.int64)[:, None]
         for f, c in _HE:
-            out[f] += 2 * groups * times * counts[c][inverse.reshape(-1)]
+            out[f] += (weight * counts[c][inverse]).sum(axis=0)
     return out
 
 
@@ -589,11 +601,10 @@ def named_groups(names: Sequence[str], input_size: int, num_classes: int
         flat = np.array([int(w) if len(w) < 19 else 0 for w in words], dtype=np.int64)
     if not n:
         return {}
-    if len(set(skeletons)) == 1:
-        kinds_of, inverse = [skeletons[0]], np.zeros(n, dtype=np.int64)
-    else:
-        uniq, inverse = np.unique(np.asarray(skeletons), return_inverse=True)
-        kinds_of = [str(u) for u in uniq]
+    index: dict[str, int] = {}  # skeleton -> its number, in order of first use
+    inverse = np.fromiter((index.setdefault(k, len(index)) for k in skeletons), dtype=np.int64,
+                          count=n)
+    kinds_of = list(index)
     runs = [re.findall(r"#+", k) for k in kinds_of]
     per_name = np.asarray([len(r) for r in runs], dtype=np.int64)[inverse.reshape(-1)]
     offset = np.concatenate([[0], np.cumsum(per_name)[:-1]]).astype(np.int64)

@@ -1,23 +1,31 @@
 """What a sweep will do, before it does it: exact counts, predicted latency, rough cost.
 
-`dry_run_rows` gives every point with the exact ReLUs / MACs / params of the network it
+`dry_run` gives every point with the exact ReLUs / MACs / params of the network it
 trains or measures (the numbers `count` and `deepreshape count` give) and the Cheetah
-latency the cost model predicts for it. `gpu_hours` is a rough estimate for
-`deepreshape sweep --list`: 3 x forward MACs per training image (forward + backward) at
-an assumed sustained rate (`MACS_PER_GPU_S`), which is an assumption, not a measurement.
+latency the cost model predicts for it, and with them the rough GPU-hours of the training
+that `gpu_hours` gives alone (for `deepreshape sweep --list`): 3 x forward MACs per
+training image (forward + backward) at an assumed sustained rate (`MACS_PER_GPU_S`), which
+is an assumption, not a measurement.
 
-Both price a grid's networks in bulk: BaseCh / StageCh / HRN networks through the
-design space's array code (`design.space.counts_named`: one template per family, so a
-27,000-HRN grid is priced in a fraction of a second), every other network (WRN, RegNet,
-changed slots) by one `count` / `costmodel.predict` each, once per distinct network.
-``bulk=False`` takes the one-by-one path for every point (what `benchmarks/sweep_plan.py`
-and the tests hold the bulk path against).
+Both price a grid's networks in bulk, `dry_run` in one pass for its rows and its hours:
+BaseCh / StageCh / HRN networks through the design space's array code
+(`design.space.counts_named`: one template per family, so a 27,000-HRN grid is priced in a
+fraction of a second), every other network (WRN, RegNet, changed slots) by one `count` /
+`costmodel.predict` each, once per distinct network. ``bulk=False`` takes the one-by-one
+path for every point (what `benchmarks/sweep_plan.py` and the tests hold the bulk path
+against).
 """
 
 from __future__ import annotations
 
+import gc
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from deepreshape.count import count
 from deepreshape.datasets import DATASETS
@@ -82,14 +90,17 @@ def network_stats(archs: list[str], dataset: str, latency: set[str] | None = Non
         from deepreshape.design import space
 
         size, classes = input_shape(dataset, None, None)
-        nc = space.counts_named(archs, size, classes, [a in latency for a in archs])
-        lat = [v if ok else None for v, ok in zip(nc.latency_s.tolist(), nc.priced.tolist(),
-                                                    strict=True)]
-        for a, r, m, p, la, covered, priced in zip(archs, nc.relus.tolist(), nc.macs.tolist(),
-                                                   nc.params.tolist(), lat, nc.covered.tolist(),
-                                                   nc.priced.tolist(), strict=True):
-            if covered and (priced or a not in latency):
-                out[a] = NetStats(a, r, m, p, la)
+        wanted = np.fromiter((a in latency for a in archs), dtype=bool, count=len(archs))
+        nc = space.counts_named(archs, size, classes, wanted)
+        done = nc.covered & (nc.priced | ~wanted)  # the rest: one by one, below
+        lat = np.where(nc.priced, nc.latency_s, np.nan).tolist()
+        stats = map(NetStats._make, zip(archs, nc.relus.tolist(), nc.macs.tolist(),
+                                        nc.params.tolist(), [v if v == v else None for v in lat],
+                                        strict=True))
+        if done.all():  # the usual grid: one C-level pass, no Python loop per network
+            out = dict(zip(archs, stats, strict=True))
+        else:
+            out = {a: st for a, st, ok in zip(archs, stats, done.tolist(), strict=True) if ok}
     for a in archs:
         if a in out:
             continue
@@ -105,45 +116,69 @@ def network_stats(archs: list[str], dataset: str, latency: set[str] | None = Non
     return out
 
 
-def dry_run_rows(sweep: Sweep, predict: bool = True, bulk: bool = True) -> list[dict[str, Any]]:
-    """One row per point: id, method, experiment, arch, seed, deps, ReLUs, MACs, params of
-    its network (for snl: the budget), trainings, and the predicted Cheetah latency.
+class DryRun(NamedTuple):
+    """What `dry_run` found: one row per point and the rough GPU-hours of the whole sweep."""
+
+    rows: list[dict[str, Any]]
+    gpu_hours: float
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a grid is priced: its rows and specs hold no
+    cycles, and without the pause most of the time of a 27,000-point dry run goes to
+    collections that walk every object of the process (torch's included) again and again."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def dry_run(sweep: Sweep, predict: bool = True, bulk: bool = True) -> DryRun:
+    """One row per point (id, method, experiment, arch, seed, deps, ReLUs, MACs, params of
+    its network (for snl: the budget), trainings, and the predicted Cheetah latency) and
+    the sweep's rough GPU-hours (`gpu_hours`), from one pricing pass over its networks.
 
     ``bulk=False`` counts and predicts point by point (the reference path); the rows are
     the same, latency to the last bits of a floating-point sum."""
     if not bulk:
-        return _dry_run_rows_one_by_one(sweep, predict)
-    methods = _methods()
-    by_id = sweep.by_id()
-    plan: list[tuple[int | None, bool]] = []  # per point: changed ReLUs, wants latency
-    want: set[str] = set()
-    specs: dict[str, LazySpec] = {}
-    ds = sweep.dataset
-    for p in sweep.points:
-        if p.arch not in specs:
-            specs[p.arch] = LazySpec(p.arch, ds)
+        return DryRun(_dry_run_rows_one_by_one(sweep, predict), gpu_hours(sweep, bulk=False))
+    with _gc_paused():
+        methods = _methods()
+        by_id = sweep.by_id()
+        points = sweep.points
+        ds = sweep.dataset
+        specs = {a: LazySpec(a, ds) for a in dict.fromkeys(p.arch for p in points)}
         # a point that measures another point's run (pi, eval) has that point's network
-        target = by_id.get(p.run, p) if p.run != p.id else p
-        tm = methods[target.method]
-        ch = tm.relus(target)  # SNL: the budget, not the architecture's
-        lat = predict and ch is None and tm.implicit  # the architecture as named
-        if lat:
-            want.add(p.arch)
-        plan.append((ch, lat))
-    stats = network_stats(list(specs), ds, want)
-    rows = []
-    for p, (ch, lat) in zip(sweep.points, plan, strict=True):
-        s = stats[p.arch]
-        rows.append({"id": p.id, "method": p.method, "experiment": p.experiment, "arch": s.name,
-                     "seed": p.seed, "deps": list(p.deps), "relus": s.relus if ch is None else ch,
-                     "macs": s.macs, "params": s.params,
-                     "trainings": methods[p.method].networks(p, specs[p.arch]),
-                     "predicted_latency_s": s.latency_s if lat else None})
-    return rows
+        targets = [by_id.get(p.run, p) if p.run != p.id else p for p in points]
+        changed = [methods[t.method].relus(t) for t in targets]  # SNL: the budget
+        implicit = {name for name, m in methods.items() if m.implicit}  # the network as named
+        wants = [predict and ch is None and t.method in implicit
+                 for t, ch in zip(targets, changed, strict=True)]
+        stats = network_stats(list(specs), ds, {p.arch for p, w in zip(points, wants, strict=True)
+                                                if w})
+        net = [stats[p.arch] for p in points]
+        macs = [s.macs for s in net]
+        # built column by column and zipped into rows: no Python loop body per point
+        rows = [{"id": a, "method": b, "experiment": c, "arch": d, "seed": e, "deps": f,
+                 "relus": g, "macs": h, "params": i, "trainings": j, "predicted_latency_s": k}
+                for a, b, c, d, e, f, g, h, i, j, k in zip(
+                    [p.id for p in points], [p.method for p in points],
+                    [p.experiment for p in points], [s.name for s in net],
+                    [p.seed for p in points], [p.deps for p in points],
+                    [s.relus if ch is None else ch for s, ch in zip(net, changed, strict=True)],
+                    macs, [s.params for s in net],
+                    [methods[p.method].networks(p, specs[p.arch]) for p in points],
+                    [s.latency_s if w else None for s, w in zip(net, wants, strict=True)],
+                    strict=True)]
+        return DryRun(rows, _gpu_hours(sweep, specs, macs))
 
 
 def _dry_run_rows_one_by_one(sweep: Sweep, predict: bool) -> list[dict[str, Any]]:
-    """`dry_run_rows` by one parse, `count` and prediction per point (cached by network)."""
+    """`dry_run`'s rows by one parse, `count` and prediction per point (cached by network)."""
     from deepreshape.pi.costs import costmodel
 
     methods = _methods()
@@ -167,27 +202,31 @@ def _dry_run_rows_one_by_one(sweep: Sweep, predict: bool) -> list[dict[str, Any]
                     cache[spec.name] = None
             latency = cache[spec.name]
         rows.append({"id": p.id, "method": p.method, "experiment": p.experiment, "arch": spec.name,
-                     "seed": p.seed, "deps": list(p.deps), "relus": relus, "macs": macs,
+                     "seed": p.seed, "deps": p.deps, "relus": relus, "macs": macs,
                      "params": c.params, "trainings": methods[p.method].networks(p, spec),
                      "predicted_latency_s": latency})
     return rows
 
 
 def gpu_hours(sweep: Sweep, bulk: bool = True) -> float:
-    """Rough GPU-hours of training the whole sweep (see the module docstring)."""
+    """Rough GPU-hours of training the whole sweep (see the module docstring); `dry_run`
+    gives the same figure beside its rows, from its one pricing pass."""
+    ds = sweep.dataset
+    points = sweep.points
+    specs = {a: LazySpec(a, ds) if bulk else _parsed(a, ds)
+             for a in dict.fromkeys(p.arch for p in points)}
+    stats = network_stats(list(specs), ds, bulk=bulk)
+    return _gpu_hours(sweep, specs, [stats[p.arch].macs for p in points])
+
+
+def _gpu_hours(sweep: Sweep, specs: dict[str, Any], macs: list[int]) -> float:
+    """`gpu_hours` from the networks' specs and each point's MACs: the training passes
+    each point costs times its network's MACs, summed exactly (`math.fsum`), so the
+    figure does not depend on the order of the points."""
     images = DATASETS.get(sweep.dataset).train_size
     if sweep.limit:
         images = min(images, sweep.limit)
     methods = _methods()
-    ds = sweep.dataset
-    specs: dict[str, Any] = {}
-    passes: dict[str, float] = {}  # arch -> training passes over all its points
-    for p in sweep.points:
-        if p.arch not in specs:
-            specs[p.arch] = LazySpec(p.arch, ds) if bulk else _spec(p, ds)
-        n = methods[p.method].trainings(p, specs[p.arch])
-        if n:
-            passes[p.arch] = passes.get(p.arch, 0.0) + n
-    stats = network_stats(list(passes), ds, bulk=bulk)
-    total = sum(n * images * 3 * stats[a].macs for a, n in passes.items())
+    passes = [methods[p.method].trainings(p, specs[p.arch]) for p in sweep.points]
+    total = math.fsum(n * m for n, m in zip(passes, macs, strict=True)) * images * 3
     return total / MACS_PER_GPU_S / 3600
