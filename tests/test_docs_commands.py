@@ -108,6 +108,25 @@ def run_cli(command: str, cwd: Path, data_dir: Path | None = None, timeout: int 
                           env=_env(data_dir), capture_output=True, text=True, timeout=timeout)
 
 
+def set_up(command: str, cwd: Path) -> None:
+    """Run a set-up command that no doc shows (one that only makes a folder a doc's
+    commands read) in this process, on one thread: no interpreter or torch start-up."""
+    import torch
+
+    from deepreshape.cli.main import main
+
+    argv = shlex.split(command)
+    assert argv[0] == "deepreshape", command
+    here, threads = Path.cwd(), torch.get_num_threads()
+    os.chdir(cwd)
+    torch.set_num_threads(1)
+    try:
+        assert main(argv[1:]) == 0, command
+    finally:
+        os.chdir(here)
+        torch.set_num_threads(threads)
+
+
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     """The process, asserted to have succeeded (its stderr shown if not)."""
     assert proc.returncode == 0, f"exit {proc.returncode}: {proc.stderr[-2000:]}"
@@ -515,10 +534,10 @@ def small_runs(tmp_path_factory) -> Path:
     m4 with its criticality (its probe runs kept outside runs/, as the doc's table has none)."""
     root = tmp_path_factory.mktemp("reports")
     for m in (2, 4, 8):
-        ok(run_cli(f"deepreshape train resnet18-m{m}-d1,1,1,1 --epochs 1 --limit 128 "
-                   f"--batch-size 64 --quiet --out runs/m{m}", root))
-    ok(run_cli("deepreshape criticality runs/m4 --no-plain --epochs 1 --limit 128 --batch-size 64 "
-               "--quiet --out crit-m4", root))
+        set_up(f"deepreshape train resnet18-m{m}-d1,1,1,1 --epochs 1 --limit 128 "
+               f"--batch-size 64 --quiet --out runs/m{m}", root)
+    set_up("deepreshape criticality runs/m4 --no-plain --epochs 1 --limit 128 --batch-size 64 "
+           "--quiet --out crit-m4", root)
     for m in (4, 8):
         ok(run_cli(f"deepreshape pi runs/m{m} --samples 1", root))
     return root

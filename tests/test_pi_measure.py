@@ -121,7 +121,7 @@ def test_simulated_secure_logits_agree_with_the_trained_torch_model(run_dir):
 
 
 @pytest.mark.slow
-def test_cli_pi_writes_one_result_per_link_with_agreement_and_costs(run_dir, capsys):
+def test_cli_pi_writes_its_result_with_agreement_and_costs(run_dir, capsys):
     assert main(["pi", str(run_dir), "--samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "argmax agrees on 2/2" in out and "online latency" in out and "over loopback" in out
@@ -129,15 +129,9 @@ def test_cli_pi_writes_one_result_per_link_with_agreement_and_costs(run_dir, cap
     rec = json.loads((run_dir / "pi-cheetah-loopback.json").read_text())
     assert rec["deployment"]["link"] is None and rec["link"] == "loopback"
     assert not (run_dir / "pi.json").exists()
-    # a second link is a second file: the loopback result stays as it was
-    assert main(["pi", str(run_dir), "--samples", "1", "--link", "inf:5ms"]) == 0
-    out = capsys.readouterr().out
-    assert "over inf-5ms" in out and "pi-cheetah-inf-5ms.json" in out
-    slow = json.loads((run_dir / "pi-cheetah-inf-5ms.json").read_text())
-    assert slow["link"] == "inf-5ms" and slow["deployment"]["link"]["rtt_s"] == 0.005
-    assert json.loads((run_dir / "pi-cheetah-loopback.json").read_text()) == rec
-    # the same network over another link: the same bytes (latency is too noisy on a shared machine)
-    assert abs(slow["total_bytes"] - rec["total_bytes"]) < 0.05 * rec["total_bytes"]
+    # A second link's result is a second file beside this one (test_composition, through a
+    # sweep; the README tour's `--link wan`); the same bytes over any link
+    # (test_pi_engine's emulated link).
     assert rec["protocol"] == "cheetah" and rec["field"] == "FM64" and rec["fxp_fraction_bits"] == 18
     assert rec["weights"] == "owned" and rec["weight_share_bytes"] < 64  # nothing sent
     assert rec["images"] == 2 and rec["argmax_agree"] == 1.0 and rec["max_abs_err"] < 1e-2
