@@ -82,3 +82,29 @@ def test_the_check_sees_an_upward_import(tmp_path: Path, monkeypatch) -> None:
 def test_every_module_has_a_layer() -> None:
     for p in SRC.rglob("*.py"):
         layer_of(module_name(p))
+
+
+def test_commands_that_do_not_train_start_without_torch(tmp_path: Path) -> None:
+    """Building every command's parser (`deepreshape --help`) and the commands that only
+    count, design, predict or plan load neither torch nor SPU: about 3 s of start-up each
+    on this machine, where these commands take a fraction of a second."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "s.toml"
+    sweep.write_text('name = "s"\ndataset = "digits"\n[recipe]\nepochs = 2\n'
+                     '[[experiment]]\nname = "e"\narch = "hrn-{2,3}x2x2x"\n'
+                     'snl = { budgets = [3000] }\ncriticality = {}\n')
+    code = f"""
+import contextlib, io, sys
+from deepreshape.cli.main import build_parser, main
+build_parser()
+for argv in (["count", "resnet18"], ["list"], ["design", "--order", "3,2,4,1"],
+             ["pi", "--estimate", "resnet18-m16"], ["sweep", {str(sweep)!r}, "--dry-run"]):
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(argv) == 0, argv
+print(sorted(m for m in ("torch", "jax", "spu") if m in sys.modules))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "[]", res.stdout

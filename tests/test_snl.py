@@ -15,22 +15,18 @@ from deepreshape.cli.main import main
 from deepreshape.cli.snl import parse_budget
 from deepreshape.errors import UsageError
 from deepreshape.optimize.snl import (
-    PRESETS,
     LambdaSchedule,
     LearnableMask,
-    Preset,
     SNLSettings,
     attach_masks,
-    auto_lambda,
-    auto_mask_lr,
     binarize,
     check_budget,
     frozen_spec,
-    get_preset,
     mask_l1,
     snl,
     soft_relus,
 )
+from deepreshape.optimize.snlpresets import PRESETS, Preset, auto_lambda, auto_mask_lr, get_preset
 from deepreshape.options import RunOptions
 from deepreshape.rundir.run import load_run
 from deepreshape.spec import relu_slots

@@ -20,6 +20,10 @@ from deepreshape.errors import UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+AMP_MODES = ("auto", "fp32", "bf16")
+"""The trainer's --amp choices (`training.precision` resolves them). Here, apart from
+torch, so the command line lists them without loading it."""
+
 
 @dataclass(frozen=True)
 class RunOptions:

@@ -72,7 +72,7 @@ def table(headers: list[str], rows: list[list], align: str | None = None) -> str
 
 def add_recipe_args(p: argparse.ArgumentParser, epochs: int | None = None) -> None:
     """Recipe options; every method that trains takes the same ones (default: `Recipe`'s)."""
-    from deepreshape.training.recipe import Recipe  # torch: only for the commands that train
+    from deepreshape.training.recipe import Recipe  # light: torch loads only to train
 
     _R = Recipe()  # noqa: N806
     epochs = _R.epochs if epochs is None else epochs
@@ -99,7 +99,7 @@ def add_recipe_args(p: argparse.ArgumentParser, epochs: int | None = None) -> No
 
 def add_precision_args(p: argparse.ArgumentParser) -> None:
     """--amp and --channels-last (default: bf16 + channels_last on a GPU, fp32 on CPU)."""
-    from deepreshape.training.precision import AMP_MODES  # torch: only for the commands that train
+    from deepreshape.options import AMP_MODES
 
     p.add_argument("--amp", choices=AMP_MODES, default="auto",
                    help="autocast dtype (default auto: bf16 on a GPU with bf16, fp32 on CPU)")

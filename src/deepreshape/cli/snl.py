@@ -14,7 +14,7 @@ from deepreshape.slotkinds.mask import GRANULARITIES
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `snl` sub-command."""
-    from deepreshape.optimize.snl import PRESETS, RULES
+    from deepreshape.optimize.snlpresets import PRESETS, RULES
 
     presets = "; ".join(f"{p.name}: {p.about}" for p in PRESETS.values())
     p = sub.add_parser(
@@ -100,7 +100,8 @@ def parse_budget(text: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape snl`; returns the exit code."""
-    from deepreshape.optimize.snl import SNLSettings, get_preset, snl
+    from deepreshape.optimize.snl import SNLSettings, snl
+    from deepreshape.optimize.snlpresets import get_preset
 
     finetune = recipe_from(args)
     preset = get_preset(args.preset)

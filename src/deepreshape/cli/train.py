@@ -16,7 +16,6 @@ from deepreshape.cli.common import (
 from deepreshape.datasets import DATASETS
 from deepreshape.errors import UsageError
 from deepreshape.rundir import schema
-from deepreshape.training import train
 from deepreshape.zoo import parse
 
 
@@ -41,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run `deepreshape train`; returns the exit code."""
+    from deepreshape.training import train
+
     if schema.CONFIG.exists(args.name) or os.sep in args.name:
         return _resume_run(args)
     info = DATASETS.get(args.dataset.lower())
@@ -68,7 +69,7 @@ def _resume_run(args: argparse.Namespace) -> int:
 
     from deepreshape.methods import METHODS, method_of_tag
     from deepreshape.rundir.run import load_run
-    from deepreshape.training import Recipe
+    from deepreshape.training import Recipe, train
 
     run_dir = args.name
     if not schema.CONFIG.exists(run_dir):

@@ -16,18 +16,23 @@ results.json carries exact ReLUs/MACs from `count(spec)`.
 How to run (seed, device, data, resume, ...) is one `RunOptions` value, ``options=``.
 
 The helpers below are shared by the three modules (submodules are loaded lazily, so
-`import deepreshape.optimize` stays light and the modules can import these helpers).
+`import deepreshape.optimize` stays light, without torch, and the modules can import
+these helpers).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from deepreshape.data import Dataset, load_dataset
 from deepreshape.errors import CheckpointError, UsageError
 from deepreshape.lazy import lazy_exports
 from deepreshape.rundir import schema
-from deepreshape.rundir.run import Run, load_run
+
+if TYPE_CHECKING:  # torch: the helpers load these when called, so that the package and
+    # its light modules (`snlpresets`, read by the command line) do not load torch
+    from deepreshape.data import Dataset
+    from deepreshape.rundir.run import Run
 
 __all__ = [
     "alternate_slots", "baseline_data", "check_dataset", "criticality", "cull", "deepreduce",
@@ -59,6 +64,8 @@ def load_baseline(run: str | Path | Run) -> Run:
 
     The checkpoint is loaded (and checked) once here, before a method writes anything.
     """
+    from deepreshape.rundir.run import Run, load_run
+
     r = run if isinstance(run, Run) else load_run(run)
     if not schema.CHECKPOINT.exists(r.path):
         raise CheckpointError(f"{r.path}: no {schema.CHECKPOINT.name}; train the baseline first "
@@ -71,6 +78,8 @@ def baseline_data(run: Run, data_dir: str | None = None, dataset: str | None = N
                   limit: int | None = None) -> Dataset:
     """The baseline's data set at its input size: a method's networks and their KD teacher
     must see the same classes and resolution as the baseline did (`limit`: smoke runs)."""
+    from deepreshape.data import load_dataset
+
     name = check_dataset(run, dataset)
     return load_dataset(name, data_dir, input_size=run.config["data"].get("input_size"),
                         limit=limit)

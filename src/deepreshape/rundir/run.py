@@ -1,5 +1,8 @@
 """A loaded run directory (`Run`), its checkpoint, and its one-writer lock.
 
+torch is imported where weights are (a checkpoint, a model): reading a run's files, as
+`report`, `pareto` and a sweep's tables do, does not load it.
+
 What files a run directory holds, and their readers and writers, is `rundir.schema`;
 this module opens a run from its config, checks a checkpoint against the spec, and holds
 the lock that makes one process the only writer of a directory.
@@ -14,9 +17,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from deepreshape import fileio
 from deepreshape.errors import CheckpointError, UsageError
@@ -24,10 +25,14 @@ from deepreshape.rundir import schema
 from deepreshape.rundir.lock import exclusive_lock
 from deepreshape.spec import NetSpec
 
+if TYPE_CHECKING:  # torch loads where weights do: reading a run's files needs none of it
+    import torch
+
 
 def versions() -> dict[str, str]:
     """Versions of deepreshape, torch, numpy and Python, recorded with each run."""
     import numpy
+    import torch
 
     from deepreshape import __version__
 
@@ -123,6 +128,8 @@ def load_checkpoint(path: Path, spec: NetSpec | None = None,
     """Load a checkpoint dict; CheckpointError if missing, broken or for another network."""
     if not path.exists():
         raise CheckpointError(f"{path}: no checkpoint (train the run first)")
+    import torch
+
     ckpt = fileio.load_torch(path, "checkpoint", map_location)
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a deepreshape checkpoint (no model weights)")

@@ -11,10 +11,17 @@ channels_last), `distributed` (torchrun / DDP, BatchNorm over the global batch),
 
 from __future__ import annotations
 
-from deepreshape.training.evaluate import evaluate_run
-from deepreshape.training.loop import EpochHook, LossHook, TrainContext, TrainResult, train
-from deepreshape.training.precision import AMP_MODES
-from deepreshape.training.recipe import Recipe, kd_loss
+from deepreshape.lazy import lazy_exports
 
-__all__ = ["AMP_MODES", "EpochHook", "LossHook", "Recipe", "TrainContext", "TrainResult",
-           "evaluate_run", "kd_loss", "train"]
+# Loaded on first use: the command line reads `Recipe` (and `AMP_MODES`) to build its
+# options without loading torch, which the trainer's other modules import.
+_LAZY = {
+    "AMP_MODES": "deepreshape.options", "Recipe": "deepreshape.training.recipe",
+    "kd_loss": "deepreshape.training.recipe", "evaluate_run": "deepreshape.training.evaluate",
+    "EpochHook": "deepreshape.training.loop", "LossHook": "deepreshape.training.loop",
+    "TrainContext": "deepreshape.training.loop", "TrainResult": "deepreshape.training.loop",
+    "train": "deepreshape.training.loop",
+}
+__all__ = sorted(_LAZY)
+
+lazy_exports(__name__, _LAZY)

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from deepreshape.errors import UsageError
-
-AMP_MODES = ("auto", "fp32", "bf16")
+from deepreshape.options import AMP_MODES
 
 
 @dataclass(frozen=True)

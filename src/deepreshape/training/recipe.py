@@ -2,7 +2,8 @@
 
 What a run *is* as far as training goes: `Recipe` is stored in config.json and is part of
 a run's identity (only `epochs` may change on resume); the rest turns it into torch
-objects.
+objects. torch is imported on first use, so the command line reads `Recipe`'s defaults
+(every training command's option defaults) without loading it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from deepreshape.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 MAX_EPOCHS, MAX_BATCH = 100_000, 1_000_000  # far above any real recipe
 
@@ -61,6 +63,8 @@ class Recipe:
 def kd_loss(logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
             temperature: float = 4.0, weight: float = 0.9) -> torch.Tensor:
     """Hinton et al.: (1-w)·CE(hard) + w·T²·KL(softmax(t/T) || softmax(s/T))."""
+    import torch.nn.functional as F  # noqa: N812
+
     hard = F.cross_entropy(logits, targets)
     if teacher_logits is None:
         return hard
@@ -84,6 +88,8 @@ def lr_lambda(recipe: Recipe, steps_per_epoch: int) -> Callable[[int], float]:
 
 def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     """SGD with momentum or Adam over the trainable parameters, as the recipe says."""
+    import torch
+
     params = [p for p in model.parameters() if p.requires_grad]
     if recipe.optimizer == "adam":
         return torch.optim.Adam(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
