@@ -278,6 +278,32 @@ def test_two_party_cheetah_matches_plain_and_measures(full_run):
 
 
 @pytest.mark.slow
+def test_queries_in_one_session_each_get_their_own_logits():
+    """Three images as three one-image queries in one session (1 cold + 2 warm runs): each
+    run computes its own image, and the client gets every image's logits, in order."""
+    p, _ = make()
+    xs = np.random.default_rng(5).normal(size=(3, 3, 8, 8)).astype(np.float32)
+    r = E.run_two_party(net_full, p, xs, protocol="semi2k", samples=2, timeout_s=120, queries=3)
+    plain = E.plain_logits(net_full, p, xs)
+    assert r.logits.shape == plain.shape == (3, 10)
+    np.testing.assert_allclose(r.logits, plain, atol=1e-2)
+    assert len({tuple(np.argsort(row)) for row in plain}) > 1  # the images differ
+    assert r.samples == 2 and len(r.warm_latencies_s) == 2 and r.max_abs_err < 1e-2
+    assert r.bytes_sent > 0 and r.bytes_recv > 0
+
+
+def test_queries_must_fit_the_runs_and_split_x():
+    p, _ = make()
+    xs = np.zeros((3, 3, 8, 8), np.float32)
+    with pytest.raises(UsageError, match="3 queries need at least 3 runs"):
+        E.run_two_party(net_full, p, xs, samples=1, queries=3)
+    with pytest.raises(UsageError, match="does not split into 2 equal queries"):
+        E.run_two_party(net_full, p, xs, samples=2, queries=2)
+    with pytest.raises(UsageError, match="queries must be a positive integer"):
+        E.run_party("client", net_full, None, xs, _parties(), samples=2, queries=0)
+
+
+@pytest.mark.slow
 def test_communication_grows_with_relus(full_run, half_run):
     relu_full = E.summarize_ops(full_run.per_op)["relu"]["bytes"]
     relu_half = E.summarize_ops(half_run.per_op)["relu"]["bytes"]

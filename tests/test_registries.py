@@ -56,11 +56,12 @@ class PlainEngine(Engine):
     def __init__(self) -> None:
         self.calls: list[int] = []
 
-    def run_local(self, protocol, fn, params, x, *, repeats, timeout_s, link=None, **cfg):
+    def run_local(self, protocol, fn, params, x, *, repeats, timeout_s, link=None, queries=1,
+                  **cfg):
         from deepreshape.pi.measurement import SecureResult
         from deepreshape.pi.program import plain_logits
 
-        self.calls.append(len(x))
+        self.calls.append((len(x), queries, repeats))
         t0 = time.perf_counter()
         logits = plain_logits(fn, params, x)
         dt = time.perf_counter() - t0
@@ -269,7 +270,7 @@ def test_pi_dispatches_to_a_registered_protocols_engine(blobs_run, capsys):
     captured = capsys.readouterr()
     assert "warning: plain is NOT SECURE" in captured.err
     rec = json.loads((blobs_run / "pi-plain-loopback.json").read_text())
-    assert engine.calls == [1, 3]  # the cost session (one image), then the check session
+    assert engine.calls == [(3, 3, 2)]  # one session: 3 one-image queries, 1 cold + 2 warm runs
     assert rec["protocol"] == "plain" and rec["security"] == PLAIN.security
     assert rec["weights"] == "shared" and rec["total_bytes"] == 0
     assert rec["argmax_agree"] == 1.0 and rec["max_abs_err"] < 1e-4

@@ -44,9 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "product per layer; shared (default for semi2k): the weights are "
                         "secret-shared too, two HE products per layer (the older, slower mode)")
     p.add_argument("--samples", type=int, default=2,
-                   help="test images checked against plaintext (default 2); costs are per query")
+                   help="test images, one query each in one session, checked against "
+                   "plaintext (default 2); costs are per query")
     p.add_argument("--repeats", type=int, default=None,
-                   help="warm runs averaged for latency (default 1; 3 for --calibrate)")
+                   help="warm runs for latency, at least --samples - 1 (default 1; 3 for "
+                   "--calibrate)")
     p.add_argument("--parties", default=None, metavar="HOST:PORT,HOST:PORT",
                    help="server and client addresses, to run one party per host (with --role)")
     p.add_argument("--role", choices=("server", "client"), default=None,

@@ -40,7 +40,7 @@ from typing import Any
 from deepreshape.errors import UsageError
 from deepreshape.pi.channel import parse_parties
 from deepreshape.pi.measurement import SecureResult
-from deepreshape.pi.party import json_settings, run_session
+from deepreshape.pi.party import check_queries, json_settings, run_session, split_queries
 from deepreshape.pi.processes import run_two_party, spawn, temp_dir
 from deepreshape.pi.profile import CONV_OPS, RELU_OPS, RunProfile, op_kind, parse_profile, summarize_ops
 from deepreshape.pi.program import Program, as_f32, compile_program, plain_logits, run_simulated
@@ -91,6 +91,7 @@ def run_party(
     log_path: str | os.PathLike | None = None,
     weights: str | None = None,
     settings: dict[str, Any] | None = None,
+    queries: int = 1,
     **cfg: Any,
 ) -> SecureResult | None:
     """One party of a two-host deployment over SPU's brpc link.
@@ -113,6 +114,11 @@ def run_party(
     (`WEIGHTS`; default `default_weights(protocol)`), the same on both hosts. `settings`
     (JSON values by name) are what else both hosts must agree on, such as how many
     images a measurement checks: the handshake refuses a peer with other settings.
+
+    `queries` > 1 runs that many queries in the one session: the client's `x` holds them
+    as equal batches along its first axis (what the server passes for x is the shape of
+    one), run i computes query i % queries (so 1 + `samples` must be at least `queries`),
+    and the client's logits are the queries' outputs in order; costs are of one query.
     """
     if role not in ROLES:
         raise UsageError(f"role must be 'server' or 'client', got {role!r}")
@@ -122,22 +128,24 @@ def run_party(
     addrs = [f"{h}:{p}" for h, p in parse_parties(parties)]
     if role == "client" and x_or_none is not None:
         x_or_none = as_f32(x_or_none)
+    check_queries(queries, samples, x_or_none if role == "client" else None)
     own = params_or_none if role == "server" else x_or_none
     if own is None:
         raise UsageError(f"the {role} must be given its input "
                          f"({'params' if role == 'server' else 'x'})")
     settings = json_settings(settings)
     if isolate:
-        program = _local_program(role, fn, params_or_none, x_or_none)
+        one = x_or_none if role == "server" else split_queries(x_or_none, queries)[0]
+        program = _local_program(role, fn, params_or_none, one)
         job = (program, own, addrs, protocol, samples, float(timeout_s),
-               {**cfg, "settings": settings})
+               {**cfg, "settings": settings, "queries": queries})
         res, rss = spawn({role: job}, float(timeout_s), log_path)[role]
         return None if res is None else dataclasses.replace(res, peak_rss_mb={role: rss})
     tmp = None if log_path else temp_dir()
     try:
         return run_session(role, fn, params_or_none, x_or_none, addrs, protocol, samples,
                            float(timeout_s), log_path=log_path or tmp / f"{role}.log",
-                           settings=settings, **cfg)
+                           settings=settings, queries=queries, **cfg)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -55,6 +55,7 @@ class _Party:
     deadline: float
     weights: str = "shared"
     settings: dict[str, Any] = field(default_factory=dict)
+    queries: int = 1
     lctx: Any = None
     phase: str = "connecting"
 
@@ -81,7 +82,7 @@ class _Party:
         digest = hashlib.sha256(self.config.SerializeToString()).hexdigest()
         hello = {"v": _HANDSHAKE_VERSION, "role": self.role, "protocol": self.protocol,
                  "weights": self.weights, "settings": self.settings, "config": digest,
-                 "samples": self.samples, "spec": own_spec}
+                 "samples": self.samples, "queries": self.queries, "spec": own_spec}
         try:
             peer = json.loads(exchange(self.lctx, json.dumps(hello).encode()))
         except (ValueError, UnicodeDecodeError) as e:
@@ -151,11 +152,20 @@ class _Party:
             rt.set_var(name, share)
         return len(msg), len(reply)
 
-    def run(self, rt: Any, exe: Any, log: SpuLog) -> tuple[list[float], list[RunProfile]]:
-        """One cold run, then `samples` warm runs; each starts together after a barrier."""
-        times, profiles = [], []
+    def run(self, rt: Any, exe: Any, log: SpuLog, inputs: list[np.ndarray] | None
+            ) -> tuple[list[float], list[RunProfile], list[np.ndarray], int]:
+        """One cold run, then `samples` warm runs; each starts together after a barrier.
+
+        Run i computes query i % `queries`: before each run after the first, the client
+        shares that query's input (`inputs`, the client's; None for the server), and after
+        each query's first run its output is revealed to the client. Returns the run
+        times, their profiles, the client's outputs per query and the bytes of one
+        revealed output share."""
+        times, profiles, outputs, out_bytes = [], [], [], 0
         for i in range(1 + self.samples):
             self.check_time()
+            if i and self.queries > 1:
+                self.share_query(rt, None if inputs is None else inputs[i % self.queries])
             self.phase = "cold run" if i == 0 else f"warm run {i}"
             self.lctx.barrier()
             mark = log.mark()
@@ -163,7 +173,32 @@ class _Party:
             rt.run(exe)
             times.append(time.perf_counter() - t0)
             profiles.append(log.profile_since(mark))
-        return times, profiles
+            if i < self.queries:
+                out, out_bytes = self.reveal(rt)
+                outputs.append(out)
+        return times, profiles, outputs, out_bytes
+
+    def share_query(self, rt: Any, x: np.ndarray | None) -> None:
+        """Before a later query's run: the client secret-shares its input (as
+        `share_inputs` did the first), the server takes its share; nothing else moves."""
+        self.phase = "sharing the next query"
+        spu = load_spu()
+        io = spu.Io(2, self.config)
+        mine: list[np.ndarray] = []
+        if self.rank == 1:
+            shares = io.make_shares(x, spu.libspu.Visibility.VIS_SECRET)
+            rt.set_var(X_NAME, shares[1])
+            mine = [shares[0]]
+        reply = exchange(self.lctx, pack_shares(mine))
+        if self.rank == 1:
+            return
+        try:
+            got = unpack_shares(reply)
+        except (ValueError, struct.error) as e:
+            raise RunFailure("server: malformed query share from the client") from e
+        if len(got) != 1:
+            raise RunFailure(f"server: expected 1 query share, got {len(got)}")
+        rt.set_var(X_NAME, got[0])
 
     def reveal(self, rt: Any) -> tuple[np.ndarray | None, int]:
         """The server sends its output share; only the client reconstructs the logits."""
@@ -184,6 +219,7 @@ class _Party:
 
 _HELLO_KEYS = (("protocol", "protocol"), ("weights", "weights mode (--weights)"),
                ("samples", "number of warm runs"), ("settings", "settings"),
+               ("queries", "number of queries"),
                ("config", "SPU runtime config"))
 
 
@@ -201,6 +237,24 @@ def _mismatch(mine: dict, peer: dict, peer_role: str) -> str | None:
         elif theirs != ours:
             return f"the {peer_role} uses another {what} ({theirs!r} vs {ours!r} here)"
     return None
+
+
+def check_queries(queries: int, samples: int, x: Any = None) -> None:
+    """`queries` must be a positive integer no larger than the session's runs (one cold
+    and `samples` warm), and split the client's `x` (if given) into equal batches."""
+    if isinstance(queries, bool) or not isinstance(queries, int) or queries < 1:
+        raise UsageError(f"queries must be a positive integer, got {queries!r}")
+    if queries > 1 + samples:
+        raise UsageError(f"{queries} queries need at least {queries} runs; the session makes "
+                         f"{1 + samples} (1 cold + {samples} warm)")
+    if x is not None and (len(x.shape) == 0 or x.shape[0] % queries):
+        raise UsageError(f"x of shape {tuple(x.shape)} does not split into {queries} "
+                         "equal queries along its first axis")
+
+
+def split_queries(x: Any, queries: int) -> list[np.ndarray]:
+    """The client's `x` as `queries` equal batches along its first axis, float32."""
+    return np.split(as_f32(x), queries)
 
 
 def _own_inputs(role: str, program: Program, params: Any, x: Any) -> list[np.ndarray]:
@@ -274,16 +328,16 @@ def json_settings(settings: dict[str, Any] | None) -> dict[str, Any]:
 
 def _steps(party: _Party, fn: Callable | Program, params: Any, x: Any,
            addrs: list[str], log: SpuLog) -> SecureResult | None:
+    inputs = split_queries(x, party.queries) if party.rank == 1 else None
     party.lctx = connect(addrs, party.rank, party.timeout_s)
     try:
-        program = _program_for(party, fn, params, x)
+        program = _program_for(party, fn, params, x if inputs is None else inputs[0])
         party.agree_on(program)
-        own = _own_inputs(party.role, program, params, x)
+        own = _own_inputs(party.role, program, params, x if inputs is None else inputs[0])
         rt = load_spu().Runtime(party.lctx, party.config)
         sent, recvd = party.share_inputs(rt, program, own)
         del own
-        times, profiles = party.run(rt, program.load(), log)
-        logits, out_bytes = party.reveal(rt)
+        times, profiles, outputs, out_bytes = party.run(rt, program.load(), log, inputs)
     except DeepReshapeError:
         raise
     except Exception as e:
@@ -296,25 +350,28 @@ def _steps(party: _Party, fn: Callable | Program, params: Any, x: Any,
     if party.rank == 0:
         return None
     return dataclasses.replace(
-        client_result(party.protocol, logits, times, profiles,
+        client_result(party.protocol, np.concatenate(outputs), times, profiles,
                        io_sent=sent, io_recv=out_bytes, weight_bytes=recvd),
         weights=party.weights)
 
 
 def run_session(role: str, fn: Callable | Program, params: Any, x: Any, addrs: list[str],
                 protocol: str, samples: int, timeout_s: float, *, log_path: str | os.PathLike,
-                weights: str, settings: dict[str, Any] | None = None, **cfg: Any
-                ) -> SecureResult | None:
+                weights: str, settings: dict[str, Any] | None = None, queries: int = 1,
+                **cfg: Any) -> SecureResult | None:
     """One party's whole session in this process, its SPU log at `log_path`: connect,
     handshake, compile (or check) the program, share inputs, run, reveal to the client.
 
     Arguments are as `engine.run_party` takes them, already validated; `weights` and
-    `settings` resolved. Each wait on the peer is bounded by `timeout_s` (the link's
-    receive timeout) and the session's deadline is checked between steps.
+    `settings` resolved. The client's `x` holds `queries` queries (`split_queries`), run
+    one after another. Each wait on the peer is bounded by `timeout_s` (the link's receive
+    timeout) and the session's deadline is checked between steps.
     """
+    check_queries(queries, samples, x if role == "client" else None)
     config = runtime_config(protocol, **{**cfg, "weights": weights, "profile": True})
     party = _Party(role, protocol, config, samples, float(timeout_s),
-                   time.monotonic() + float(timeout_s), weights, json_settings(settings))
+                   time.monotonic() + float(timeout_s), weights, json_settings(settings),
+                   queries)
     log = SpuLog(Path(log_path))
     try:
         return _steps(party, fn, params, x, addrs, log)

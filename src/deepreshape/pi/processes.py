@@ -34,7 +34,7 @@ from deepreshape.pi.channel import free_ports
 from deepreshape.pi.link import Relay
 from deepreshape.pi.linkprofile import LinkProfile
 from deepreshape.pi.measurement import SecureResult
-from deepreshape.pi.party import run_session
+from deepreshape.pi.party import check_queries, run_session, split_queries
 from deepreshape.pi.program import Program, as_f32, compile_program, plain_logits
 from deepreshape.pi.protocols import check_run_args, checked_protocol, default_weights
 
@@ -269,6 +269,7 @@ def run_two_party(
     base_port: int | None = None,
     link: LinkProfile | None = None,
     weights: str | None = None,
+    queries: int = 1,
     **cfg: Any,
 ) -> SecureResult:
     """Secure inference with server and client as two real processes on 127.0.0.1.
@@ -281,6 +282,8 @@ def run_two_party(
     other through a `deepreshape.pi.link.Relay` that emulates that bandwidth and
     round-trip time. `protocol` "semi2k" is not secure, for debugging: party 0 is the
     trusted dealer. `weights`: "owned" or "shared" (`WEIGHTS`, default per protocol).
+    `queries` > 1 splits `x` into that many equal queries run one after another in the
+    session (`engine.run_party`); the logits are theirs in order.
     """
     import jax
 
@@ -291,10 +294,11 @@ def run_two_party(
     deadline = time.monotonic() + float(timeout_s)
     params32 = jax.tree_util.tree_map(as_f32, params)
     x32 = as_f32(x)
-    program = compile_program(fn, params32, x32)
+    check_queries(queries, samples, x32)
+    program = compile_program(fn, params32, split_queries(x32, queries)[0])
     ports = [base_port, base_port + 1] if base_port else free_ports(2)
     parties = [f"127.0.0.1:{p}" for p in ports]
-    common = (protocol, samples, float(timeout_s), cfg)
+    common = (protocol, samples, float(timeout_s), {**cfg, "queries": queries})
     with contextlib.ExitStack() as stack:
         views = {"server": parties, "client": parties}
         if link is not None:  # each party listens on its own port, reaches the peer's relay

@@ -41,7 +41,10 @@ class Engine:
     ``fxp_fraction_bits`` and ``weights`` (and any engine options). Subclass it and
     override `run_local` (both parties on this host; `repeats` warm runs after one cold
     one) and, where the engine can run one party per host, `run_party`; `check` validates
-    `cfg` before any work starts.
+    `cfg` before any work starts. `queries` > 1: `x` holds that many queries as equal
+    batches along its first axis, each run as its own query (the costs are of one), and
+    the logits are theirs in order (an engine may run them as one batch when it measures
+    no costs).
     """
 
     name = "engine"
@@ -54,7 +57,7 @@ class Engine:
 
     def run_local(self, protocol: Protocol, fn: Callable, params: Any, x: Any, *,
                   repeats: int, timeout_s: float, link: LinkProfile | None = None,
-                  **cfg: Any) -> SecureResult:
+                  queries: int = 1, **cfg: Any) -> SecureResult:
         """Both parties on this host (through the emulated `link` if given)."""
         raise NotImplementedError
 
