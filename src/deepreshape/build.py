@@ -7,6 +7,7 @@ methods find a slot by its address and the JAX exporter reads weights by the sam
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Any
 
 import torch
 from torch import nn
@@ -99,6 +100,74 @@ class MaskedReLU(nn.Module):
     def extra_repr(self) -> str:
         """Granularity and kept positions, for `print(model)`."""
         return f"granularity={self.granularity}, kept={int(self.mask.sum())}"
+
+
+class PolyAct(nn.Module):
+    """A polynomial activation per channel in place of a ReLU (slot kinds ``poly1`` and
+    ``poly2``, `deepreshape.slotkinds.poly`): ``(a*x + b)*x + c`` for degree 2, ``b*x + c``
+    for degree 1, evaluated in Horner form as the PI export does.
+
+    `coef` has one row per power, highest first, and one column per channel; it starts
+    from the least-squares fit of ReLU on a standard normal input (`poly.RELU_FIT`).
+    """
+
+    def __init__(self, channels: int, degree: int) -> None:
+        super().__init__()
+        from deepreshape.slotkinds.poly import RELU_FIT
+
+        self.degree = degree
+        init = torch.tensor(RELU_FIT[degree], dtype=torch.float32)[:, None].repeat(1, channels)
+        self.coef = nn.Parameter(init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Horner's form, per channel."""
+        c = self.coef.to(x.dtype)[:, None, :, None, None]  # (degree+1, 1, C, 1, 1)
+        y = c[0].expand_as(x)
+        for k in range(1, self.degree + 1):
+            y = y * x + c[k]
+        return y
+
+    def extra_repr(self) -> str:
+        """Degree and channels, for `print(model)`."""
+        return f"degree={self.degree}, channels={self.coef.shape[1]}"
+
+
+@torch.no_grad()
+def fit_polys_to_relu(model: nn.Module, batches: Any) -> int:
+    """Refit every `PolyAct` of `model` to ReLU on the inputs it sees: run `batches` (an
+    iterable of input tensors) through the model in eval mode, and set each channel's
+    coefficients to the least-squares fit of relu(x) over that channel's inputs (AutoReP's
+    distribution-aware initialization). Returns the number of slots refitted."""
+    polys = {name: m for name, m in model.named_modules() if isinstance(m, PolyAct)}
+    moments: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def fn(mod: PolyAct, inp: tuple, out: torch.Tensor) -> None:
+            x = inp[0].detach().double().transpose(0, 1).reshape(inp[0].shape[1], -1)  # (C, N)
+            powers = torch.stack([x ** k for k in range(mod.degree, -1, -1)], 1)  # (C, d+1, N)
+            r = torch.relu(x)[:, None, :]
+            gram = powers @ powers.transpose(1, 2)  # (C, d+1, d+1)
+            rhs = (powers * r).sum(-1)  # (C, d+1)
+            acc = torch.cat([gram, rhs[:, :, None]], 2)
+            moments[name] = moments[name] + acc if name in moments else acc
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in polys.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
+    for name, acc in moments.items():
+        gram, rhs = acc[:, :, :-1], acc[:, :, -1:]
+        ridge = 1e-9 * torch.eye(gram.shape[1], dtype=gram.dtype)  # a constant channel stays solvable
+        coef = torch.linalg.solve(gram + ridge, rhs)[:, :, 0]  # (C, d+1)
+        polys[name].coef.copy_(coef.T.to(polys[name].coef.dtype))
+    return len(moments)
 
 
 def make_slot(kind: SlotKind, info: SlotInfo) -> nn.Module:

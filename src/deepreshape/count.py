@@ -36,6 +36,7 @@ class LayerCount:
     kernel: int = 0  # conv kernel side (square), 0 for other kinds
     stride: int = 1
     groups: int = 1
+    polys: int = 0  # activations a polynomial computes instead of a ReLU (`SlotKindDef.polys`)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class StageCount:
     relus: int
     macs: int
     params: int
+    polys: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,7 @@ class Counts:
     stages: tuple[StageCount, ...]
     head: StageCount
     layers: tuple[LayerCount, ...] = ()
+    polys: int = 0  # polynomial activations (never free: each costs secure products)
 
     def to_dict(self, layers: bool = False) -> dict:
         """A JSON-ready dict; per-layer rows only when `layers` is true."""
@@ -72,6 +75,7 @@ class Counts:
             "relus": self.relus,
             "macs": self.macs,
             "params": self.params,
+            "polys": self.polys,
             "stem_relus": self.stem_relus,
             "stages": [asdict(s) for s in self.stages],
             "head": asdict(self.head),
@@ -106,7 +110,8 @@ def _slot(spec: NetSpec, info: SlotInfo) -> list[LayerCount]:
     kind = spec.slot_kind(info.address)
     d = kind.definition
     return [LayerCount(info.address, "relu", info.stage_name,
-                       (info.channels, info.height, info.width), relus=d.relus(kind, info)),
+                       (info.channels, info.height, info.width), relus=d.relus(kind, info),
+                       params=d.params(kind, info), polys=d.polys(kind, info)),
             *d.layers(kind, info)]
 
 
@@ -171,12 +176,13 @@ def _block_rows(spec: NetSpec, slots: dict[str, SlotInfo], st: Stage, p: str, st
 def _aggregate(spec: NetSpec, rows: list[LayerCount], stem_relus: int,
                keep_layers: bool) -> Counts:
     names = [f"stage{k}" for k in range(1, len(spec.stages) + 1)]
-    acc = {n: [0, 0, 0] for n in [*names, "head"]}
+    acc = {n: [0, 0, 0, 0] for n in [*names, "head"]}
     for r in rows:
         a = acc[r.stage]
         a[0] += r.relus
         a[1] += r.macs
         a[2] += r.params
+        a[3] += r.polys
     stages = tuple(StageCount(n, *acc[n]) for n in names)
     head = StageCount("head", *acc["head"])
     return Counts(
@@ -186,6 +192,7 @@ def _aggregate(spec: NetSpec, rows: list[LayerCount], stem_relus: int,
         params=sum(s.params for s in stages) + head.params,
         stem_relus=stem_relus, stages=stages, head=head,
         layers=tuple(rows) if keep_layers else (),
+        polys=sum(s.polys for s in stages) + head.polys,
     )
 
 
@@ -236,7 +243,7 @@ def count_module(model: nn.Module, spec: NetSpec, layers: bool = False) -> Count
                 d = next((d for t, d in counted if type(mod) is t), None) or next(
                     d for t, d in counted if isinstance(mod, t))  # the most specific kind
                 rows.append(LayerCount(name, "relu", _stage_of(name), shape,
-                                       relus=d.hook_relus(mod, out)))
+                                       relus=d.hook_relus(mod, out), polys=d.hook_polys(mod, out)))
         return fn
 
     types = (nn.Conv2d, nn.Linear, *(t for t, _ in counted))

@@ -38,15 +38,24 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{spec.describe()}  (input {spec.input_size}x{spec.input_size}, "
           f"{spec.num_classes} classes; MACs = multiply-accumulates)")
+    # a network with polynomial activations shows them beside its ReLUs: never as free
+    poly = ["polys"] if c.polys else []
     if args.layers:
-        rows = [[r.name, r.kind, "x".join(map(str, r.shape)), fmt_int(r.relus), fmt_int(r.macs),
-                 fmt_int(r.params)] for r in c.layers]
-        print(table(["layer", "kind", "output", "ReLUs", "MACs", "params"], rows, "<<>>>>"))
+        rows = [[r.name, r.kind, "x".join(map(str, r.shape)), fmt_int(r.relus),
+                 *([fmt_int(r.polys)] if poly else []), fmt_int(r.macs), fmt_int(r.params)]
+                for r in c.layers]
+        print(table(["layer", "kind", "output", "ReLUs", *poly, "MACs", "params"], rows,
+                    "<<>>>>" + ">" * len(poly)))
         print()
-    rows = [[s.name, fmt_int(s.relus), f"{100 * s.relus / max(c.relus, 1):.1f}%", fmt_int(s.macs),
-             fmt_int(s.params)] for s in (*c.stages, c.head)]
-    rows.append(["total", fmt_int(c.relus), "100.0%", fmt_int(c.macs), fmt_int(c.params)])
-    print(table(["stage", "ReLUs", "share", "MACs", "params"], rows))
+    rows = [[s.name, fmt_int(s.relus), f"{100 * s.relus / max(c.relus, 1):.1f}%",
+             *([fmt_int(s.polys)] if poly else []), fmt_int(s.macs), fmt_int(s.params)]
+            for s in (*c.stages, c.head)]
+    rows.append(["total", fmt_int(c.relus), "100.0%", *([fmt_int(c.polys)] if poly else []),
+                 fmt_int(c.macs), fmt_int(c.params)])
+    print(table(["stage", "ReLUs", "share", *poly, "MACs", "params"], rows))
     print(f"stem ReLUs (included in stage1): {fmt_int(c.stem_relus)}; "
           f"without the stem: {fmt_int(c.relus - c.stem_relus)}")
+    if c.polys:
+        print(f"polynomial activations: {fmt_int(c.polys)} (each costs secure products under "
+              "2PC: not free; `deepreshape pi` measures them)")
     return 0

@@ -139,6 +139,16 @@ class SlotKindDef:
         """Exact ReLUs (comparisons under 2PC) per image, from the slot's shape alone."""
         raise NotImplementedError(f"slot kind {self.name!r} does not say its ReLUs")
 
+    def polys(self, kind: SlotKind, info: SlotInfo) -> int:
+        """Activations per image a polynomial computes in place of a ReLU (each costs
+        secure products: never free). Default: 0."""
+        return 0
+
+    def params(self, kind: SlotKind, info: SlotInfo) -> int:
+        """Trainable parameters the slot's module holds (a polynomial's coefficients).
+        Default: 0."""
+        return 0
+
     def layers(self, kind: SlotKind, info: SlotInfo) -> list[LayerCount]:
         """Conv/BN rows the kind adds to `count.layer_table` after the slot's own row
         (module paths under ``info.address``); built with `count.conv_row`/`bn_row`.
@@ -159,6 +169,10 @@ class SlotKindDef:
         """ReLUs one image evaluated in a forward call of `module` (one of `module_types`)
         with output `out` (batch first). Default: every output element."""
         return int(out[0].numel())
+
+    def hook_polys(self, module: nn.Module, out: Any) -> int:
+        """Polynomial activations one image evaluated in that forward call. Default: 0."""
+        return 0
 
     # -- JAX (PI export) ---------------------------------------------------------------
     def jax(self, kind: SlotKind, info: SlotInfo, exporter: Any) -> Callable[[Any, Any], Any]:
@@ -187,6 +201,8 @@ SLOT_KINDS: Registry[SlotKindDef] = Registry("slot kind", "deepreshape.slot_kind
     "identity": "deepreshape.slotkinds.identity:DEFINITION",
     "reuse": "deepreshape.slotkinds.reuse:DEFINITION",
     "mask": "deepreshape.slotkinds.mask:DEFINITION",
+    "poly1": "deepreshape.slotkinds.poly:POLY1",
+    "poly2": "deepreshape.slotkinds.poly:POLY2",
 })
 """Every slot kind, by name (see the module docstring)."""
 

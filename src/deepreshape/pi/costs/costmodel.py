@@ -248,11 +248,21 @@ class CostModel:
         """
         c = self.coef(protocol, weights)
         key = setting(protocol, weights)
+        per_stage = stage_features(spec, _directions(key))
+        unpriced = sorted({k for f in per_stage.values() for k, v in f.items()
+                           if v and k not in STAGE_FEATURES and k not in c["latency_s"]})
+        if unpriced:  # a slot kind's own feature (a polynomial's): never priced as free
+            raise UsageError(
+                f"{spec.describe()}: the cost model has no coefficients for "
+                f"{', '.join(unpriced)} under {key!r}, so it cannot price this network; "
+                "measure it with `deepreshape pi RUN`")
         rows = []
-        for stage, f in stage_features(spec, _directions(key)).items():
+        for stage, f in per_stage.items():
             row: dict[str, Any] = {"stage": stage, "relus": int(f["relus"]), "macs": int(f["macs"])}
             for t in TARGETS:
-                relu = sum(c[t].get(k, 0.0) * f[k] for k in RELU_FEATURES)
+                # the non-linear part: ReLUs, and any slot kind's own priced features
+                relu = sum(c[t].get(k, 0.0) * v for k, v in f.items()
+                           if k in RELU_FEATURES or k not in STAGE_FEATURES)
                 lin = sum(c[t].get(k, 0.0) * f[k] for k in LINEAR_FEATURES)
                 row.update({t: relu + lin, f"relu_{t}": relu, f"linear_{t}": lin})
             rows.append(row)
