@@ -124,3 +124,75 @@ def test_the_cost_model_refuses_to_price_polynomials_as_free() -> None:
     with pytest.raises(UsageError, match=r"no coefficients for poly_layers, polys .*deepreshape pi"):
         costmodel.predict(_spec("stage2=poly2"), "cheetah")
     assert costmodel.predict(parse(ARCH, dataset="digits"), "cheetah")["latency_s"] > 0
+
+
+# --------------------------------------------------------------------------- masks
+
+
+MASKED = ("stage2.block1.relu1=mask:pixel:100:poly2,stage3.block1.relu2=mask:channel:3:poly1,"
+          "stage1.block1.relu1=mask:pixel:7")
+
+
+def _random_masks(model, seed: int = 1) -> None:
+    """Kept positions scattered (not the first K) and coefficients off their start."""
+    from deepreshape.build import MaskedReLU
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MaskedReLU):
+                kept = int(m.mask.sum())
+                flat = torch.zeros(m.mask.numel())
+                flat[torch.randperm(m.mask.numel(), generator=g)[:kept]] = 1
+                m.mask.copy_(flat.view_as(m.mask))
+                if m.coef is not None:
+                    m.coef.add_(0.2 * torch.randn(m.coef.shape, generator=g))
+
+
+def test_a_mask_whose_dropped_positions_are_polynomial() -> None:
+    spec = _spec(MASKED)
+    assert parse(spec.describe(), dataset="digits").describe() == spec.describe()
+    c, base = count(spec), count(parse(ARCH, dataset="digits"))
+    # stage2 slot: 4 x 8 x 8 = 256 positions, 100 kept -> 156 polynomials; stage3 slot:
+    # 8 x 4 x 4, 3 channels kept -> 48 ReLUs and 80 polynomials; the identity mask: none
+    assert c.stage("stage2").polys == 156 and c.stage("stage3").polys == 80 and c.polys == 236
+    assert c.stage("stage1").relus == base.stage("stage1").relus - 512 + 7
+    assert c.params == base.params + 3 * 4 + 2 * 8
+    model = build(spec)
+    _random_masks(model)
+    hooks = count_module(model, spec)
+    assert (hooks.relus, hooks.polys, hooks.params) == (c.relus, c.polys, c.params)
+    with pytest.raises(UsageError, match="unknown ReLU slot kind 'mask:pixel:3:poly3'"):
+        _spec("stage1.block1.relu1=mask:pixel:3:poly3")
+
+
+def test_masked_polynomials_export_equal_torch_and_run_under_spu() -> None:
+    pytest.importorskip("jax")
+    from deepreshape.pi.export import export_model
+    from deepreshape.pi.program import plain_logits
+
+    spec = _spec(MASKED)
+    model = build(spec).eval()
+    _random_masks(model)
+    fn, params = export_model(model)
+    x = torch.randn(2, spec.in_channels, spec.input_size, spec.input_size)
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(plain_logits(fn, params, x.numpy()), want, atol=1e-4, rtol=1e-4)
+    pytest.importorskip("spu")
+    from deepreshape.pi.program import run_simulated
+
+    np.testing.assert_allclose(run_simulated(fn, params, x.numpy()[:1], protocol="cheetah"),
+                               want[:1], atol=2e-2)
+
+
+def test_refit_of_a_mask_uses_only_its_dropped_positions() -> None:
+    from deepreshape.build import MaskedReLU
+    from deepreshape.slotkinds import SlotInfo
+
+    m = MaskedReLU(SlotInfo("s", 1, 1, 2, 2), "pixel", 2, degree=1)
+    m.mask.copy_(torch.tensor([[[1.0, 0.0], [1.0, 0.0]]]))  # the right column is dropped
+    x = torch.randn(500, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    x[:, :, :, 1] = x[:, :, :, 1] * 0.5 + 3  # the dropped positions see N(3, 0.25): relu = x
+    assert fit_polys_to_relu(torch.nn.Sequential(m), [x]) == 1
+    np.testing.assert_allclose(m.coef[:, 0].detach().numpy(), [1.0, 0.0], atol=1e-3)

@@ -216,10 +216,10 @@ def test_the_builtin_kinds_are_the_registry_members() -> None:
         module = d.name.rstrip("0123456789")  # poly1 and poly2 are one module's two degrees
         assert type(d).__module__ == f"deepreshape.slotkinds.{module}"
         assert d.syntax and d.summary
-    assert valid_forms() == ("relu, identity, reuse:N (N>=2), mask:pixel:K, mask:channel:K, "
-                             "poly1, poly2")
+    assert valid_forms() == ("relu, identity, reuse:N (N>=2), mask:pixel:K[:polyD], "
+                             "mask:channel:K[:polyD], poly1, poly2")
     for text in ("relu", "identity", "reuse:2", "reuse:8", "mask:pixel:7", "mask:channel:3",
-                 "poly1", "poly2"):
+                 "poly1", "poly2", "mask:pixel:7:poly2", "mask:channel:3:poly1"):
         kind = parse_slot_kind(text.upper())
         assert str(kind) == text and kind.definition is SLOT_KINDS.get(kind.kind)
     for bad in ("reuse:1", "reuse", "mask:row:3", "relu:2", ""):

@@ -77,15 +77,20 @@ class ReLUReuse(nn.Module):
 
 
 class MaskedReLU(nn.Module):
-    """SNL's linearized ReLU with a fixed binary mask: y = m*relu(x) + (1-m)*x.
+    """SNL's linearized ReLU with a fixed binary mask: y = m*relu(x) + (1-m)*x, or with a
+    polynomial replacement of degree D (``mask:G:K:polyD``) y = m*relu(x) + (1-m)*p(x),
+    p a per-channel polynomial as `PolyAct`'s (its coefficients in ``coef``; no `PolyAct`
+    submodule, so the forward-hook count sees only the dropped positions as polynomials).
 
     The mask is a buffer of shape (C,H,W) (pixel) or (C,1,1) (channel); checkpoints
     carry the kept positions. Built from a spec alone it keeps the first K positions.
     """
 
-    def __init__(self, info: SlotInfo, granularity: str, kept: int) -> None:
+    def __init__(self, info: SlotInfo, granularity: str, kept: int, degree: int = 0) -> None:
         super().__init__()
         self.granularity = granularity
+        self.degree = degree
+        self.coef = nn.Parameter(relu_fit(degree, info.channels)) if degree else None
         shape = (info.channels, 1, 1) if granularity == "channel" else (
             info.channels, info.height, info.width)
         mask = torch.zeros(shape).flatten()
@@ -93,13 +98,32 @@ class MaskedReLU(nn.Module):
         self.register_buffer("mask", mask.view(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """ReLU where the mask is 1, identity elsewhere."""
+        """ReLU where the mask is 1, identity (or the polynomial) elsewhere."""
         m = self.mask.to(x.dtype)
-        return m * torch.relu(x) + (1 - m) * x
+        return m * torch.relu(x) + (1 - m) * (x if self.coef is None else horner(self.coef, x))
 
     def extra_repr(self) -> str:
         """Granularity and kept positions, for `print(model)`."""
-        return f"granularity={self.granularity}, kept={int(self.mask.sum())}"
+        poly = f", dropped positions: degree {self.degree}" if self.degree else ""
+        return f"granularity={self.granularity}, kept={int(self.mask.sum())}{poly}"
+
+
+def relu_fit(degree: int, channels: int) -> torch.Tensor:
+    """(degree + 1, channels) coefficients, highest power first: ReLU's least-squares fit
+    on a standard normal input (`slotkinds.poly.RELU_FIT`) in every channel."""
+    from deepreshape.slotkinds.poly import RELU_FIT
+
+    return torch.tensor(RELU_FIT[degree], dtype=torch.float32)[:, None].repeat(1, channels)
+
+
+def horner(coef: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The per-channel polynomial with `coef` ((degree + 1, C), highest power first) at x
+    (N, C, H, W), in Horner form: the products the PI export computes."""
+    c = coef.to(x.dtype)[:, None, :, None, None]  # (degree+1, 1, C, 1, 1)
+    y = c[0].expand_as(x)
+    for k in range(1, coef.shape[0]):
+        y = y * x + c[k]
+    return y
 
 
 class PolyAct(nn.Module):
@@ -113,19 +137,12 @@ class PolyAct(nn.Module):
 
     def __init__(self, channels: int, degree: int) -> None:
         super().__init__()
-        from deepreshape.slotkinds.poly import RELU_FIT
-
         self.degree = degree
-        init = torch.tensor(RELU_FIT[degree], dtype=torch.float32)[:, None].repeat(1, channels)
-        self.coef = nn.Parameter(init)
+        self.coef = nn.Parameter(relu_fit(degree, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Horner's form, per channel."""
-        c = self.coef.to(x.dtype)[:, None, :, None, None]  # (degree+1, 1, C, 1, 1)
-        y = c[0].expand_as(x)
-        for k in range(1, self.degree + 1):
-            y = y * x + c[k]
-        return y
+        return horner(self.coef, x)
 
     def extra_repr(self) -> str:
         """Degree and channels, for `print(model)`."""
@@ -134,20 +151,27 @@ class PolyAct(nn.Module):
 
 @torch.no_grad()
 def fit_polys_to_relu(model: nn.Module, batches: Any) -> int:
-    """Refit every `PolyAct` of `model` to ReLU on the inputs it sees: run `batches` (an
-    iterable of input tensors) through the model in eval mode, and set each channel's
-    coefficients to the least-squares fit of relu(x) over that channel's inputs (AutoReP's
-    distribution-aware initialization). Returns the number of slots refitted."""
-    polys = {name: m for name, m in model.named_modules() if isinstance(m, PolyAct)}
+    """Refit every polynomial slot of `model` (a `PolyAct`, or a `MaskedReLU` whose dropped
+    positions are polynomial) to ReLU on the inputs it sees: run `batches` (an iterable of
+    input tensors) through the model in eval mode, and set each channel's coefficients to
+    the least-squares fit of relu(x) over that channel's inputs (a mask's dropped positions
+    only): AutoReP's distribution-aware initialization. Returns the slots refitted."""
+    polys = {name: m for name, m in model.named_modules()
+             if isinstance(m, PolyAct) or (isinstance(m, MaskedReLU) and m.degree)}
     moments: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
-        def fn(mod: PolyAct, inp: tuple, out: torch.Tensor) -> None:
-            x = inp[0].detach().double().transpose(0, 1).reshape(inp[0].shape[1], -1)  # (C, N)
+        def fn(mod: nn.Module, inp: tuple, out: torch.Tensor) -> None:
+            c = inp[0].shape[1]
+            x = inp[0].detach().double().transpose(0, 1).reshape(c, -1)  # (C, N)
+            w = torch.ones_like(x)  # which inputs the polynomial computes
+            if isinstance(mod, MaskedReLU):
+                dropped = (1 - mod.mask.double()).expand(inp[0].shape[1:])
+                w = dropped[None].expand(inp[0].shape).transpose(0, 1).reshape(c, -1)
             powers = torch.stack([x ** k for k in range(mod.degree, -1, -1)], 1)  # (C, d+1, N)
             r = torch.relu(x)[:, None, :]
-            gram = powers @ powers.transpose(1, 2)  # (C, d+1, d+1)
-            rhs = (powers * r).sum(-1)  # (C, d+1)
+            gram = (powers * w[:, None]) @ powers.transpose(1, 2)  # (C, d+1, d+1)
+            rhs = (powers * r * w[:, None]).sum(-1)  # (C, d+1)
             acc = torch.cat([gram, rhs[:, :, None]], 2)
             moments[name] = moments[name] + acc if name in moments else acc
         return fn

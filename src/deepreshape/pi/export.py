@@ -46,23 +46,34 @@ ExportedFn = Callable[[Params, jax.Array], jax.Array]
 # --------------------------------------------------------------------------- jax ops
 
 
-def relu_on(x: jax.Array, kept_idx: np.ndarray) -> jax.Array:
-    """ReLU on the kept flat (C*H*W) positions only; the others pass through unchanged.
+def relu_on(x: jax.Array, kept_idx: np.ndarray,
+            other: Callable[[jax.Array], jax.Array] | None = None) -> jax.Array:
+    """ReLU on the kept flat (C*H*W) positions only; the others pass through unchanged,
+    or through `other` (a mask's polynomial, given the dropped positions' values in order,
+    batch first) when given.
 
     `kept_idx` is a numpy constant fixed at export time, so only the kept elements pay for
-    a comparison under secure execution. The result is assembled with gathers alone
-    (append the ReLU'd values, then one static permutation): SPU runs a scatter
-    (`x.at[idx].set`) element by element, about 20x the cost of the ReLU itself.
+    a comparison (and only the dropped ones for `other`'s products) under secure
+    execution. The result is assembled with gathers alone (append the computed values,
+    then one static permutation): SPU runs a scatter (`x.at[idx].set`) element by element,
+    about 20x the cost of the ReLU itself.
     """
-    if kept_idx.size == 0:
-        return x
     flat = x.reshape(x.shape[0], -1)
     n = flat.shape[1]
     if kept_idx.size == n:
         return jnp.maximum(x, 0)
-    source = np.arange(n)
-    source[kept_idx] = n + np.arange(kept_idx.size)  # kept positions read the appended ReLUs
-    both = jnp.concatenate([flat, jnp.maximum(flat[:, kept_idx], 0)], axis=1)
+    if other is None:
+        if kept_idx.size == 0:
+            return x
+        source = np.arange(n)
+        source[kept_idx] = n + np.arange(kept_idx.size)  # kept positions read the appended ReLUs
+        both = jnp.concatenate([flat, jnp.maximum(flat[:, kept_idx], 0)], axis=1)
+        return jnp.take(both, source, axis=1).reshape(x.shape)
+    dropped = np.setdiff1d(np.arange(n), kept_idx)
+    source = np.empty(n, dtype=np.int64)
+    source[dropped] = np.arange(dropped.size)
+    source[kept_idx] = dropped.size + np.arange(kept_idx.size)
+    both = jnp.concatenate([other(flat[:, dropped]), jnp.maximum(flat[:, kept_idx], 0)], axis=1)
     return jnp.take(both, source, axis=1).reshape(x.shape)
 
 

@@ -1,5 +1,7 @@
 """``mask:pixel:K`` / ``mask:channel:K``: SNL's fixed binary mask keeping K pixels (or K
-whole channels) of the slot; the other positions pass through linearly.
+whole channels) of the slot; the other positions pass through linearly, or, with a
+``:poly1`` / ``:poly2`` suffix (``mask:pixel:3000:poly2``), through a per-channel
+polynomial (`slotkinds.poly`) instead of the identity: AutoReP's replacement.
 
 The torch module is `deepreshape.build.MaskedReLU` (a public name of the build layer),
 whose ``mask`` buffer holds the kept positions; the JAX op reads that buffer. The kept
@@ -20,23 +22,40 @@ if TYPE_CHECKING:
     from deepreshape.spec import NetSpec
 
 GRANULARITIES = ("pixel", "channel")
+REPLACEMENTS = ("poly1", "poly2")
+"""What a mask's dropped positions may become besides the identity (the default)."""
+
+
+def replacement(kind: SlotKind) -> str | None:
+    """The polynomial kind (``poly2``) of a mask's dropped positions, or None (identity)."""
+    return kind.params[0] if kind.params else None
+
+
+def degree(kind: SlotKind) -> int:
+    """The dropped positions' polynomial degree (0: identity)."""
+    r = replacement(kind)
+    return int(r[-1]) if r else 0
 
 
 class MaskKind(SlotKindDef):
     """A fixed binary mask: y = m*relu(x) + (1-m)*x, m of shape (C,H,W) or (C,1,1)."""
 
     name = "mask"
-    syntax = "mask:pixel:K, mask:channel:K"
+    syntax = "mask:pixel:K[:polyD], mask:channel:K[:polyD]"
     summary = "SNL mask keeping K elements (pixel) or K channels (channel)"
 
     def parse(self, text: str) -> SlotKind | None:
-        """``mask:pixel:K`` or ``mask:channel:K``."""
-        m = re.fullmatch(rf"mask:({'|'.join(GRANULARITIES)}):(\d+)", text)
-        return SlotKind("mask", granularity=m.group(1), kept=int(m.group(2))) if m else None
+        """``mask:pixel:K`` or ``mask:channel:K``, optionally ``:poly1`` / ``:poly2``."""
+        m = re.fullmatch(rf"mask:({'|'.join(GRANULARITIES)}):(\d+)(?::({'|'.join(REPLACEMENTS)}))?",
+                         text)
+        if m is None:
+            return None
+        return SlotKind("mask", granularity=m.group(1), kept=int(m.group(2)),
+                        params=(m.group(3),) if m.group(3) else ())
 
     def text(self, kind: SlotKind) -> str:
-        """``mask:G:K``."""
-        return f"mask:{kind.granularity}:{kind.kept}"
+        """``mask:G:K`` or ``mask:G:K:polyD``."""
+        return ":".join(["mask", kind.granularity, str(kind.kept), *kind.params])
 
     def check(self, kind: SlotKind, info: SlotInfo) -> None:
         """K is at most the slot's positions (pixel) or channels (channel)."""
@@ -52,11 +71,19 @@ class MaskKind(SlotKindDef):
             return kind.kept * info.height * info.width
         return kind.kept
 
+    def polys(self, kind: SlotKind, info: SlotInfo) -> int:
+        """With a polynomial replacement: every position the mask drops."""
+        return info.numel - self.relus(kind, info) if degree(kind) else 0
+
+    def params(self, kind: SlotKind, info: SlotInfo) -> int:
+        """With a polynomial replacement: its (degree + 1) coefficients per channel."""
+        return (degree(kind) + 1) * info.channels if degree(kind) else 0
+
     def module(self, kind: SlotKind, info: SlotInfo) -> Any:
         """`build.MaskedReLU`, keeping the first K positions until a checkpoint loads its mask."""
         from deepreshape.build import MaskedReLU
 
-        return MaskedReLU(info, kind.granularity, kind.kept)
+        return MaskedReLU(info, kind.granularity, kind.kept, degree(kind))
 
     def module_types(self) -> tuple[type, ...]:
         """`build.MaskedReLU`."""
@@ -67,6 +94,12 @@ class MaskKind(SlotKindDef):
     def hook_relus(self, module: Any, out: Any) -> int:
         """The non-zero entries of the module's mask, broadcast to the output's shape."""
         return int(module.mask.ne(0).expand(out.shape[1:]).sum())
+
+    def hook_polys(self, module: Any, out: Any) -> int:
+        """With a polynomial replacement: the zero entries of the mask, broadcast."""
+        if not module.degree:
+            return 0
+        return int(module.mask.eq(0).expand(out.shape[1:]).sum())
 
     def jax(self, kind: SlotKind, info: SlotInfo, exporter: Any) -> Any:
         """ReLU on the kept positions only (`pi.export.relu_on`), read from the state
@@ -85,13 +118,34 @@ class MaskKind(SlotKindDef):
             raise UsageError(f"{address}.mask keeps {int(m.sum())} {kind.granularity}s but the spec "
                              f"says {kind}")
         kept_idx = np.flatnonzero(np.broadcast_to(m, full))
-        return lambda p, x: relu_on(x, kept_idx)
+        if not degree(kind):
+            return lambda p, x: relu_on(x, kept_idx)
+        # the dropped positions' polynomial, its per-channel coefficients gathered to those
+        # positions at export time (public positions, the server's coefficients)
+        d = degree(kind)
+        coef = exporter.tensor(f"{address}.coef", (d + 1, info.channels))
+        dropped = np.setdiff1d(np.arange(info.numel), kept_idx)
+        channel = dropped // (info.height * info.width)
+        names = [exporter.put(f"{address}.coef{k}", coef[k][channel][None, :])
+                 for k in range(d + 1)]
+
+        def other(p: Any, values: Any) -> Any:
+            y = p[names[0]]
+            for name in names[1:]:
+                y = y * values + p[name]
+            return y
+
+        return lambda p, x: relu_on(x, kept_idx, lambda v: other(p, v))
 
     def cost_features(self, kind: SlotKind, info: SlotInfo, relus: int) -> dict[str, float]:
         """Besides ReLUs and a ReLU layer: ``masked_relus``, the ReLUs of a partially kept
-        slot, which the export runs as gathers around a ReLU on the kept positions."""
+        slot, which the export runs as gathers around a ReLU on the kept positions; with a
+        polynomial replacement, its ``polys`` and one ``poly_layers``."""
         f = super().cost_features(kind, info, relus)
         f["masked_relus"] = float(relus) if 0 < relus < info.numel else 0.0
+        polys = self.polys(kind, info)
+        if polys:
+            f.update(polys=float(polys), poly_layers=1.0)
         return f
 
 
