@@ -196,3 +196,28 @@ def test_refit_of_a_mask_uses_only_its_dropped_positions() -> None:
     x[:, :, :, 1] = x[:, :, :, 1] * 0.5 + 3  # the dropped positions see N(3, 0.25): relu = x
     assert fit_polys_to_relu(torch.nn.Sequential(m), [x]) == 1
     np.testing.assert_allclose(m.coef[:, 0].detach().numpy(), [1.0, 0.0], atol=1e-3)
+
+
+@pytest.mark.slow
+def test_the_activation_benchmark_measures_each_function_against_the_baseline(capsys) -> None:
+    """`benchmarks/activations.py` on one small size: four real two-party runs, outputs
+    equal to plaintext, each activation's extra cost over the linear baseline."""
+    pytest.importorskip("spu")
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "activations.py"
+    spec = importlib.util.spec_from_file_location("activations", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--sizes", "512", "--protocols", "semi2k", "--repeats", "1", "--json"]) == 0
+    rows = {r["function"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(rows) == ["linear", "relu", "square", "poly2"]
+    assert all(r["max_abs_err"] < 1e-2 and r["n"] == 512 for r in rows.values())
+    assert rows["linear"]["extra_bytes_per_activation"] == 0
+    for name in ("relu", "square", "poly2"):  # every activation moves bytes: none is free
+        assert rows[name]["bytes"] > rows["linear"]["bytes"]
+    r = rows["poly2"]
+    assert r["bytes_vs_relu"] == pytest.approx(
+        r["extra_bytes_per_activation"] / rows["relu"]["extra_bytes_per_activation"])
