@@ -84,6 +84,15 @@ def test_a_poly_network_trains_on_digits(tmp_path) -> None:
     losses = [m["loss"] for m in schema.METRICS.read(tmp_path / "run")]
     assert len(losses) == 4 and all(math.isfinite(v) for v in losses) and losses[-1] < losses[0]
     assert res.final_acc > 14  # ten digits: above chance (the ReLU network: 30% here)
+    # results.json counts the polynomials, and every report names them beside the ReLUs
+    from deepreshape.reports import pareto
+    from deepreshape.reports.readers import run_name
+    from deepreshape.rundir.run import load_run
+
+    assert res.run.results["polys"] == 1024 == count(_spec("stage2=poly2")).polys
+    assert run_name(load_run(tmp_path / "run")).endswith(" +1,024 polys")
+    plot = pareto([tmp_path / "run"], x="relus", peers="none", out=tmp_path / "p.png")
+    assert plot.rows[0].name.endswith(" +1,024 polys") and plot.rows[0].x == res.run.results["relus"]
     coef = res.model.stage2.block1.relu1.coef
     assert not torch.allclose(coef, torch.tensor(RELU_FIT[2])[:, None])  # it learned
 

@@ -136,12 +136,15 @@ def method_kind(run: Run) -> str:
 
 def run_name(run: Run) -> str:
     """A run's short display name: the spec's `short_name()`, or for a criticality probe
-    which stage it keeps (``hrn-5x7x2x probe s3 KD``)."""
+    which stage it keeps (``hrn-5x7x2x probe s3 KD``); a network with polynomial
+    activations says how many (``... +1,024 polys``), so a plot by ReLUs never shows it as
+    if its non-linearities were free."""
     tag = method_tag(run)
     stage = num(tag.get("stage"))
     if str(tag.get("name")) == "criticality" and stage is not None:
         return f"{run.spec.name} probe s{int(stage)}" + (" KD" if tag.get("kd") else "")
-    return run.spec.short_name()
+    polys = num(run.results.get("polys"))
+    return run.spec.short_name() + (f" +{int(polys):,} polys" if polys else "")
 
 
 def run_dataset(run: Run) -> str:

@@ -159,7 +159,8 @@ def write_results(run_dir: Path, spec: NetSpec, dataset: str, final_acc: float, 
     c = count(spec)
     schema.RESULTS.write(run_dir, {
         "arch": spec.describe(), "dataset": dataset, "final_acc": final_acc, "best_acc": best_acc,
-        "relus": c.relus, "macs": c.macs, "params": c.params, "stem_relus": c.stem_relus,
+        "relus": c.relus, "macs": c.macs, "params": c.params, "polys": c.polys,
+        "stem_relus": c.stem_relus,
         "stage_relus": [s.relus for s in c.stages], "epochs": epochs,
         "stopped_early": stopped, "wall_time_s": wall_time,
         "note": "final_acc is the last epoch's; best_acc is for information only "
