@@ -16,7 +16,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from deepreshape.errors import UsageError
-from deepreshape.slotkinds import SlotInfo, SlotKind, SlotKindDef
+from deepreshape.slotkinds import SLOT_KINDS, SlotInfo, SlotKind, SlotKindDef
 
 if TYPE_CHECKING:
     from deepreshape.spec import NetSpec
@@ -34,7 +34,7 @@ def replacement(kind: SlotKind) -> str | None:
 def degree(kind: SlotKind) -> int:
     """The dropped positions' polynomial degree (0: identity)."""
     r = replacement(kind)
-    return int(r[-1]) if r else 0
+    return SLOT_KINDS.get(r).degree if r else 0
 
 
 class MaskKind(SlotKindDef):
@@ -107,6 +107,7 @@ class MaskKind(SlotKindDef):
         import numpy as np
 
         from deepreshape.pi.export import relu_on
+        from deepreshape.slotkinds.poly import horner
 
         address = info.address
         full = (info.channels, info.height, info.width)
@@ -126,15 +127,8 @@ class MaskKind(SlotKindDef):
         coef = exporter.tensor(f"{address}.coef", (d + 1, info.channels))
         dropped = np.setdiff1d(np.arange(info.numel), kept_idx)
         channel = dropped // (info.height * info.width)
-        names = [exporter.put(f"{address}.coef{k}", coef[k][channel][None, :])
-                 for k in range(d + 1)]
-
-        def other(p: Any, values: Any) -> Any:
-            y = p[names[0]]
-            for name in names[1:]:
-                y = y * values + p[name]
-            return y
-
+        other = horner([exporter.put(f"{address}.coef{k}", coef[k][channel][None, :])
+                        for k in range(d + 1)])
         return lambda p, x: relu_on(x, kept_idx, lambda v: other(p, v))
 
     def cost_features(self, kind: SlotKind, info: SlotInfo, relus: int) -> dict[str, float]:

@@ -32,6 +32,20 @@ RELU_FIT: dict[int, tuple[float, ...]] = {
 """Default coefficients (highest power first) per degree."""
 
 
+def horner(names: list[str]) -> Any:
+    """The JAX op ``fn(params, x)`` of a polynomial whose coefficients, highest power
+    first, are the exported params `names` (each broadcasting against x): Horner's form,
+    the products `PolyAct` computes. Used by the poly kinds and by masks' dropped positions."""
+
+    def run(p: Any, x: Any) -> Any:
+        y = p[names[0]]
+        for name in names[1:]:
+            y = y * x + p[name]
+        return y
+
+    return run
+
+
 class PolyKind(SlotKindDef):
     """A per-channel polynomial of degree 1 or 2; no ReLU, `polys` = every element."""
 
@@ -77,16 +91,8 @@ class PolyKind(SlotKindDef):
     def jax(self, kind: SlotKind, info: SlotInfo, exporter: Any) -> Any:
         """Horner's form with the trained per-channel coefficients (`PolyAct.coef`)."""
         coef = exporter.tensor(f"{info.address}.coef", (self.degree + 1, info.channels))
-        names = [exporter.put(f"{info.address}.coef{k}", coef[k].reshape(1, -1, 1, 1))
-                 for k in range(self.degree + 1)]
-
-        def run(p: Any, x: Any) -> Any:
-            y = p[names[0]]
-            for name in names[1:]:
-                y = y * x + p[name]
-            return y
-
-        return run
+        return horner([exporter.put(f"{info.address}.coef{k}", coef[k].reshape(1, -1, 1, 1))
+                       for k in range(self.degree + 1)])
 
     def cost_features(self, kind: SlotKind, info: SlotInfo, relus: int) -> dict[str, float]:
         """Its polynomial activations and one polynomial layer (no ReLU features)."""
